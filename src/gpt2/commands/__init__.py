@@ -1,0 +1,1 @@
+"""One module per `gpt2` subcommand; see `gpt2.cli`."""

@@ -1,0 +1,71 @@
+"""The engines: three implementations of one model over one parameter tree.
+
+Every engine has the same small surface (see :class:`Engine`): build it from a
+`Config` and a parameter tree, make a KV cache, and call `forward` with new
+token ids to get the logits of the last position. `gpt2.generation.generate`
+drives any of them.
+
+    pure   standard library only: the readable, verifiable reference
+    numpy  fast CPU inference              (needs numpy)
+    torch  GPUs, half precision, training  (needs torch)
+
+Engines are imported only when asked for, so the core never imports NumPy or PyTorch.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from typing import Any, Mapping, Protocol, Sequence
+
+from ..config import Config
+from ..errors import EngineUnavailable, Gpt2Error
+from ..tensor import Tensor
+
+# name -> (module, class, the optional package it needs)
+ENGINES: dict[str, tuple[str, str, str | None]] = {
+    "pure": ("gpt2.engines.pure", "PureEngine", None),
+    "numpy": ("gpt2.engines.numpy_engine", "NumpyEngine", "numpy"),
+    "torch": ("gpt2.engines.torch_engine", "TorchEngine", "torch"),
+}
+FASTEST_FIRST = ("numpy", "torch", "pure")
+
+
+class Engine(Protocol):
+    name: str
+    config: Config
+
+    def new_cache(self) -> Any:
+        """An empty KV cache; `len(cache)` is the number of positions it holds."""
+
+    def forward(self, ids: Sequence[int], cache: Any, *, all_logits: bool = False) -> Any:
+        """Run `ids` at the positions after those already in `cache`, append their keys
+        and values to it, and return the logits of the last position (a sequence of
+        vocab_size floats), or of every new position when `all_logits` is true."""
+
+
+def available_engines() -> list[str]:
+    """Engine names whose dependencies are installed, fastest first."""
+    return [
+        name
+        for name in FASTEST_FIRST
+        if ENGINES[name][2] is None or importlib.util.find_spec(ENGINES[name][2]) is not None
+    ]
+
+
+def default_engine() -> str:
+    return available_engines()[0]
+
+
+def load_engine(name: str, config: Config, params: Mapping[str, Tensor], **options: Any) -> Engine:
+    """Build engine `name` ("pure", "numpy", "torch") over a parameter tree."""
+    if name not in ENGINES:
+        raise Gpt2Error(f"unknown engine {name!r}; choose one of {', '.join(ENGINES)}")
+    module_name, class_name, needs = ENGINES[name]
+    if needs is not None and importlib.util.find_spec(needs) is None:
+        raise EngineUnavailable(
+            f"the {name} engine needs {needs}: pip install 'gpt2[{needs}]' "
+            f"(installed engines: {', '.join(available_engines())})"
+        )
+    module = importlib.import_module(module_name)
+    return getattr(module, class_name)(config, params, **options)

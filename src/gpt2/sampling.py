@@ -1,0 +1,113 @@
+"""Choosing the next token from logits: greedy, temperature, top-k and top-p (nucleus).
+
+The sampler owns its random number generator, so two samplers with the same
+seed make the same choices whatever else the program does with `random`.
+
+The algorithm is fixed, so that every engine (pure, NumPy, PyTorch) picks the
+same token from the same logits and the same seed:
+
+1. temperature 0 (or top_k 1): the arg-max, the lowest id on a tie; no random draw.
+2. divide the logits by the temperature;
+3. top-k: keep the k largest, ties broken by the lower id;
+4. softmax over the survivors (float64, max subtracted);
+5. top-p: walk the survivors from the most to the least probable (ties by
+   lower id) and keep the shortest prefix whose probability reaches top_p;
+6. draw u = rng.random() once and walk the kept tokens in that same order,
+   choosing the first whose cumulative probability exceeds u * total.
+
+>>> s = Sampler(SamplingConfig(temperature=0.0))
+>>> s.sample([0.1, 3.0, -1.0])
+1
+>>> a = Sampler(SamplingConfig(top_k=2), seed=7); b = Sampler(SamplingConfig(top_k=2), seed=7)
+>>> [a.sample([1.0, 2.0, 3.0]) for _ in range(5)] == [b.sample([1.0, 2.0, 3.0]) for _ in range(5)]
+True
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import random
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from .errors import GenerationError
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    temperature: float = 1.0  # 0 means greedy
+    top_k: int = 0  # 0 means no limit; above the vocabulary it is clamped
+    top_p: float = 1.0  # nucleus mass in (0, 1]; 1 means off
+
+    def __post_init__(self) -> None:
+        t = self.temperature
+        if not isinstance(t, (int, float)) or isinstance(t, bool) or math.isnan(t) or t < 0 or math.isinf(t):
+            raise GenerationError(f"temperature must be a finite number >= 0, got {t!r}")
+        if not isinstance(self.top_k, int) or isinstance(self.top_k, bool) or self.top_k < 0:
+            raise GenerationError(f"top_k must be an integer >= 0 (0 = off), got {self.top_k!r}")
+        p = self.top_p
+        if not isinstance(p, (int, float)) or isinstance(p, bool) or math.isnan(p) or not 0.0 < p <= 1.0:
+            raise GenerationError(f"top_p must be in (0, 1], got {p!r}")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0 or self.top_k == 1
+
+
+def argmax(values: Sequence[float]) -> int:
+    """Index of the largest value; the first one on a tie."""
+    return max(range(len(values)), key=values.__getitem__)
+
+
+def _as_list(logits: Any) -> Sequence[float]:
+    tolist = getattr(logits, "tolist", None)  # NumPy arrays and torch tensors
+    return tolist() if tolist is not None else logits
+
+
+class Sampler:
+    """Picks token ids from logits according to a :class:`SamplingConfig`."""
+
+    def __init__(self, settings: SamplingConfig | None = None, seed: int | None = None) -> None:
+        self.settings = settings or SamplingConfig()
+        self.rng = random.Random(seed)
+
+    def sample(self, logits: Any) -> int:
+        logits = _as_list(logits)
+        s = self.settings
+        if s.greedy:
+            return argmax(logits)
+        candidates = self.candidates(logits)
+        return self.choose([p for _, p in candidates], [i for i, _ in candidates])
+
+    def candidates(self, logits: Sequence[float]) -> list[tuple[int, float]]:
+        """(id, probability) of the tokens that may be drawn, most probable first (steps 2 to 5)."""
+        s = self.settings
+        inv_t = 1.0 / s.temperature
+        n = len(logits)
+        if 0 < s.top_k < n:
+            ids = heapq.nsmallest(s.top_k, range(n), key=lambda i: (-logits[i], i))
+        else:
+            ids = sorted(range(n), key=lambda i: (-logits[i], i))
+        top = logits[ids[0]] * inv_t
+        weights = [math.exp(logits[i] * inv_t - top) for i in ids]
+        total = math.fsum(weights)
+        probs = [w / total for w in weights]
+        if s.top_p < 1.0:
+            mass, keep = 0.0, 0
+            for keep, p in enumerate(probs, start=1):
+                mass += p
+                if mass >= s.top_p:
+                    break
+            ids, probs = ids[:keep], probs[:keep]
+        return list(zip(ids, probs))
+
+    def choose(self, probs: Sequence[float], ids: Sequence[int]) -> int:
+        """Step 6: one uniform draw, inverse CDF over `probs` in the order given."""
+        threshold = self.rng.random() * math.fsum(probs)
+        cumulative = 0.0
+        for token, p in zip(ids, probs):
+            cumulative += p
+            if cumulative > threshold:
+                return token
+        return ids[-1]  # rounding left the threshold a hair above the sum

@@ -1,0 +1,85 @@
+"""The core imports with the standard library alone.
+
+Every module of the package is imported in a fresh interpreter in which NumPy,
+PyTorch, matplotlib and the other optional libraries cannot be imported. Only
+the modules listed in OPTIONAL may fail, and only with our typed error or an
+ImportError naming a blocked package.
+"""
+
+import json
+import pkgutil
+import subprocess
+import sys
+from pathlib import Path
+
+import gpt2
+
+BLOCKED = ("numpy", "torch", "matplotlib", "transformers", "tiktoken", "safetensors",
+           "huggingface_hub", "tensorflow", "scipy", "pandas")
+
+# Modules that exist to use an optional library (the NumPy/PyTorch engines, training,
+# the verification references). Everything else is core.
+OPTIONAL = (
+    "gpt2.engines.numpy_engine",
+    "gpt2.engines.torch_engine",
+    "gpt2.torch_model",
+    "gpt2.training",
+    "gpt2.references",
+)
+
+PROBE = r"""
+import importlib, importlib.abc, json, sys
+BLOCKED = set(json.loads(sys.argv[1]))
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in BLOCKED:
+            raise ImportError(f"blocked optional package {name}")
+        return None
+sys.meta_path.insert(0, Block())
+failures = {}
+for name in json.loads(sys.argv[2]):
+    try:
+        importlib.import_module(name)
+    except BaseException as exc:
+        failures[name] = f"{type(exc).__name__}: {exc}"
+from gpt2.cli import main
+try:
+    main(["--help"])
+except SystemExit as exc:
+    if exc.code != 0:
+        failures["gpt2 --help"] = f"exit {exc.code}"
+loaded = sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED)
+print(json.dumps({"failures": failures, "loaded": loaded}))
+"""
+
+
+def all_modules():
+    root = Path(gpt2.__file__).parent
+    names = ["gpt2"]
+    for info in pkgutil.walk_packages([str(root)], prefix="gpt2."):
+        names.append(info.name)
+    return names
+
+
+def is_optional(name):
+    return any(name == p or name.startswith(p + ".") for p in OPTIONAL)
+
+
+def test_core_imports_without_optional_libraries():
+    modules = all_modules()
+    core = [m for m in modules if not is_optional(m) and m != "gpt2.__main__"]
+    assert "gpt2.cli" in core and "gpt2.config" in core
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE, json.dumps(BLOCKED), json.dumps(core)],
+        capture_output=True, text=True, check=True,
+    )
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    assert report["failures"] == {}
+    assert report["loaded"] == []
+
+
+def test_cli_help_lists_every_command():
+    out = subprocess.run([sys.executable, "-m", "gpt2", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0
+    for name in ("generate", "tokenize", "verify", "train", "convert", "info", "score", "eval"):
+        assert name in out.stdout
