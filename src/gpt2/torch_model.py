@@ -1,0 +1,179 @@
+"""GPT-2 as a `torch.nn.Module`, named exactly as the official checkpoints are.
+
+`model.state_dict()` has the keys of :func:`gpt2.params.param_shapes`
+(`wte.weight`, `h.0.attn.c_attn.weight`, ...) with the same (in, out) layout for
+the projections, so loading any checkpoint is `load_state_dict` by name.
+The output projection is tied to `wte`.
+
+>>> import torch
+>>> from gpt2 import Config
+>>> m = GPT2(Config(n_layer=1, n_embd=8, n_head=2, vocab_size=11, n_ctx=4))
+>>> logits, loss = m(torch.tensor([[1, 2, 3]]), targets=torch.tensor([[2, 3, 4]]))
+>>> tuple(logits.shape), loss.ndim
+((1, 3, 11), 0)
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Mapping
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .config import Config
+from .params import Params, param_shapes, validate_params
+from .tensor import Tensor
+
+
+class Conv1D(nn.Module):
+    """y = x @ weight + bias, with weight stored (in, out) as GPT-2's checkpoints store it."""
+
+    def __init__(self, n_in: int, n_out: int, bias_trainable: bool = True) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(n_in, n_out))
+        if bias_trainable:
+            self.bias = nn.Parameter(torch.zeros(n_out))
+        else:  # kept in the state dict as zeros, so every reader sees the same tree
+            self.register_buffer("bias", torch.zeros(n_out))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.addmm(self.bias, x.reshape(-1, x.shape[-1]), self.weight).view(*x.shape[:-1], -1)
+
+
+class Attention(nn.Module):
+    def __init__(self, config: Config) -> None:
+        super().__init__()
+        self.n_head = config.n_head
+        self.dropout = config.dropout
+        self.c_attn = Conv1D(config.n_embd, 3 * config.n_embd, bias_trainable=config.qkv_bias)
+        self.c_proj = Conv1D(config.n_embd, config.n_embd)
+        self.resid_dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, C = x.shape  # [batch, time, n_embd]
+        q, k, v = self.c_attn(x).split(C, dim=2)  # 3 x [B, T, C]
+        # [B, T, C] -> [B, n_head, T, head_dim]
+        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+        y = F.scaled_dot_product_attention(
+            q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0
+        )  # [B, n_head, T, head_dim]
+        y = y.transpose(1, 2).contiguous().view(B, T, C)  # [B, T, C]
+        return self.resid_dropout(self.c_proj(y))
+
+
+class MLP(nn.Module):
+    def __init__(self, config: Config) -> None:
+        super().__init__()
+        self.c_fc = Conv1D(config.n_embd, config.n_inner)
+        self.c_proj = Conv1D(config.n_inner, config.n_embd)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.c_proj(F.gelu(self.c_fc(x), approximate="tanh")))
+
+
+class Block(nn.Module):
+    def __init__(self, config: Config) -> None:
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
+        self.attn = Attention(config)
+        self.ln_2 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
+        self.mlp = MLP(config)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x))  # pre-norm, residual
+        return x + self.mlp(self.ln_2(x))
+
+
+class GPT2(nn.Module):
+    def __init__(self, config: Config) -> None:
+        super().__init__()
+        self.config = config
+        self.wte = nn.Embedding(config.vocab_size, config.n_embd)
+        self.wpe = nn.Embedding(config.n_ctx, config.n_embd)
+        if config.position_embedding == "sinusoidal":
+            self.wpe.weight.requires_grad_(False)  # a fixed table, stored like a learned one
+        self.drop = nn.Dropout(config.dropout)
+        self.h = nn.ModuleList(Block(config) for _ in range(config.n_layer))
+        self.ln_f = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
+        self.load_params(None)
+
+    def forward(
+        self, idx: torch.Tensor, targets: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """idx [B, T] token ids -> logits [B, T, vocab]; with targets [B, T], also the mean
+        cross-entropy (targets of -100 are ignored)."""
+        T = idx.shape[1]
+        if T > self.config.n_ctx:
+            raise ValueError(f"sequence of {T} tokens is longer than the context window {self.config.n_ctx}")
+        pos = torch.arange(T, device=idx.device)
+        x = self.drop(self.wte(idx) + self.wpe(pos))  # [B, T, C]
+        for block in self.h:
+            x = block(x)
+        x = self.ln_f(x)
+        logits = x @ self.wte.weight.T  # tied output projection: [B, T, vocab]
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-100)
+        return logits, loss
+
+    # --- the parameter tree ----------------------------------------------------------
+
+    def load_params(self, params: Mapping[str, Tensor] | None) -> None:
+        """Copy a parameter tree in by name (None: GPT-2's random initialisation, seeded
+        from torch's generator)."""
+        if params is None:
+            self._init_weights()
+            return
+        validate_params(params, self.config)
+        state = {name: tensor_to_torch(t) for name, t in params.items()}
+        self.load_state_dict(state, strict=True)
+
+    def to_params(self) -> Params:
+        """The model's weights as a framework-free parameter tree (float32)."""
+        out: Params = {}
+        state = self.state_dict()
+        for name in param_shapes(self.config):
+            t = state[name].detach().to("cpu", torch.float32).contiguous()
+            out[name] = Tensor(tuple(t.shape), "F32", t.numpy().tobytes())
+        return out
+
+    @classmethod
+    def from_params(cls, config: Config, params: Mapping[str, Tensor]) -> "GPT2":
+        model = cls(config)
+        model.load_params(params)
+        return model
+
+    def _init_weights(self) -> None:
+        std = 0.02
+        residual_std = std / math.sqrt(2 * self.config.n_layer)
+        with torch.no_grad():
+            for name, p in self.named_parameters():
+                if name == "wpe.weight" and self.config.position_embedding == "sinusoidal":
+                    continue
+                if p.ndim == 2:
+                    p.normal_(0.0, residual_std if name.endswith(("attn.c_proj.weight", "mlp.c_proj.weight")) else std)
+                elif name.endswith(".weight"):
+                    p.fill_(1.0)
+                else:
+                    p.zero_()
+            if self.config.position_embedding == "sinusoidal":
+                from .params import sinusoidal_positions
+
+                self.wpe.weight.copy_(torch.tensor(sinusoidal_positions(self.config.n_ctx, self.config.n_embd)))
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+_TORCH_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "F64": torch.float64}
+
+
+def tensor_to_torch(t: Tensor) -> torch.Tensor:
+    """A `Tensor` as a torch tensor of its own dtype (copied, so the source buffer may close)."""
+    if t.numel == 0:
+        return torch.empty(t.shape, dtype=_TORCH_DTYPES[t.dtype])
+    flat = torch.frombuffer(bytearray(memoryview(t.data).cast("B")), dtype=_TORCH_DTYPES[t.dtype])
+    return flat.view(t.shape)
