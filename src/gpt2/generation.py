@@ -44,7 +44,8 @@ def generate(
 ) -> Iterator[int]:
     """Yield new token ids one at a time, as they are produced.
 
-    - An empty prompt starts from `<|endoftext|>` (GPT-2's unconditional sampling).
+    - An empty prompt starts from `<|endoftext|>` (GPT-2's unconditional sampling;
+      the last id in a model whose vocabulary is smaller than GPT-2's).
     - A prompt longer than the context window is cropped to its last n_ctx tokens.
     - Generation stops after `max_new_tokens`, or when a token in `stop_ids` is
       drawn; the stop token itself is not yielded.
@@ -57,7 +58,8 @@ def generate(
         raise GenerationError(f"max_new_tokens must be an integer >= 0, got {max_new_tokens!r}")
     sampler = sampler or Sampler()
     stop = frozenset(stop_ids)
-    ids = crop_prompt(check_ids(prompt_ids, config) or [END_OF_TEXT], config)
+    start = END_OF_TEXT if END_OF_TEXT < config.vocab_size else config.vocab_size - 1
+    ids = crop_prompt(check_ids(prompt_ids, config) or [start], config)
     if max_new_tokens == 0:
         return
     cache = engine.new_cache()

@@ -1,0 +1,165 @@
+"""The pure-Python decoding engine: GPT-2 with a KV cache, on the standard library alone.
+
+It computes what `gpt2.pure.model.forward` computes, one position at a time:
+each new token runs through the blocks once, attending to the keys and values
+that earlier positions left in the cache, so after the prompt every token
+costs one position, not a re-run of the sequence. The big matrix products go
+through `gpt2.pure.parallel` (rows of Python floats, split across processes).
+
+>>> from gpt2 import Config
+>>> from gpt2.params import init_params
+>>> cfg = Config(n_layer=2, n_embd=16, n_head=4, vocab_size=50, n_ctx=8)
+>>> engine = PureEngine(cfg, init_params(cfg, seed=1))
+>>> cache = engine.new_cache()
+>>> logits = engine.forward([1, 2, 3], cache)
+>>> len(logits), len(cache)
+(50, 3)
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from typing import Mapping, Sequence
+
+from ..config import Config
+from ..errors import Gpt2Error
+from ..params import validate_params
+from ..pure.layout import BEST_METHOD, STORAGES
+from ..pure.ops import dot, gelu_vector, layer_norm, softmax
+from ..pure.parallel import MatrixSpec, ShardedMatrices, usable_cpus
+from ..tensor import Tensor
+
+# Matrices per block, in the order they are stored in ShardedMatrices.
+C_ATTN, ATTN_PROJ, C_FC, MLP_PROJ = range(4)
+
+# Below this many parameters a second process costs more in messages than it saves.
+PARALLEL_MIN_PARAMS = 20_000_000
+# "auto" storage keeps rows as Python floats (32 bytes a weight) up to this many weights.
+FAST_STORAGE_MAX_PARAMS = 400_000_000
+
+
+class KVCache:
+    """Keys and values of every position seen so far, per layer and head.
+
+    keys[layer][head] is a list of [D] tuples (one per position); values are kept
+    transposed, values[layer][head][d] is the list over positions of component d,
+    so that the attention-weighted sum is D inner products.
+    """
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.length = 0
+        self.keys = [[[] for _ in range(config.n_head)] for _ in range(config.n_layer)]
+        self.values = [[[[] for _ in range(config.head_dim)] for _ in range(config.n_head)]
+                       for _ in range(config.n_layer)]
+
+    def __len__(self) -> int:
+        return self.length
+
+
+class PureEngine:
+    name = "pure"
+
+    def __init__(self, config: Config, params: Mapping[str, Tensor], *, workers: int | None = None,
+                 storage: str = "auto", method: str = BEST_METHOD) -> None:
+        """`workers`: processes sharing the matrix products (None: one per core for models
+        of 20M parameters or more, else 1). `storage`: "fast", "compact" or "auto" (fast up
+        to 400M parameters). `method`: the inner product, see `gpt2.pure.layout`."""
+        validate_params(params, config)
+        if storage == "auto":
+            storage = "fast" if config.num_parameters() <= FAST_STORAGE_MAX_PARAMS else "compact"
+        if storage not in STORAGES:
+            raise Gpt2Error(f"storage must be auto, fast or compact, got {storage!r}")
+        if workers is None:
+            workers = usable_cpus() if config.num_parameters() >= PARALLEL_MIN_PARAMS else 1
+        self.config = config
+        self.storage = storage
+        c = config.n_embd
+        vec = lambda name: params[name].to_array().tolist()  # noqa: E731
+        self.wte = params["wte.weight"].to_array()  # [V * C] flat, for embedding lookups
+        self.wpe = params["wpe.weight"].to_array()  # [n_ctx * C] flat
+        self.norms = []  # per layer: (ln_1 gain, bias, ln_2 gain, bias)
+        specs = []
+        for i in range(config.n_layer):
+            p = f"h.{i}."
+            self.norms.append(tuple(vec(p + n) for n in ("ln_1.weight", "ln_1.bias", "ln_2.weight", "ln_2.bias")))
+            for name, n_in, n_out in (("attn.c_attn", c, 3 * c), ("attn.c_proj", c, c),
+                                      ("mlp.c_fc", c, 4 * c), ("mlp.c_proj", 4 * c, c)):
+                specs.append(MatrixSpec(params[p + name + ".weight"].to_array(), n_in, n_out,
+                                        transposed=True, bias=vec(p + name + ".bias")))
+        specs.append(MatrixSpec(self.wte, c, config.vocab_size, transposed=False, bias=None))
+        self.ln_f = (vec("ln_f.weight"), vec("ln_f.bias"))
+        self.matrices = ShardedMatrices(specs, workers=workers, storage=storage, method=method)
+        self.workers = self.matrices.workers
+
+    def close(self) -> None:
+        """Stop the worker processes (also done when the engine is garbage-collected)."""
+        self.matrices.close()
+
+    def new_cache(self) -> KVCache:
+        return KVCache(self.config)
+
+    # --- the forward pass ----------------------------------------------------------------
+
+    def forward(self, ids: Sequence[int], cache: KVCache, *, all_logits: bool = False):
+        """Run new token ids after the cached positions; return the last position's
+        logits [V] (or every new position's, [T][V], with all_logits)."""
+        cfg = self.config
+        ids = list(ids)
+        if not ids:
+            raise Gpt2Error("forward needs at least one token id")
+        if len(cache) + len(ids) > cfg.n_ctx:
+            raise Gpt2Error(f"{len(cache)} cached + {len(ids)} new positions exceed the context window {cfg.n_ctx}")
+        for t in ids:
+            if not isinstance(t, int) or not 0 <= t < cfg.vocab_size:
+                raise Gpt2Error(f"token id {t!r} is outside the vocabulary [0, {cfg.vocab_size})")
+        xs = [self.embed(t, len(cache) + i) for i, t in enumerate(ids)]  # [T][C]
+        for layer in range(cfg.n_layer):
+            xs = self.block(xs, layer, cache)
+        cache.length += len(ids)
+        if not all_logits:
+            xs = xs[-1:]
+        eps = cfg.layer_norm_epsilon
+        xs = [layer_norm(x, *self.ln_f, eps) for x in xs]  # [T][C]
+        logits = self.matrices.matvecs(len(self.matrices.local) - 1, xs)  # [T][V], tied to wte
+        return logits if all_logits else logits[0]
+
+    def embed(self, token: int, position: int) -> list[float]:
+        """wte[token] + wpe[position]: [C]."""
+        c = self.config.n_embd
+        return list(map(operator.add, self.wte[token * c:(token + 1) * c], self.wpe[position * c:(position + 1) * c]))
+
+    def block(self, xs: list[list[float]], layer: int, cache: KVCache) -> list[list[float]]:
+        """One pre-norm transformer block over T new positions: [T][C] -> [T][C]."""
+        eps = self.config.layer_norm_epsilon
+        g1, b1, g2, b2 = self.norms[layer]
+        base = 4 * layer
+        h = [layer_norm(x, g1, b1, eps) for x in xs]  # [T][C]
+        qkv = self.matrices.matvecs(base + C_ATTN, h)  # [T][3C]
+        a = [self.attend(row, layer, cache) for row in qkv]  # [T][C]
+        a = self.matrices.matvecs(base + ATTN_PROJ, a)  # [T][C]
+        xs = [list(map(operator.add, x, y)) for x, y in zip(xs, a)]  # residual
+        h = [layer_norm(x, g2, b2, eps) for x in xs]  # [T][C]
+        h = [gelu_vector(row) for row in self.matrices.matvecs(base + C_FC, h)]  # [T][4C]
+        m = self.matrices.matvecs(base + MLP_PROJ, h)  # [T][C]
+        return [list(map(operator.add, x, y)) for x, y in zip(xs, m)]  # residual
+
+    def attend(self, qkv: list[float], layer: int, cache: KVCache) -> list[float]:
+        """Append this position's keys and values to the cache and attend over every cached
+        position (the causal mask is implicit: later positions are not there yet). [3C] -> [C]."""
+        cfg = self.config
+        c, d = cfg.n_embd, cfg.head_dim
+        scale = 1.0 / math.sqrt(d)
+        out: list[float] = []
+        for h in range(cfg.n_head):
+            q = qkv[h * d:(h + 1) * d]  # [D]
+            k = qkv[c + h * d:c + (h + 1) * d]  # [D]
+            v = qkv[2 * c + h * d:2 * c + (h + 1) * d]  # [D]
+            keys, values = cache.keys[layer][h], cache.values[layer][h]
+            keys.append(k)
+            for component, value in zip(values, v):
+                component.append(value)
+            weights = softmax([dot(q, key) * scale for key in keys])  # [positions]
+            out.extend(dot(weights, component) for component in values)  # [D]
+        return out
