@@ -93,6 +93,14 @@ class Tensor:
         out.frombytes(words.tobytes())
         return out
 
+    def as_floats(self) -> memoryview | array.array:
+        """The values as a flat sequence of floats, without copying where the bytes allow
+        (F32/F64 on a little-endian machine: a memoryview cast over `data`); otherwise the
+        converted copy from `to_array`."""
+        if _LITTLE and self.dtype in ("F32", "F64"):
+            return memoryview(self.data).cast("B").cast("f" if self.dtype == "F32" else "d")
+        return self.to_array()
+
     def to_f32(self) -> "Tensor":
         """This tensor as F32 (a no-op when it already is)."""
         if self.dtype == "F32":

@@ -77,8 +77,8 @@ class PureEngine:
         self.storage = storage
         c = config.n_embd
         vec = lambda name: params[name].to_array().tolist()  # noqa: E731
-        self.wte = params["wte.weight"].to_array()  # [V * C] flat, for embedding lookups
-        self.wpe = params["wpe.weight"].to_array()  # [n_ctx * C] flat
+        self.wte = params["wte.weight"].as_floats()  # [V * C] flat, for embedding lookups
+        self.wpe = params["wpe.weight"].as_floats()  # [n_ctx * C] flat
         self.norms = []  # per layer: (ln_1 gain, bias, ln_2 gain, bias)
         specs = []
         for i in range(config.n_layer):
@@ -86,7 +86,7 @@ class PureEngine:
             self.norms.append(tuple(vec(p + n) for n in ("ln_1.weight", "ln_1.bias", "ln_2.weight", "ln_2.bias")))
             for name, n_in, n_out in (("attn.c_attn", c, 3 * c), ("attn.c_proj", c, c),
                                       ("mlp.c_fc", c, 4 * c), ("mlp.c_proj", 4 * c, c)):
-                specs.append(MatrixSpec(params[p + name + ".weight"].to_array(), n_in, n_out,
+                specs.append(MatrixSpec(params[p + name + ".weight"].as_floats(), n_in, n_out,
                                         transposed=True, bias=vec(p + name + ".bias")))
         specs.append(MatrixSpec(self.wte, c, config.vocab_size, transposed=False, bias=None))
         self.ln_f = (vec("ln_f.weight"), vec("ln_f.bias"))

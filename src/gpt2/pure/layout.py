@@ -35,12 +35,21 @@ METHODS = ("sumprod", "dist", "map")
 BEST_METHOD = "sumprod" if hasattr(math, "sumprod") else "dist"
 
 
+def compact_row(values: memoryview | array.array) -> array.array:
+    """A row as its own array of the source's width ('f' or 'd'), copied in C."""
+    if isinstance(values, array.array):
+        return values  # slicing an array already copied it
+    row = array.array(values.format)
+    row.frombytes(values.tobytes())  # tobytes gathers a strided view in logical order
+    return row
+
+
 class RowMatrix:
     """Rows [lo, hi) of a matrix stored output-major: `matvec(x)[j] = dot(rows[j], x) + bias[j]`."""
 
     def __init__(
         self,
-        flat: array.array,
+        flat: memoryview | array.array,
         n_in: int,
         n_out: int,
         lo: int,
@@ -51,14 +60,14 @@ class RowMatrix:
         storage: str = "fast",
         method: str = BEST_METHOD,
     ) -> None:
-        """`flat` holds the weight in checkpoint order: (n_in, n_out) Conv1D layout when
+        """`flat` holds the weight's values (a float memoryview or array) in checkpoint order: (n_in, n_out) Conv1D layout when
         `transposed` (row j is the strided column flat[j::n_out]), else (n_out, n_in)
         rows (the tied output projection `wte`)."""
         if storage not in STORAGES:
             raise ValueError(f"storage must be one of {STORAGES}, got {storage!r}")
         if method not in METHODS or (method == "sumprod" and not hasattr(math, "sumprod")):
             raise ValueError(f"method {method!r} is not available here")
-        make = tuple if storage == "fast" else (lambda a: a)
+        make = tuple if storage == "fast" else compact_row
         if transposed:
             self.rows = [make(flat[j::n_out]) for j in range(lo, hi)]
         else:

@@ -1,0 +1,55 @@
+"""`gpt2 verify` as a user runs it: the table, --json, and missing references."""
+
+import json
+import subprocess
+import sys
+
+from gpt2.cli import main
+
+BLOCK_NUMPY_AND_TORCH = r"""
+import importlib.abc, sys
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("numpy", "torch"):
+            raise ImportError(name)
+sys.meta_path.insert(0, Block())
+import importlib.util
+_find = importlib.util.find_spec
+importlib.util.find_spec = lambda name, *a: None if name.split(".")[0] in ("numpy", "torch") else _find(name, *a)
+from gpt2.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_verify_prints_a_passing_table(capsys):
+    assert main(["verify"]) == 0
+    out = capsys.readouterr().out
+    assert "forward pass (logits)" in out and "numpy float64" in out and "torch float32" in out
+    assert "FAIL" not in out and " 0 failed" in out
+
+
+def test_verify_json(capsys):
+    assert main(["verify", "--json", "--reference", "numpy", "--seed", "5"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["ok"] is True and report["seed"] == 5
+    assert {r["reference"] for r in report["rows"]} == {"numpy float64", "pure, uncached"}
+    row = next(r for r in report["rows"] if r["component"] == "transformer block")
+    assert row["status"] == "pass" and row["max_rel_error"] <= 1e-9 and row["tolerance"] == 1e-9
+
+
+def test_verify_says_which_references_are_unavailable():
+    out = subprocess.run([sys.executable, "-c", BLOCK_NUMPY_AND_TORCH, "verify"], capture_output=True, text=True)
+    assert "reference numpy unavailable: numpy is not installed" in out.stdout
+    assert "reference torch unavailable: torch is not installed" in out.stdout
+    assert out.returncode == 0  # the pure self-check ran and passed
+    out = subprocess.run([sys.executable, "-c", BLOCK_NUMPY_AND_TORCH, "verify", "--json"],
+                         capture_output=True, text=True)
+    report = json.loads(out.stdout)
+    assert set(report["unavailable"]) == {"numpy", "torch"}
+    assert all(r["status"] == "unavailable" for r in report["rows"][1:])
+
+
+def test_verify_bad_config_is_one_line_error(capsys):
+    assert main(["verify", "--config", "gpt-99"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "unknown model size" in err
