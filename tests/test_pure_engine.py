@@ -150,3 +150,32 @@ def test_logits_equal_transformers_gpt2lmheadmodel(n_head):
     scale = max(abs(v) for row in hf64 for v in row)
     assert max(abs(a - b) for ra, rb in zip(ours, hf64) for a, b in zip(ra, rb)) <= 1e-9 * scale
     assert max(abs(a - b) for ra, rb in zip(ours, hf32) for a, b in zip(ra, rb)) <= 1e-4 * scale
+
+
+@pytest.mark.slow
+def test_full_124m_shape_matches_transformers():
+    """The real GPT-2 shape (12 layers, 768 wide, 50257 tokens), random weights made by
+    transformers, two worker processes: same logits as GPT2LMHeadModel."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    from gpt2.tensor import Tensor
+
+    config = Config.preset("gpt2")
+    torch.manual_seed(0)
+    hf = transformers.GPT2LMHeadModel(transformers.GPT2Config(**config.to_hf_dict())).eval()
+    params = {}
+    for name, value in hf.transformer.state_dict().items():
+        if name.endswith(("attn.bias", "attn.masked_bias")) and value.ndim != 1:
+            continue
+        v = value.detach().float().contiguous()
+        params[name] = Tensor(tuple(v.shape), "F32", v.numpy().tobytes())
+    ids = [464, 2068, 7586, 21831, 18045]
+    with torch.no_grad():
+        expected = hf(torch.tensor([ids])).logits[0].double()
+    engine = PureEngine(config, params, workers=2)
+    cache = engine.new_cache()
+    got = engine.forward(ids[:3], cache, all_logits=True) + [engine.forward([t], cache) for t in ids[3:]]
+    engine.close()
+    err = (torch.tensor(got, dtype=torch.float64) - expected).abs().max().item()
+    assert err <= 1e-4 * expected.abs().max().item()
+    assert [max(range(len(r)), key=r.__getitem__) for r in got] == expected.argmax(-1).tolist()
