@@ -70,7 +70,7 @@ def main() -> None:
     ap.add_argument("--prompt-tokens", type=int, default=4)
     ap.add_argument("--tokens", type=int, default=8, help="new tokens to decode")
     ap.add_argument("--workers", type=int, default=None)
-    ap.add_argument("--storage", default="auto", choices=["auto", "fast", "compact"])
+    ap.add_argument("--storage", default="auto", choices=["auto", "fast", "compact", "fp16"])
     ap.add_argument("--method", default=None, choices=["sumprod", "dist", "map"])
     ap.add_argument("--init", default="stdlib", choices=["stdlib", "numpy"],
                     help="how to make random weights: gpt2.params.init_params (standard library, "

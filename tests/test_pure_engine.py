@@ -98,6 +98,19 @@ def test_layouts_and_inner_products_agree(small, storage, method):
     assert err <= 1e-9 * max(abs(v) for row in reference for v in row)
 
 
+def test_fp16_storage_rounds_weights_to_half_precision(small):
+    config, params = small
+    ids = [7, 3, 90]
+    exact = model.forward(ids, model.nested_params(params), config)
+    engine = PureEngine(config, params, storage="fp16", workers=1)
+    row = engine.matrices.local[0].rows[0]
+    assert len({id(v) for v in row}) <= len(set(row))  # equal values are one shared object
+    got = engine.forward(ids, engine.new_cache(), all_logits=True)
+    scale = max(abs(v) for r in exact for v in r)
+    err = max(abs(a - b) for ra, rb in zip(got, exact) for a, b in zip(ra, rb))
+    assert 0 < err <= 5e-3 * scale
+
+
 @pytest.mark.skipif(not can_fork(), reason="worker processes need fork")
 def test_worker_processes_give_the_same_logits(small):
     config, params = small

@@ -64,13 +64,13 @@ class PureEngine:
     def __init__(self, config: Config, params: Mapping[str, Tensor], *, workers: int | None = None,
                  storage: str = "auto", method: str = BEST_METHOD) -> None:
         """`workers`: processes sharing the matrix products (None: one per core for models
-        of 20M parameters or more, else 1). `storage`: "fast", "compact" or "auto" (fast up
-        to 400M parameters). `method`: the inner product, see `gpt2.pure.layout`."""
+        of 20M parameters or more, else 1). `storage`: "fast", "compact", "fp16" or "auto"
+        (fast up to 400M parameters, compact above); see `gpt2.pure.layout`. `method`: the inner product, see `gpt2.pure.layout`."""
         validate_params(params, config)
         if storage == "auto":
             storage = "fast" if config.num_parameters() <= FAST_STORAGE_MAX_PARAMS else "compact"
         if storage not in STORAGES:
-            raise Gpt2Error(f"storage must be auto, fast or compact, got {storage!r}")
+            raise Gpt2Error(f"storage must be auto or one of {', '.join(STORAGES)}, got {storage!r}")
         if workers is None:
             workers = usable_cpus() if config.num_parameters() >= PARALLEL_MIN_PARAMS else 1
         self.config = config
