@@ -1,16 +1,37 @@
-"""`gpt2 convert` (not built yet)."""
+"""`gpt2 convert SRC DST`: any loadable model -> a Hugging Face style directory."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("convert", help="(not built yet)", description="Not built yet.")
+    p = sub.add_parser(
+        "convert",
+        help="write any loadable model as config.json + model.safetensors",
+        description=(
+            "Load SRC (a hub name, an HF directory or file, or OpenAI's TensorFlow checkpoint) "
+            "and write DST/config.json and DST/model.safetensors, which "
+            "transformers.GPT2LMHeadModel.from_pretrained(DST) also loads. Dtypes are kept."
+        ),
+    )
+    p.add_argument("src", help="gpt2 | gpt2-medium | gpt2-large | gpt2-xl, a directory, or a file")
+    p.add_argument("dst", help="output directory (created if needed)")
+    p.add_argument("--force", action="store_true", help="overwrite a model already in DST")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    print("gpt2 convert: not built yet", file=sys.stderr)
-    return 2
+    from ..weights import WeightsError, load_model, save_model
+    from ..weights.progress import BytesBar, DownloadBar
+
+    dst = Path(args.dst)
+    if (dst / "model.safetensors").exists() and not args.force:
+        raise WeightsError(f"{dst / 'model.safetensors'} already exists (use --force to overwrite)")
+    config, params = load_model(args.src, progress=DownloadBar(sys.stderr))
+    save_model(dst, config, params, progress=BytesBar("model.safetensors", sys.stderr))
+    n = sum(t.numel for t in params.values())
+    print(f"wrote {dst}/config.json and {dst}/model.safetensors ({n:,} parameters)", file=sys.stderr)
+    return 0

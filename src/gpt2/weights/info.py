@@ -1,0 +1,58 @@
+"""What a checkpoint holds, for `gpt2 info`: its config, size and dtypes, checked by loading it."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..config import Config
+from .hub import DownloadProgress, HubSettings
+from .load import load_files, resolve_model
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    source: str  # what the user asked for
+    format: str  # safetensors | torch | tf
+    weights: Path
+    config: Config
+    config_file: Path | None  # None: inferred from the tensor shapes
+    parameters: int
+    dtypes: dict[str, int]  # dtype -> number of tensors
+    file_size: int  # bytes of the weights file(s)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "format": self.format,
+            "weights": str(self.weights),
+            "config_file": str(self.config_file) if self.config_file else None,
+            "config": dataclasses.asdict(self.config),
+            "parameters": self.parameters,
+            "dtypes": self.dtypes,
+            "file_size": self.file_size,
+        }
+
+
+def describe_model(
+    name_or_path: str | Path,
+    *,
+    hub: HubSettings | None = None,
+    progress: DownloadProgress | None = None,
+) -> ModelInfo:
+    """Load (memory-mapped, so cheap) and validate a model, and summarise it."""
+    files = resolve_model(name_or_path, hub=hub, progress=progress)
+    config, params = load_files(files)
+    return ModelInfo(
+        source=str(name_or_path),
+        format=files.format,
+        weights=files.weights,
+        config=config,
+        config_file=files.config,
+        parameters=sum(t.numel for t in params.values()),
+        dtypes=dict(Counter(t.dtype for t in params.values())),
+        file_size=files.size_bytes(),
+    )
