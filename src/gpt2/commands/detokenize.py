@@ -1,16 +1,58 @@
-"""`gpt2 detokenize` (not built yet)."""
+"""`gpt2 detokenize`: GPT-2 token ids -> text."""
 
 from __future__ import annotations
 
 import argparse
+import json
+import re
 import sys
+
+from .tokenize import load_tokenizer
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("detokenize", help="(not built yet)", description="Not built yet.")
+    p = sub.add_parser(
+        "detokenize",
+        help="turn GPT-2 token ids back into text",
+        description="Turn GPT-2 token ids back into text. Ids are arguments, or read from stdin when none are "
+        "given; separated by spaces, commas or newlines, or written as a JSON list (the output of "
+        "`gpt2 tokenize --json` works too).",
+    )
+    p.add_argument("ids", nargs="*", metavar="IDS", help="token ids, e.g. 15496 995 or '[15496, 995]'")
+    p.add_argument("--vocab", metavar="PATH", help="a directory or .tiktoken file (default: the shipped GPT-2 vocabulary)")
     p.set_defaults(run=run)
 
 
+def parse_token_ids(text: str) -> list[int]:
+    """'15496, 995', '[15496, 995]', '15496\\n995' or `gpt2 tokenize --json` output -> [15496, 995]."""
+    from ..tokenizer import TokenizerError
+
+    text = text.strip()
+    if text.startswith(("[", "{")):
+        try:
+            values = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise TokenizerError(f"ids look like JSON but are not valid JSON ({exc})") from None
+        if isinstance(values, dict):  # the object `gpt2 tokenize --json` prints
+            values = values.get("ids")
+        if not isinstance(values, list) or not all(type(v) is int for v in values):
+            raise TokenizerError('expected a JSON list of integer ids (or an object with "ids": [...])')
+        return values
+    ids = []
+    for word in re.split(r"[\s,]+", text):
+        if not word:
+            continue
+        if not re.fullmatch(r"[+-]?[0-9]+", word):
+            raise TokenizerError(f"not a token id: {word!r}")
+        ids.append(int(word))
+    return ids
+
+
 def run(args: argparse.Namespace) -> int:
-    print("gpt2 detokenize: not built yet", file=sys.stderr)
-    return 2
+    tokenizer = load_tokenizer(args.vocab)
+    ids = parse_token_ids(" ".join(args.ids) if args.ids else sys.stdin.read())
+    text = tokenizer.decode(ids)
+    sys.stdout.write(text)
+    if sys.stdout.isatty() and not text.endswith("\n"):
+        sys.stdout.write("\n")
+    return 0

@@ -1,16 +1,77 @@
-"""`gpt2 tokenize` (not built yet)."""
+"""`gpt2 tokenize`: text -> GPT-2 token ids, showing the piece of text each id stands for."""
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
+
+# Alternating background colours for the pieces on a terminal (256-colour palette).
+_COLOURS = (153, 223, 194, 217, 189)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("tokenize", help="(not built yet)", description="Not built yet.")
+    p = sub.add_parser(
+        "tokenize",
+        help="turn text into GPT-2 token ids",
+        description="Turn text into GPT-2 token ids and show the piece each id stands for "
+        "(coloured on a terminal, in [brackets] otherwise). Reads stdin when TEXT is not given.",
+    )
+    p.add_argument("text", nargs="?", metavar="TEXT", help="the text (default: read stdin)")
+    p.add_argument("--json", action="store_true", help='print one JSON object: {"ids": [...], "tokens": [...], "count": n}')
+    p.add_argument("--ids", action="store_true", help="print only the ids (pipe them into `gpt2 detokenize`)")
+    p.add_argument("--allow-special", action="store_true", help="encode <|endoftext|> as the special token 50256 instead of refusing it")
+    p.add_argument("--vocab", metavar="PATH", help="a directory (encoder.json + vocab.bpe, vocab.json + merges.txt) "
+                   "or a .tiktoken file (default: the GPT-2 vocabulary shipped with the package)")
     p.set_defaults(run=run)
 
 
+def load_tokenizer(vocab: str | None):
+    """The shipped GPT-2 tokenizer, or one read from a directory or a .tiktoken file."""
+    from pathlib import Path
+
+    from ..tokenizer import Tokenizer, TokenizerError
+
+    if vocab is None:
+        return Tokenizer.gpt2()
+    path = Path(vocab)
+    if path.is_dir():
+        return Tokenizer.from_directory(path)
+    if path.is_file():
+        return Tokenizer.from_tiktoken_file(path)
+    raise TokenizerError(f"--vocab {vocab}: no such file or directory")
+
+
+def show_piece(piece: str) -> str:
+    """Make whitespace you could not otherwise see visible: a newline is shown as \\n."""
+    return piece.replace("\\", "\\\\").replace("\n", "\\n").replace("\t", "\\t").replace("\r", "\\r")
+
+
+def render(pieces: list[str], colour: bool) -> str:
+    if colour:
+        return "".join(f"\x1b[30;48;5;{_COLOURS[i % len(_COLOURS)]}m{show_piece(p)}\x1b[0m" for i, p in enumerate(pieces))
+    return "".join(f"[{show_piece(p)}]" for p in pieces)
+
+
 def run(args: argparse.Namespace) -> int:
-    print("gpt2 tokenize: not built yet", file=sys.stderr)
-    return 2
+    from ..tokenizer import TokenizerError
+
+    tokenizer = load_tokenizer(args.vocab)
+    text = sys.stdin.read() if args.text is None else args.text
+    if not args.allow_special:
+        for special in sorted(tokenizer.special_tokens_set):
+            if special in text:
+                raise TokenizerError(f"the text contains the special token {special}; pass --allow-special to encode it as one token")
+    ids = tokenizer.encode(text, allowed_special="all" if args.allow_special else frozenset())
+    pieces = tokenizer.decode_pieces(ids)
+    if args.json:
+        print(json.dumps({"ids": ids, "tokens": pieces, "count": len(ids)}, ensure_ascii=False))
+    elif args.ids:
+        print(" ".join(map(str, ids)))
+    else:
+        colour = sys.stdout.isatty() and "NO_COLOR" not in os.environ
+        print(" ".join(map(str, ids)))
+        print(render(pieces, colour))
+        print(f"{len(ids)} tokens, {len(text)} characters", file=sys.stderr)
+    return 0
