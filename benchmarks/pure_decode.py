@@ -63,6 +63,17 @@ def numpy_random_params(config: Config) -> dict:
     return params
 
 
+def time_naive_token(config: Config, params: dict, prompt_tokens: int) -> float:
+    """Seconds for one token the seeds' way: re-run the readable model on the whole sequence."""
+    from gpt2.pure.model import forward, nested_params
+
+    weights = nested_params(params)
+    prompt = [(7454 + 13 * i) % config.vocab_size for i in range(prompt_tokens)]
+    t0 = time.perf_counter()
+    argmax(forward(prompt, weights, config)[-1])
+    return time.perf_counter() - t0
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size", default="gpt2", help="preset for random weights (default gpt2 = 124M)")
@@ -72,6 +83,9 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=None)
     ap.add_argument("--storage", default="auto", choices=["auto", "fast", "compact", "fp16"])
     ap.add_argument("--method", default=None, choices=["sumprod", "dist", "map"])
+    ap.add_argument("--naive", action="store_true",
+                    help="also time the seeds' way, back to back: the readable uncached model "
+                         "(nested lists, sum(map(mul)), the whole sequence re-run for each token)")
     ap.add_argument("--init", default="stdlib", choices=["stdlib", "numpy"],
                     help="how to make random weights: gpt2.params.init_params (standard library, "
                          "~30 s for 124M) or NumPy (same distribution, seconds; use it for gpt2-xl)")
@@ -96,7 +110,8 @@ def main() -> None:
         options["method"] = args.method
     engine = PureEngine(config, params, **options)
     t_build = time.perf_counter() - t0
-    del params
+    if not args.naive:
+        del params
 
     prompt = [(7454 + 13 * i) % config.vocab_size for i in range(args.prompt_tokens)]
     cache = engine.new_cache()
@@ -111,6 +126,8 @@ def main() -> None:
         steps.append(time.perf_counter() - t0)
 
     peaks, psses = zip(*(memory_of(pid) for pid in [os.getpid()] + [p.pid for p in engine.matrices._processes]))
+    engine.close()
+    naive = time_naive_token(config, params, args.prompt_tokens) if args.naive else None
     per_token = sorted(steps)[len(steps) // 2]
     print(f"pure engine, {config.num_parameters() / 1e6:.0f}M parameters ({args.size if not args.model else args.model}), "
           f"{platform.python_implementation()} {platform.python_version()}, {os.cpu_count()} cores")
@@ -125,10 +142,11 @@ def main() -> None:
         ("memory of all processes (PSS)", f"{sum(psses) / 2**30:.2f} GiB"),
         ("seeds' pure-Python GPT-2 (124M)", "~120 s to hold weights, ~5 GB, ~54 s/token"),
     ]
+    if naive is not None:
+        rows.append(("naive: uncached, sum(map(mul)), 1 token", f"{naive:.1f} s"))
     width = max(len(r[0]) for r in rows)
     for name, value in rows:
         print(f"  {name:<{width}}  {value}")
-    engine.close()
 
 
 if __name__ == "__main__":
