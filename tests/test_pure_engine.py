@@ -31,19 +31,23 @@ def verification():
     return run_verification(seed=3)
 
 
-def test_every_component_matches_numpy_and_torch(verification):
-    assert verification.unavailable == {}
-    failed = [(r.component, r.reference, r.max_rel_error) for r in verification.rows if r.status != "pass"]
-    assert failed == []
-    components = {r.component for r in verification.rows}
-    for name in ("matmul", "add", "transpose", "softmax", "causal softmax", "layer norm", "GELU (tanh)", "linear",
-                 "token + position embeddings", "scaled dot-product attention", "multi-head attention", "MLP",
-                 "transformer block", "decoder stack", "final layer norm", "output projection",
-                 "forward pass (logits)", "engine cached decoding", "cached vs uncached decoding"):
-        assert name in components
-    by_ref = {(r.component, r.reference): r for r in verification.rows}
-    assert by_ref[("forward pass (logits)", "numpy float64")].max_rel_error <= 1e-9
-    assert by_ref[("forward pass (logits)", "torch float32")].max_rel_error <= 1e-4
+COMPONENTS = ("matmul", "add", "transpose", "softmax", "causal softmax", "layer norm", "GELU (tanh)", "linear",
+              "token + position embeddings", "scaled dot-product attention", "multi-head attention", "MLP",
+              "transformer block", "decoder stack", "final layer norm", "output projection",
+              "forward pass (logits)", "engine prefill (KV cache)", "engine cached decoding")
+
+
+@pytest.mark.parametrize("reference,tolerance", [("numpy float64", 1e-9), ("torch float32", 1e-4)])
+@pytest.mark.parametrize("component", COMPONENTS)
+def test_component_matches_reference(verification, component, reference, tolerance):
+    rows = [r for r in verification.rows if r.component == component and r.reference == reference]
+    assert len(rows) == 1, verification.unavailable
+    assert rows[0].status == "pass" and rows[0].max_rel_error <= tolerance
+
+
+def test_verification_covers_exactly_these_components(verification):
+    assert {r.component for r in verification.rows} == set(COMPONENTS) | {"cached vs uncached decoding"}
+    assert verification.ok
 
 
 def test_ops_on_known_values():
