@@ -1,16 +1,196 @@
-"""`gpt2 train` (not built yet)."""
+"""`gpt2 train`: train GPT-2 from scratch, fine-tune a loaded model, or resume a run.
+
+    gpt2 train --data input.txt --config tiny --max-steps 500 --out runs/tiny
+    gpt2 train --data input.txt --out runs/tiny --resume --max-steps 1000
+    gpt2 train --data corpus/ --init gpt2 --lr 1e-4 --max-steps 200 --out runs/ft
+    torchrun --nproc_per_node 2 -m gpt2 train --data input.txt --out runs/ddp
+
+The work is `gpt2.training.train`; this module parses options and draws progress.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import time
+from pathlib import Path
+
+from ..errors import Gpt2Error
+
+# Options that become TrainConfig fields: (flag, field, type, help).
+HYPER = (
+    ("--max-steps", "max_steps", int, "optimizer steps in the whole run (default 1000)"),
+    ("--batch-size", "batch_size", int, "sequences per micro-batch, per process (default 8)"),
+    ("--grad-accum", "grad_accum", int, "micro-batches per optimizer step (default 1)"),
+    ("--context-length", "context_length", int, "tokens per sequence, at most n_ctx (default n_ctx)"),
+    ("--stride", "stride", int, "tokens between window starts (default: the context length)"),
+    ("--lr", "lr", float, "peak learning rate (default 6e-4)"),
+    ("--min-lr", "min_lr", float, "final learning rate of the cosine decay (default lr/10)"),
+    ("--warmup-steps", "warmup_steps", int, "linear warm-up steps (default max-steps/10, at most 100)"),
+    ("--weight-decay", "weight_decay", float, "AdamW decay on matrices (default 0.1)"),
+    ("--grad-clip", "grad_clip", float, "clip the gradient norm to this; 0 = off (default 1.0)"),
+    ("--dropout", "dropout", float, "dropout probability (default: the model's, 0)"),
+    ("--val-fraction", "val_fraction", float, "share of the text held out for validation (default 0.1)"),
+    ("--eval-interval", "eval_interval", int, "steps between evaluations (default 100)"),
+    ("--eval-batches", "eval_batches", int, "batches per evaluation (default 10)"),
+    ("--sample-interval", "sample_interval", int, "steps between samples; 0 = never (default: eval interval)"),
+    ("--sample-tokens", "sample_tokens", int, "tokens per sample (default 48)"),
+    ("--checkpoint-interval", "checkpoint_interval", int, "steps between checkpoints; always at the end (default 500)"),
+    ("--dtype", "dtype", str, "float32 | bfloat16 | float16 (CUDA): autocast precision (default float32)"),
+    ("--device", "device", str, "auto | cpu | cuda | cuda:N | mps (default auto)"),
+    ("--seed", "seed", int, "seed for initialisation, data order and dropout (default 1337)"),
+)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="(not built yet)", description="Not built yet.")
+    p = sub.add_parser(
+        "train",
+        help="train from scratch, fine-tune or resume (PyTorch)",
+        description="Train GPT-2 on a text file or a directory of them. The run directory ends up "
+        "holding config.json + model.safetensors (for `gpt2 generate --model DIR`), the resumable "
+        "train_state.pt, metrics.jsonl and loss.png.",
+    )
+    p.add_argument("--data", required=True, metavar="FILE_OR_DIR", help="UTF-8 text file, or a directory of them")
+    p.add_argument("--out", required=True, metavar="DIR", help="run directory")
+    p.add_argument("--config", metavar="PRESET|JSON", help="model size: a preset (tiny, gpt2, ...) or a JSON file (default tiny)")
+    p.add_argument("--init", metavar="MODEL", help="fine-tune this model (hub name such as gpt2, or a path)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
+    p.add_argument("--qkv-bias", dest="qkv_bias", action=argparse.BooleanOptionalAction, default=None,
+                   help="new models: bias on the query/key/value projection (default on)")
+    p.add_argument("--position-embedding", choices=("learned", "sinusoidal"), default=None,
+                   help="new models: learned (GPT-2) or fixed sinusoidal positions")
+    for flag, field, kind, text in HYPER:
+        metavar = {int: "N", float: "X"}.get(kind, field.upper())
+        choices = ("float32", "bfloat16", "float16") if field == "dtype" else None
+        p.add_argument(flag, dest=field, type=kind, default=None, metavar=metavar, choices=choices, help=text)
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="torch.compile the model")
+    p.add_argument("--cache-dir", metavar="DIR", help="token cache (default $XDG_CACHE_HOME/gpt2/tokens)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar, only errors and the final line")
     p.set_defaults(run=run)
 
 
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "gpt2" / "tokens"
+
+
+def model_config(args: argparse.Namespace):
+    """The requested model shape, or None to take it from --init / the checkpoint."""
+    from ..config import PRESETS, Config
+
+    flags = {k: v for k, v in (("qkv_bias", args.qkv_bias), ("position_embedding", args.position_embedding)) if v is not None}
+    if args.config is None:
+        if not flags:
+            return None
+        if args.init or args.resume:
+            raise Gpt2Error("--qkv-bias and --position-embedding shape a new model; they cannot change --init or --resume")
+        return Config.preset("tiny").replace(**flags)
+    config = PRESETS[args.config] if args.config in PRESETS else None
+    if config is None:
+        if not Path(args.config).is_file():
+            Config.preset(args.config)  # raises: unknown preset, with the list
+        config = Config.from_json_file(args.config)
+    return config.replace(**flags)
+
+
 def run(args: argparse.Namespace) -> int:
-    print("gpt2 train: not built yet", file=sys.stderr)
-    return 2
+    try:
+        from ..training import train
+    except ImportError as exc:
+        raise Gpt2Error(f"training needs PyTorch and NumPy ({exc}); pip install 'gpt2[train]'") from None
+    from ..tokenizer import Tokenizer
+
+    options = {field: getattr(args, field) for _, field, _, _ in HYPER if getattr(args, field) is not None}
+    if args.compile is not None:
+        options["compile"] = args.compile
+    progress = Progress(sys.stderr, quiet=args.quiet)
+    result = train(
+        args.data,
+        args.out,
+        tokenizer=Tokenizer.gpt2(),
+        config=model_config(args),
+        init=args.init,
+        resume=args.resume,
+        options=options,
+        cache_dir=args.cache_dir or default_cache_dir(),
+        env=os.environ,
+        on_event=progress,
+    )
+    if os.environ.get("RANK", "0") == "0":
+        progress.finish()
+        val = f", validation loss {result.val_loss:.4f}" if result.val_loss is not None else ""
+        print(f"trained to step {result.step}{val}; model in {result.directory} "
+              f"(gpt2 generate --model {result.directory})", file=sys.stderr)
+    return 0
+
+
+class Progress:
+    """Renders the trainer's events on stderr: a redrawn bar on a terminal, a line
+    every 5% of the run otherwise (logs, CI)."""
+
+    def __init__(self, stream, quiet: bool = False) -> None:
+        self.stream = stream
+        self.quiet = quiet
+        self.tty = stream.isatty()
+        self.rate: float | None = None
+        self.bar_shown = False
+        self.started = time.monotonic()
+        self.warned: set[str] = set()
+
+    def __call__(self, event) -> None:
+        handler = getattr(self, "on_" + type(event).__name__, None)
+        if handler is not None:
+            handler(event)
+
+    def line(self, text: str) -> None:
+        if self.bar_shown:
+            self.stream.write("\r\033[K")
+            self.bar_shown = False
+        self.stream.write(text + "\n")
+        self.stream.flush()
+
+    def on_TrainStarted(self, e) -> None:
+        if self.quiet:
+            return
+        verb = "resuming at step" if e.resumed else "training from step"
+        self.line(f"{verb} {e.step} of {e.max_steps}: {e.parameters / 1e6:.2f}M parameters on {e.device}"
+                  f"{f' x{e.world_size}' if e.world_size > 1 else ''}, {e.train_tokens:,} training and "
+                  f"{e.val_tokens:,} validation tokens, {e.tokens_per_step:,} tokens per step")
+
+    def on_StepDone(self, e) -> None:
+        self.rate = e.tokens_per_s if self.rate is None else 0.9 * self.rate + 0.1 * e.tokens_per_s
+        if self.quiet:
+            return
+        text = f"step {e.step}/{e.max_steps}  loss {e.loss:.4f}  lr {e.lr:.2e}  {self.rate:,.0f} tok/s"
+        if self.tty:
+            width = 24
+            filled = width * e.step // e.max_steps
+            self.stream.write(f"\r\033[K[{'#' * filled}{'.' * (width - filled)}] {text}")
+            self.stream.flush()
+            self.bar_shown = True
+        elif e.step % max(1, e.max_steps // 20) == 0:
+            self.line(text)
+
+    def on_Evaluated(self, e) -> None:
+        if self.quiet:
+            return
+        val = f", validation {e.val_loss:.4f} (perplexity {e.val_perplexity:,.1f})" if e.val_loss is not None else ""
+        self.line(f"step {e.step}: train loss {e.train_loss:.4f}{val}")
+        if e.sample:
+            self.line("  sample: " + e.sample.replace("\n", "\n          "))
+
+    def on_CheckpointSaved(self, e) -> None:
+        if not self.quiet and not self.tty:
+            self.line(f"step {e.step}: checkpoint saved in {e.directory}")
+
+    def on_Notice(self, e) -> None:
+        if e.message not in self.warned:
+            self.warned.add(e.message)
+            self.line(f"gpt2 train: warning: {e.message}")
+
+    def finish(self) -> None:
+        if self.bar_shown:
+            self.stream.write("\n")
+            self.stream.flush()
+            self.bar_shown = False

@@ -1,0 +1,22 @@
+"""Training and fine-tuning GPT-2 with PyTorch (optional: needs torch, numpy; matplotlib for plots).
+
+>>> from gpt2.training import train, TrainConfig, evaluate_text   # doctest: +SKIP
+>>> train("input.txt", "run/", tokenizer=Tokenizer.gpt2(), options={"max_steps": 200})  # doctest: +SKIP
+
+Modules, in the order data flows: `data` (text -> cached tokens -> windows ->
+seeded order), `settings` (TrainConfig), `schedule`, `optim`, `loop` (the
+trainer), `checkpoint` (atomic files), `metrics` (log + plot), `evaluate`,
+`distributed` (torchrun / DDP), `events` (what the trainer reports).
+"""
+
+from .errors import CheckpointError, DataError, TrainConfigError
+from .evaluate import EvalResult, evaluate_text
+from .events import CheckpointSaved, Evaluated, Notice, StepDone, TrainStarted
+from .loop import TrainResult, train
+from .settings import TrainConfig
+
+__all__ = [
+    "train", "TrainConfig", "TrainResult", "evaluate_text", "EvalResult",
+    "TrainStarted", "StepDone", "Evaluated", "CheckpointSaved", "Notice",
+    "DataError", "CheckpointError", "TrainConfigError",
+]

@@ -1,0 +1,218 @@
+"""Training data: text -> token ids (cached) -> sliding windows -> shuffled batches.
+
+The pipeline, one step per function:
+
+1. :func:`read_texts` reads a file, or every file under a directory (sorted, hidden
+   files skipped), and refuses anything that is not UTF-8 text;
+2. :func:`load_tokens` tokenises them, joined by the end-of-text token, into a
+   uint16 file named by the hash of the text and of the tokenizer, so a second
+   run (or a resume) skips the tokenisation;
+3. :func:`split_tokens` cuts the stream in two contiguous parts, train then
+   validation (contiguous, so no overlapping window leaks text between them);
+4. :class:`Windows` views a part as windows of `context + 1` tokens, one every
+   `stride` tokens: inputs are the first `context`, targets the last `context`;
+5. :class:`WindowSampler` visits the training windows in a seeded random order,
+   one permutation per epoch; its whole state is (epoch, cursor), which the
+   checkpoint saves, so a resumed run sees exactly the batches it would have seen.
+
+>>> import numpy as np
+>>> w = Windows(np.arange(10, dtype=np.uint16), context=4, stride=2)
+>>> len(w), list(w.starts)
+(3, [0, 2, 4])
+>>> x, y = w.batch([1])
+>>> x.tolist(), y.tolist()
+([[2, 3, 4, 5]], [[3, 4, 5, 6]])
+"""
+
+from __future__ import annotations
+
+import array
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from .checkpoint import atomic_write_bytes
+from .errors import DataError
+
+TOKEN_FILE_VERSION = b"gpt2-tokens-v1"
+_PROBE = "Hello world! <|endoftext|> 123 \u00e9t\u00e9 \U0001f600\n\n  spaces"
+
+
+# --- 1. reading ------------------------------------------------------------------------
+
+
+def data_files(path: str | Path) -> list[Path]:
+    """The file itself, or every regular file under a directory, sorted, hidden ones skipped."""
+    path = Path(path)
+    if path.is_file():
+        return [path]
+    if path.is_dir():
+        files = sorted(
+            p for p in path.rglob("*")
+            if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts)
+        )
+        if not files:
+            raise DataError(f"no files in directory {path}")
+        return files
+    raise DataError(f"no such file or directory: {path}")
+
+
+def read_text(path: Path) -> str:
+    """The file as text; a binary file (NUL bytes or invalid UTF-8) is a DataError."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if b"\x00" in raw:
+        raise DataError(f"{path} is a binary file, not UTF-8 text")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path} is not UTF-8 text (invalid byte at offset {exc.start})") from None
+
+
+def read_texts(path: str | Path) -> list[str]:
+    return [read_text(p) for p in data_files(path)]
+
+
+# --- 2. tokenising, cached -------------------------------------------------------------
+
+
+def tokenizer_fingerprint(tokenizer) -> str:
+    """A short hash that changes when the tokenizer would tokenise differently."""
+    probe = tokenizer.encode_ordinary(_PROBE)
+    blob = f"{type(tokenizer).__name__}|{tokenizer.eot_token}|{probe}".encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def tokens_key(texts: Sequence[str], tokenizer) -> str:
+    """The cache key: hash of the file contents (in order) and of the tokenizer."""
+    h = hashlib.sha256(TOKEN_FILE_VERSION)
+    h.update(tokenizer_fingerprint(tokenizer).encode())
+    for text in texts:
+        data = text.encode("utf-8")
+        h.update(len(data).to_bytes(8, "little"))
+        h.update(data)
+    return h.hexdigest()[:32]
+
+
+def tokenize_texts(texts: Sequence[str], tokenizer) -> np.ndarray:
+    """Token ids of every text, each followed by the end-of-text token, as uint16."""
+    ids = array.array("H")  # 2 bytes a token, not a Python int's 28
+    try:
+        for text in texts:
+            ids.extend(tokenizer.encode_ordinary(text))
+            ids.append(tokenizer.eot_token)
+    except OverflowError:
+        raise DataError("token ids above 65535 do not fit the uint16 token cache") from None
+    return np.frombuffer(ids, dtype=np.uint16).copy()
+
+
+def load_tokens(path: str | Path, tokenizer, cache_dir: str | Path | None) -> tuple[np.ndarray, str]:
+    """Tokens of FILE_OR_DIR and their cache key. With a cache directory the uint16 token
+    file `<cache_dir>/<key>.bin` is reused when present and written (atomically) when not."""
+    texts = read_texts(path)
+    if not any(t.strip() for t in texts):
+        raise DataError(f"{path} is empty")
+    key = tokens_key(texts, tokenizer)
+    if cache_dir is None:
+        return tokenize_texts(texts, tokenizer), key
+    cache_file = Path(cache_dir) / f"{key}.bin"
+    if cache_file.is_file():
+        return np.memmap(cache_file, dtype="<u2", mode="r"), key  # paged in as windows are read
+    tokens = tokenize_texts(texts, tokenizer)
+    try:
+        Path(cache_dir).mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(cache_file, tokens.astype("<u2").tobytes())
+    except OSError:
+        pass  # a cache we cannot write only costs time on the next run
+    return tokens, key
+
+
+# --- 3. split --------------------------------------------------------------------------
+
+
+def split_tokens(tokens: np.ndarray, val_fraction: float, context: int, name: str = "the data") -> tuple[np.ndarray, np.ndarray]:
+    """(train, validation): the last `val_fraction` of the stream is validation; each part
+    must hold at least one window of `context + 1` tokens."""
+    n = len(tokens)
+    n_val = max(round(n * val_fraction), context + 1) if val_fraction > 0 else 0
+    if n - n_val < context + 1:
+        held_out = f", {n_val} of them held out for validation," if n_val else ""
+        raise DataError(
+            f"{name} has {n} tokens{held_out} too short for context length {context} "
+            f"(training needs at least {context + 1}); use more text, a smaller "
+            f"--context-length or a smaller --val-fraction"
+        )
+    return tokens[: n - n_val], tokens[n - n_val:]
+
+
+# --- 4. windows ------------------------------------------------------------------------
+
+
+@dataclass
+class Windows:
+    """Windows of `context + 1` tokens every `stride` tokens over a 1-D uint16 array."""
+
+    tokens: np.ndarray
+    context: int
+    stride: int
+
+    def __post_init__(self) -> None:
+        self.starts = range(0, max(len(self.tokens) - self.context, 0), self.stride)  # O(1) memory
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def batch(self, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Inputs and targets, both [len(indices), context] int64."""
+        rows = np.stack([self.tokens[self.starts[i]: self.starts[i] + self.context + 1] for i in indices])
+        rows = torch.from_numpy(rows.astype(np.int64))  # [B, context + 1]
+        return rows[:, :-1], rows[:, 1:]
+
+
+# --- 5. seeded order -------------------------------------------------------------------
+
+
+class WindowSampler:
+    """Window indices in a seeded random order, a fresh permutation every epoch.
+
+    >>> s = WindowSampler(5, seed=1); a = s.take(7); state = s.state_dict()
+    >>> t = WindowSampler(5, seed=1); t.load_state_dict(state); t.take(3) == s.take(3)
+    True
+    """
+
+    def __init__(self, num_windows: int, seed: int) -> None:
+        self.num_windows = num_windows
+        self.seed = seed
+        self.epoch = 0
+        self.cursor = 0
+        self._order: torch.Tensor | None = None
+
+    def _permutation(self) -> torch.Tensor:
+        if self._order is None:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+            self._order = torch.randperm(self.num_windows, generator=g)
+        return self._order
+
+    def take(self, n: int) -> list[int]:
+        out: list[int] = []
+        while len(out) < n:
+            order = self._permutation()
+            chunk = order[self.cursor: self.cursor + n - len(out)].tolist()
+            out.extend(chunk)
+            self.cursor += len(chunk)
+            if self.cursor >= self.num_windows:
+                self.epoch, self.cursor, self._order = self.epoch + 1, 0, None
+        return out
+
+    def state_dict(self) -> dict:
+        return {"num_windows": self.num_windows, "seed": self.seed, "epoch": self.epoch, "cursor": self.cursor}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.num_windows, self.seed = state["num_windows"], state["seed"]
+        self.epoch, self.cursor, self._order = state["epoch"], state["cursor"], None

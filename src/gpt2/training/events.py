@@ -1,0 +1,51 @@
+"""What the trainer reports. The library never prints: it hands these to a callback,
+and the command line (or a notebook, or a test) decides how to show them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class TrainStarted:
+    step: int  # the first step to run (0, or the checkpoint's step on resume)
+    max_steps: int
+    parameters: int
+    train_tokens: int
+    val_tokens: int
+    tokens_per_step: int
+    device: str
+    world_size: int
+    resumed: bool
+    settings: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StepDone:
+    step: int  # steps completed so far (1-based)
+    max_steps: int
+    loss: float
+    lr: float
+    tokens_per_s: float
+
+
+@dataclass(frozen=True)
+class Evaluated:
+    step: int
+    train_loss: float
+    val_loss: float | None
+    val_perplexity: float | None
+    sample: str | None
+
+
+@dataclass(frozen=True)
+class CheckpointSaved:
+    step: int
+    directory: str
+
+
+@dataclass(frozen=True)
+class Notice:
+    """Something the user should know once (for example: no matplotlib, no loss plot)."""
+
+    message: str

@@ -1,0 +1,345 @@
+"""The trainer: :func:`train`, from text to a checkpointed model, and the
+:class:`Trainer` behind it (one method per concept: step, evaluate, save).
+
+Each optimizer step:
+
+1. set the learning rate for this step (warm-up, then cosine);
+2. take the step's window indices from the seeded sampler (the same list on every
+   process; process r uses its own slice of each micro-batch);
+3. for each micro-batch: forward under autocast, backward of loss / grad_accum
+   (DDP averages gradients across processes on the last micro-batch only);
+4. clip the global gradient norm, step AdamW, clear the gradients.
+
+Every `eval_interval` steps it measures train and validation loss and draws a sample;
+every `checkpoint_interval` steps (and at the end) it saves atomically. Everything the
+next step depends on is in the checkpoint (weights, optimizer moments, step, sampler
+position, every RNG state), which is why a resumed run retraces a straight run exactly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import torch
+
+from ..config import Config
+from . import checkpoint, distributed
+from .data import WindowSampler, Windows, load_tokens, split_tokens
+from .errors import CheckpointError, DataError
+from .evaluate import autocast_context, pick_device, sample_text, spread_indices, windows_loss
+from .events import CheckpointSaved, Evaluated, Notice, StepDone, TrainStarted
+from .metrics import METRICS_FILE, PLOT_FILE, MetricsLog, plot_losses
+from .optim import make_optimizer, set_learning_rate
+from .schedule import learning_rate
+from .settings import TrainConfig
+
+EventHandler = Callable[[Any], None]
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    step: int
+    train_loss: float | None  # the last step's batch loss
+    val_loss: float | None  # the last evaluation's
+    directory: str
+
+
+# --- random state ------------------------------------------------------------------------
+
+
+def rng_state(device: torch.device) -> dict:
+    state = {"python": random.getstate(), "torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def set_rng_state(state: dict, device: torch.device) -> None:
+    random.setstate(state["python"])
+    torch.set_rng_state(state["torch"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+# --- setting up --------------------------------------------------------------------------
+
+
+def _model_config(config: Config | None, init: str | None, resume_state: dict | None) -> tuple[Config, Any]:
+    """The model's shape and its starting weights (None: random init)."""
+    if resume_state is not None:
+        saved = Config.from_hf_dict(resume_state["model_config"]).replace(dropout=resume_state["dropout"])
+        if config is not None and config.replace(dropout=0.0) != saved.replace(dropout=0.0):
+            raise CheckpointError(
+                f"the checkpoint was trained with a different model ({_describe(saved)}) than "
+                f"requested ({_describe(config)}); drop --config or choose another --out"
+            )
+        return saved, None
+    if init is not None:
+        from .models import load_pretrained
+
+        loaded, params = load_pretrained(init)
+        if config is not None and config.replace(dropout=0.0) != loaded.replace(dropout=0.0):
+            raise CheckpointError(f"--init {init} is {_describe(loaded)}, which differs from the requested {_describe(config)}")
+        return loaded, params
+    return (config or Config.preset("tiny")), None
+
+
+def _describe(c: Config) -> str:
+    return (f"n_layer={c.n_layer} n_embd={c.n_embd} n_head={c.n_head} n_ctx={c.n_ctx} "
+            f"vocab={c.vocab_size} qkv_bias={c.qkv_bias} positions={c.position_embedding}")
+
+
+def _settings(options: Mapping[str, Any], resume_state: dict | None) -> TrainConfig:
+    if resume_state is None:
+        return TrainConfig.from_dict(options)
+    return TrainConfig.from_dict({**resume_state["settings_given"], **options})
+
+
+# --- the loop ----------------------------------------------------------------------------
+
+
+def train(
+    data: str | Path,
+    out_dir: str | Path,
+    *,
+    tokenizer,
+    config: Config | None = None,
+    init: str | None = None,
+    resume: bool = False,
+    options: Mapping[str, Any] | None = None,
+    cache_dir: str | Path | None = None,
+    env: Mapping[str, str] | None = None,
+    on_event: EventHandler | None = None,
+) -> TrainResult:
+    """Train (or fine-tune, or resume) a GPT-2 on FILE_OR_DIR; the run lives in `out_dir`.
+
+    `config` is the shape of a new model (default: the tiny preset); `init` a model to
+    fine-tune; `options` are :class:`TrainConfig` fields (on resume they override the
+    saved ones); `env` is torchrun's environment (os.environ) for data-parallel runs;
+    `on_event` receives the events of :mod:`gpt2.training.events` (main process only).
+
+        train("input.txt", "runs/a", tokenizer=Tokenizer.gpt2(), options={"max_steps": 200})
+    """
+    dist = distributed.from_environment(env or {})
+    try:
+        trainer = Trainer(data, Path(out_dir), tokenizer=tokenizer, config=config, init=init, resume=resume,
+                          options=dict(options or {}), cache_dir=cache_dir, dist=dist, on_event=on_event)
+        return trainer.run()
+    finally:
+        distributed.stop(dist)
+
+
+class Trainer:
+    """One run: its settings, data, model, optimizer, sampler and log."""
+
+    def __init__(self, data, out: Path, *, tokenizer, config, init, resume, options, cache_dir, dist, on_event) -> None:
+        self.out, self.tokenizer, self.dist, self.options = out, tokenizer, dist, options
+        self.emit = on_event if (on_event is not None and dist.is_main) else (lambda event: None)
+        if dist.is_main:
+            checkpoint.remove_stale_temporaries(out)
+        self.resume_state = checkpoint.load_state(out) if resume else None
+        if not resume and checkpoint.has_state(out):
+            raise CheckpointError(f"{out} already holds a checkpoint; pass --resume to continue it or choose another --out")
+        model_config, init_params = _model_config(config, init, self.resume_state)
+        settings = _settings(options, self.resume_state)
+        if settings.dropout is not None:
+            model_config = model_config.replace(dropout=settings.dropout)
+        self.model_config = model_config
+        self.run_config = run = settings.resolved(model_config.n_ctx)
+        self.device = self._pick_device()
+        self._load_data(data, cache_dir)
+        distributed.start(dist, self.device)
+        self._build_model(init_params)
+        self.per_step = run.batch_size * run.grad_accum * dist.world_size  # sequences per step
+        self._open_log()
+
+    # --- setting up ------------------------------------------------------------------------
+
+    def _pick_device(self) -> torch.device:
+        device = pick_device(self.run_config.device)
+        if self.dist.enabled and device.type == "cuda":
+            device = torch.device("cuda", self.dist.local_rank)
+            torch.cuda.set_device(device)
+        autocast_context(device, self.run_config.dtype)  # fail early on an impossible dtype
+        return device
+
+    def _load_data(self, data, cache_dir) -> None:
+        run = self.run_config
+        tokens, self.data_key = load_tokens(data, self.tokenizer, cache_dir)
+        if self.resume_state is not None and self.resume_state["data_key"] != self.data_key:
+            raise DataError("--data is not the text this checkpoint was trained on; to train on new text, "
+                            f"start a new run with --init {self.out}")
+        train_tokens, val_tokens = split_tokens(tokens, run.val_fraction, run.context_length, name=str(data))
+        self.train_windows = Windows(train_tokens, run.context_length, run.stride)
+        self.val_windows = Windows(val_tokens, run.context_length, run.context_length) if len(val_tokens) else None
+        self.sampler = WindowSampler(len(self.train_windows), run.seed)
+
+    def _build_model(self, init_params) -> None:
+        from ..torch_model import GPT2
+
+        run, state = self.run_config, self.resume_state
+        random.seed(run.seed)
+        torch.manual_seed(run.seed)  # the same initial weights on every process
+        self.raw_model = GPT2(self.model_config)
+        if init_params is not None:
+            self.raw_model.load_params(init_params)
+        if state is not None:
+            self.raw_model.load_state_dict(state["model"])
+        self.raw_model.to(self.device)
+        self.optimizer = make_optimizer(self.raw_model, lr=run.lr, weight_decay=run.weight_decay)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=run.dtype == "float16")
+        self.step = 0
+        torch.manual_seed(run.seed + self.dist.rank)  # dropout masks differ between processes
+        if state is not None:
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scaler.load_state_dict(state["scaler"])
+            self.sampler.load_state_dict(state["sampler"])
+            self.step = state["step"]
+            if len(state["rng"]) == self.dist.world_size:
+                set_rng_state(state["rng"][self.dist.rank], self.device)
+            else:
+                self.emit(Notice(f"the checkpoint was written by {len(state['rng'])} process(es), this run has "
+                                 f"{self.dist.world_size}: training continues, but not bit for bit"))
+        model = torch.compile(self.raw_model) if run.compile else self.raw_model
+        self.model = distributed.wrap(model, self.dist, self.device)
+
+    def _open_log(self) -> None:
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.log = MetricsLog(self.out / METRICS_FILE)
+        self.plot_ok = True  # False once matplotlib turned out to be missing
+        if self.dist.is_main and self.resume_state is not None:
+            self.log.truncate_after(self.step)  # forget steps a killed run logged but never saved
+        elif self.dist.is_main:
+            self.log.reset()
+
+    # --- running ---------------------------------------------------------------------------
+
+    def run(self) -> TrainResult:
+        run = self.run_config
+        self.emit(TrainStarted(self.step, run.max_steps, self.raw_model.num_parameters(),
+                               len(self.train_windows.tokens), len(self.val_windows.tokens) if self.val_windows else 0,
+                               self.per_step * run.context_length, str(self.device), self.dist.world_size,
+                               self.resume_state is not None, run.to_dict()))
+        if self.step >= run.max_steps:
+            self.emit(Notice(f"already at step {self.step} of {run.max_steps}; pass a larger --max-steps to go on"))
+        last_loss = last_val = None
+        if self.step == 0:
+            last_val = self.evaluate(final=False)  # the starting point of the curve
+        self.model.train()
+        while self.step < run.max_steps:
+            last_loss = self.train_step()
+            final = self.step == run.max_steps
+            if self.step % run.eval_interval == 0 or final:
+                last_val = self.evaluate(final)
+            if self.step % run.checkpoint_interval == 0 or final:
+                self.save()
+        return TrainResult(self.step, last_loss, last_val, str(self.out))
+
+    def train_step(self) -> float:
+        """One optimizer step over `per_step` sequences; returns the mean loss (all processes)."""
+        run, dist = self.run_config, self.dist
+        started = time.perf_counter()
+        lr = learning_rate(self.step, max_lr=run.lr, min_lr=run.min_lr, warmup=run.warmup_steps, total=run.max_steps)
+        set_learning_rate(self.optimizer, lr)
+        indices = self.sampler.take(self.per_step)  # the same list on every process
+        loss_sum = torch.zeros((), device=self.device)
+        for micro in range(run.grad_accum):
+            first = (micro * dist.world_size + dist.rank) * run.batch_size  # this process's slice
+            x, y = self.train_windows.batch(indices[first: first + run.batch_size])  # [B, T] each
+            x, y = x.to(self.device), y.to(self.device)
+            # DDP all-reduces gradients in backward(); only the last micro-batch needs it
+            last_micro = micro == run.grad_accum - 1
+            with self.model.no_sync() if dist.enabled and not last_micro else contextlib.nullcontext():
+                with autocast_context(self.device, run.dtype):
+                    _, loss = self.model(x, y)
+                self.scaler.scale(loss / run.grad_accum).backward()
+            loss_sum += loss.detach()
+        if run.grad_clip > 0:
+            self.scaler.unscale_(self.optimizer)  # clip the true gradients, not the scaled ones
+            torch.nn.utils.clip_grad_norm_(self.raw_model.parameters(), run.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+
+        loss = distributed.mean_across(dist, loss_sum / run.grad_accum).item()
+        if not math.isfinite(loss):
+            raise DataError(f"the loss became {loss} at step {self.step}; try a smaller --lr")
+        tokens_per_s = self.per_step * run.context_length / max(time.perf_counter() - started, 1e-9)
+        self.emit(StepDone(self.step, run.max_steps, loss, lr, tokens_per_s))
+        if dist.is_main:
+            self.log.append({"kind": "train", "step": self.step, "loss": loss, "lr": lr,
+                             "tokens": self.step * self.per_step * run.context_length, "tokens_per_s": tokens_per_s})
+        return loss
+
+    def evaluate(self, final: bool) -> float | None:
+        """Train and validation loss on fixed windows, a sample, the log and the plot."""
+        run, dist = self.run_config, self.dist
+        n = run.eval_batches * run.batch_size * dist.world_size  # global batches, shared out
+        measure = dict(batch_size=run.batch_size, device=self.device, dtype=run.dtype, dist=dist)
+        train_loss = windows_loss(self.raw_model, self.train_windows, spread_indices(len(self.train_windows), n), **measure)
+        val_loss = None
+        if self.val_windows is not None:
+            val_loss = windows_loss(self.raw_model, self.val_windows, spread_indices(len(self.val_windows), n), **measure)
+        text = None
+        wants_sample = self.step > 0 and run.sample_interval and (self.step % run.sample_interval == 0 or final)
+        if dist.is_main and wants_sample and run.sample_tokens:
+            text = sample_text(self.raw_model, self.tokenizer, n_tokens=run.sample_tokens, seed=run.seed, device=self.device)
+        perplexity = math.exp(min(val_loss, 700)) if val_loss is not None else None
+        self.emit(Evaluated(self.step, train_loss, val_loss, perplexity, text))
+        if dist.is_main:
+            self.log.append({"kind": "eval", "step": self.step, "train_loss": train_loss, "val_loss": val_loss,
+                             "val_perplexity": perplexity, "sample": text})
+            self.plot_ok = _plot(self.log, self.out, self.plot_ok, self.emit)
+        return val_loss
+
+    def save(self) -> None:
+        """The resumable state, then the exported model; all processes fail together."""
+        rngs = distributed.gather_objects(self.dist, rng_state(self.device))
+        error: CheckpointError | None = None
+        if self.dist.is_main:
+            try:
+                checkpoint.save_state(self.out, self.state(rngs))
+                checkpoint.export_model(self.out, self.model_config, self.raw_model.to_params())
+            except CheckpointError as exc:
+                error = exc
+            else:
+                self.emit(CheckpointSaved(self.step, str(self.out)))
+        if distributed.any_across(self.dist, error is not None):  # every process stops, none hangs
+            raise error or CheckpointError(f"saving the checkpoint in {self.out} failed on the main process")
+
+    def state(self, rngs: list) -> dict:
+        return {
+            "step": self.step,
+            "model_config": self.model_config.to_hf_dict(),
+            "dropout": self.model_config.dropout,
+            "settings_given": {**(self.resume_state or {}).get("settings_given", {}), **self.options},
+            "settings": self.run_config.to_dict(),
+            "model": {k: v.detach().cpu().clone() for k, v in self.raw_model.state_dict().items()},
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "sampler": self.sampler.state_dict(),
+            "rng": rngs,  # one per process
+            "data_key": self.data_key,
+            "world_size": self.dist.world_size,
+        }
+
+
+def _plot(log: MetricsLog, out: Path, plot_ok: bool, emit: EventHandler) -> bool:
+    """Redraw loss.png; without matplotlib say so once and stop trying."""
+    if not plot_ok:
+        return False
+    try:
+        plot_losses(log.records(), out / PLOT_FILE, title=f"training loss: {out.resolve().name}")
+    except ImportError:
+        emit(Notice("matplotlib is not installed, so no loss.png (pip install matplotlib)"))
+        return False
+    except OSError as exc:
+        emit(Notice(f"could not write {out / PLOT_FILE}: {exc.strerror or exc}"))
+    return True

@@ -1,0 +1,132 @@
+"""`gpt2 train` and `gpt2 eval` from the command line: a run end to end, and every user
+mistake the issue names as one line on stderr with exit status 2, no checkpoint lost."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+
+import pytest
+
+pytest.importorskip("torch")
+
+from gpt2.cli import main  # noqa: E402
+from test_training_support import SMALL, TiktokenStandIn, need_verdict, real_tokenizer_class  # noqa: E402
+
+FAST_FLAGS = ["--batch-size", "2", "--context-length", "32", "--eval-interval", "2", "--eval-batches", "1",
+              "--sample-tokens", "4", "--checkpoint-interval", "2", "--device", "cpu"]
+
+
+@pytest.fixture(autouse=True)
+def tokenizer_available(monkeypatch, tmp_path):
+    if real_tokenizer_class() is None:  # until gpt2.tokenizer lands
+        import gpt2.tokenizer
+
+        monkeypatch.setattr(gpt2.tokenizer, "Tokenizer", TiktokenStandIn, raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+
+
+@pytest.fixture
+def small_config(tmp_path):
+    path = tmp_path / "small.json"
+    path.write_text(json.dumps(SMALL))
+    return str(path)
+
+
+def train_cli(data, out, *extra):
+    return main(["train", "--data", str(data), "--out", str(out), *FAST_FLAGS, *extra])
+
+
+def one_error_line(capsys, command="train"):
+    err = [line for line in capsys.readouterr().err.strip().splitlines() if ": warning: " not in line]
+    assert len(err) == 1 and err[0].startswith(f"gpt2 {command}: error: "), err
+    return err[0]
+
+
+def test_train_resume_and_eval_from_the_command_line(tmp_path, small_config, capsys, monkeypatch):
+    import gpt2.training.loop as loop
+
+    def no_matplotlib(*args, **kwargs):
+        raise ImportError("No module named 'matplotlib'")
+    monkeypatch.setattr(loop, "plot_losses", no_matplotlib)
+    out = tmp_path / "run"
+    assert train_cli(need_verdict(), out, "--config", small_config, "--max-steps", "4", "--no-qkv-bias",
+                     "--position-embedding", "sinusoidal") == 0
+    err = capsys.readouterr().err
+    assert "step 4/4" in err and "trained to step 4" in err
+    assert err.count("warning: matplotlib is not installed") == 1
+    assert {"config.json", "model.safetensors", "train_state.pt", "metrics.jsonl"} <= set(os.listdir(out))
+    config = json.loads((out / "config.json").read_text())
+    assert config["qkv_bias"] is False and config["position_embedding"] == "sinusoidal"
+
+    assert train_cli(need_verdict(), out, "--resume", "--max-steps", "6") == 0
+    assert "resuming at step 4 of 6" in capsys.readouterr().err
+
+    assert main(["eval", "--model", str(out), "--data", str(need_verdict()), "--context-length", "32",
+                 "--device", "cpu", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["context_length"] == 32 and 0 < result["loss"] < 11
+    assert result["perplexity"] == pytest.approx(2.718281828 ** result["loss"], rel=1e-6)
+
+    # fine-tune the run's model into a new run: same shape, weights carried over
+    assert train_cli(need_verdict(), tmp_path / "ft", "--init", str(out), "--max-steps", "1", "--quiet") == 0
+    assert json.loads((tmp_path / "ft" / "config.json").read_text()) == config
+    capsys.readouterr()
+    assert train_cli(need_verdict(), tmp_path / "ft2", "--init", str(out), "--config", "tiny") == 2
+    assert "differs from the requested" in one_error_line(capsys)
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"", "is empty"),
+    (b"Just a few words.", "too short for context length 32"),
+    (bytes(range(256)) * 8, "binary file"),
+])
+def test_bad_data_is_one_line_and_exit_2(tmp_path, small_config, capsys, content, message):
+    data = tmp_path / "data.txt"
+    data.write_bytes(content)
+    assert train_cli(data, tmp_path / "run", "--config", small_config, "--max-steps", "2") == 2
+    assert message in one_error_line(capsys)
+    assert not (tmp_path / "run" / "train_state.pt").exists()
+
+
+def test_resume_mistakes_keep_the_checkpoint(tmp_path, small_config, capsys):
+    out = tmp_path / "run"
+    assert train_cli(need_verdict(), out, "--config", small_config, "--max-steps", "2") == 0
+    capsys.readouterr()
+    before = (out / "train_state.pt").read_bytes()
+
+    assert train_cli(need_verdict(), out, "--resume", "--config", "tiny", "--max-steps", "4") == 2
+    assert "different model" in one_error_line(capsys)
+    assert train_cli(need_verdict(), out, "--config", small_config, "--max-steps", "4") == 2
+    assert "--resume" in one_error_line(capsys)
+    assert train_cli(need_verdict(), tmp_path / "empty", "--resume") == 2
+    assert "no checkpoint to resume from" in one_error_line(capsys)
+    assert train_cli(need_verdict(), tmp_path / "x", "--config", "gpt3") == 2
+    assert "unknown model size 'gpt3'" in one_error_line(capsys)
+    assert (out / "train_state.pt").read_bytes() == before
+
+
+def test_full_disk_is_one_line_and_the_last_checkpoint_survives(tmp_path, small_config, capsys, monkeypatch):
+    import gpt2.commands.train as command
+    from gpt2.training import checkpoint
+
+    real_fsync = os.fsync
+
+    class FillDiskAfterFirstSave(command.Progress):
+        def on_CheckpointSaved(self, e):
+            def full(fd):
+                real_fsync(fd)
+                raise OSError(errno.ENOSPC, "No space left on device")
+            monkeypatch.setattr(checkpoint.os, "fsync", full)
+    monkeypatch.setattr(command, "Progress", FillDiskAfterFirstSave)
+    out = tmp_path / "run"
+    assert train_cli(need_verdict(), out, "--config", small_config, "--max-steps", "4", "--quiet") == 2
+    assert "no space left on device" in one_error_line(capsys)
+    monkeypatch.undo()
+    assert checkpoint.load_state(out)["step"] == 2
+
+
+def test_eval_of_a_missing_model_is_one_line(tmp_path, capsys):
+    assert main(["eval", "--model", str(tmp_path / "nothing"), "--data", str(need_verdict())]) == 2
+    one_error_line(capsys, "eval")
