@@ -128,7 +128,7 @@ def test_settings_reject_impossible_values():
 def test_atomic_write_failure_leaves_the_old_file(tmp_path, monkeypatch):
     path = tmp_path / "f.bin"
     checkpoint.atomic_write_bytes(path, b"old")
-    monkeypatch.setattr(checkpoint.os, "replace", _raise(OSError(errno.EIO, "I/O error")))
+    monkeypatch.setattr(os, "replace", _raise(OSError(errno.EIO, "I/O error")))
     with pytest.raises(OSError):
         checkpoint.atomic_write_bytes(path, b"new")
     assert path.read_bytes() == b"old"
@@ -240,7 +240,7 @@ def test_full_disk_while_saving_keeps_the_previous_checkpoint(tmp_path, tokenize
             def full_disk(fd):
                 real_fsync(fd)
                 raise OSError(errno.ENOSPC, "No space left on device")
-            monkeypatch.setattr(checkpoint.os, "fsync", full_disk)
+            monkeypatch.setattr(os, "fsync", full_disk)
     with pytest.raises(CheckpointError, match="no space left on device.*previous checkpoint is intact"):
         small_run(tmp_path, tokenizer, on_event=on_event, max_steps=8)
     monkeypatch.undo()
@@ -264,7 +264,7 @@ def replace_then_die(src, dst):
         if len(saves) == 2:  # the second checkpoint: written, fsynced, not yet renamed
             os.kill(os.getpid(), signal.SIGKILL)
     return real_replace(src, dst)
-checkpoint.os.replace = replace_then_die
+os.replace = replace_then_die
 train(VERDICT, {out!r}, tokenizer=make_tokenizer(), config=Config(**SMALL),
       options={{**FAST, "max_steps": 8}}, cache_dir={cache!r})
 """

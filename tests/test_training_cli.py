@@ -118,7 +118,7 @@ def test_full_disk_is_one_line_and_the_last_checkpoint_survives(tmp_path, small_
             def full(fd):
                 real_fsync(fd)
                 raise OSError(errno.ENOSPC, "No space left on device")
-            monkeypatch.setattr(checkpoint.os, "fsync", full)
+            monkeypatch.setattr(os, "fsync", full)
     monkeypatch.setattr(command, "Progress", FillDiskAfterFirstSave)
     out = tmp_path / "run"
     assert train_cli(need_verdict(), out, "--config", small_config, "--max-steps", "4", "--quiet") == 2

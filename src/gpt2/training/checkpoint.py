@@ -16,64 +16,16 @@ from __future__ import annotations
 
 import errno
 import io
-import os
-import tempfile
 from pathlib import Path
-from typing import Any, Callable, BinaryIO
+from typing import Any
 
 from ..config import Config
 from ..errors import Gpt2Error
+from ..weights.atomic import atomic_write_bytes
 from .errors import CheckpointError
 
 STATE_FILE = "train_state.pt"
 STATE_FORMAT = 1
-
-
-# --- atomic files ----------------------------------------------------------------------
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # some platforms (Windows) cannot open a directory; rename is enough there
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> None:
-    """Call `write(file)` on a temporary file next to `path`, then atomically put it in
-    place. On any failure the temporary file is removed and `path` is untouched."""
-    path = Path(path)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.chmod(tmp_name, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        try:
-            os.unlink(tmp_name)
-        except OSError:
-            pass
-        raise
-    _fsync_dir(path.parent)
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    atomic_write(path, lambda f: f.write(data))
 
 
 def _saving_error(exc: OSError, what: Path) -> CheckpointError:

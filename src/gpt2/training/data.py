@@ -35,7 +35,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .checkpoint import atomic_write_bytes
+from ..weights.atomic import atomic_write_bytes
 from .errors import DataError
 
 TOKEN_FILE_VERSION = b"gpt2-tokens-v1"

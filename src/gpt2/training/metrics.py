@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 from typing import Iterable
 
-from .checkpoint import atomic_write, atomic_write_bytes
+from ..weights.atomic import atomic_write_bytes, atomic_writer
 
 METRICS_FILE = "metrics.jsonl"
 PLOT_FILE = "loss.png"
@@ -82,6 +82,7 @@ def plot_losses(records: Iterable[dict], path: str | Path, title: str = "trainin
         ax.grid(alpha=0.3)
         ax.legend()
         fig.tight_layout()
-        atomic_write(path, lambda f: fig.savefig(f, format="png"))
+        with atomic_writer(path) as f:
+            fig.savefig(f, format="png")
     finally:
         plt.close(fig)

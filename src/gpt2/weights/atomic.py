@@ -20,6 +20,7 @@ def atomic_writer(path: str | Path) -> Iterator[BinaryIO]:
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual permissions
         with os.fdopen(fd, "wb") as f:
             yield f
             f.flush()
@@ -35,6 +36,12 @@ def atomic_writer(path: str | Path) -> Iterator[BinaryIO]:
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     with atomic_writer(path) as f:
         f.write(data)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _fsync_directory(directory: Path) -> None:
