@@ -1,0 +1,104 @@
+"""Scoring a text: the log-probability the model gives each of its tokens, and perplexity.
+
+`score(engine, ids)` works with every engine. Token i (from the second on) is
+scored given all the tokens before it; the first token has no context and is
+not scored, unless `prepend_eot` puts `<|endoftext|>` before it, as GPT-2 saw
+at the start of its training documents.
+
+Texts longer than the context window are scored with a sliding window: each
+window holds n_ctx tokens and starts `stride` tokens (default n_ctx // 2) after
+the previous one; it scores only the tokens the previous window did not, so
+every token is scored exactly once, with at least n_ctx - stride tokens of
+context (except near the start). A smaller stride gives more context and
+costs more forward passes.
+
+>>> from gpt2.config import Config
+>>> from gpt2.params import init_params
+>>> from gpt2.engines import load_engine
+>>> cfg = Config(n_layer=1, n_embd=8, n_head=2, vocab_size=11, n_ctx=4)
+>>> result = score(load_engine("pure", cfg, init_params(cfg, seed=0)), [1, 2, 3, 4, 5, 6])
+>>> len(result.logprobs), round(result.perplexity) in range(5, 20)
+(5, True)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+from .errors import Gpt2Error
+
+END_OF_TEXT = 50256
+
+
+class ScoringError(Gpt2Error, ValueError):
+    """Nothing to score, or a bad window setting."""
+
+
+@dataclass(frozen=True)
+class ScoreResult:
+    ids: list[int]  # the scored sequence (with the prepended <|endoftext|>, if any)
+    logprobs: list[float]  # logprobs[i] = log P(ids[i + 1] | ids[: i + 1]), natural log
+    windows: int = field(default=1)  # forward passes used (1 when the text fits the window)
+
+    @property
+    def nll(self) -> float:
+        """Mean negative log-likelihood per scored token (nats)."""
+        return -math.fsum(self.logprobs) / len(self.logprobs)
+
+    @property
+    def perplexity(self) -> float:
+        return math.exp(self.nll)
+
+    @property
+    def total_logprob(self) -> float:
+        return math.fsum(self.logprobs)
+
+
+def score(engine: Any, ids: Sequence[int], *, stride: int | None = None, prepend_eot: bool = False) -> ScoreResult:
+    """Per-token log-probabilities of `ids` under `engine`'s model (see the module docstring)."""
+    ids = ([END_OF_TEXT] if prepend_eot else []) + list(ids)
+    if len(ids) < 2:
+        raise ScoringError("need at least two tokens to score (the first one is only context)")
+    n_ctx = engine.config.n_ctx
+    stride = n_ctx // 2 if stride is None else stride
+    if n_ctx < 2:
+        raise ScoringError("a context window of one token cannot score anything")
+    if not isinstance(stride, int) or isinstance(stride, bool) or not 1 <= stride < n_ctx:
+        raise ScoringError(f"stride must be in [1, {n_ctx - 1}], got {stride!r}")
+    logprobs: list[float] = []
+    windows = 0
+    scored_until = 1  # ids[:scored_until] need no more scoring (the first has no context)
+    start = 0
+    while scored_until < len(ids):
+        window = ids[start:start + n_ctx]
+        logits = engine.forward(window, engine.new_cache(), all_logits=True)  # [len(window), V]
+        windows += 1
+        # position j of the window predicts window[j + 1] = ids[start + j + 1]
+        first = scored_until - start - 1
+        targets = window[first + 1:]
+        logprobs.extend(token_logprobs(logits, first, targets))
+        scored_until = start + len(window)
+        start += stride
+    return ScoreResult(ids, logprobs, windows)
+
+
+def token_logprobs(logits: Any, first: int, targets: Sequence[int]) -> list[float]:
+    """log_softmax(logits[first + j])[targets[j]] for each j, in float64."""
+    rows = range(first, first + len(targets))
+    if isinstance(logits, list):  # the pure engine: lists of Python floats
+        return [_logprob(logits[r], t) for r, t in zip(rows, targets)]
+    import numpy as np  # the NumPy and PyTorch engines
+
+    if hasattr(logits, "detach"):
+        logits = logits.detach().to("cpu").double().numpy()
+    x = np.asarray(logits, dtype=np.float64)[first:first + len(targets)]  # [n, V]
+    top = x.max(axis=-1, keepdims=True)
+    log_total = np.log(np.exp(x - top).sum(axis=-1)) + top[:, 0]
+    return (x[np.arange(len(targets)), targets] - log_total).tolist()
+
+
+def _logprob(row: Sequence[float], target: int) -> float:
+    top = max(row)
+    return row[target] - top - math.log(math.fsum(math.exp(v - top) for v in row))
