@@ -34,8 +34,8 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
 from .errors import GenerationError
-from .generation import END_OF_TEXT, check_ids, generate
-from .sampling import Sampler, SamplingConfig
+from .generation import END_OF_TEXT, check_ids, generate, pick
+from .sampling import Sampler
 
 
 def supports_batches(engine: Any) -> bool:
@@ -54,28 +54,6 @@ def fit_prompt(ids: Sequence[int], max_new_tokens: int, engine: Any) -> list[int
         )
     ids = check_ids(ids, engine.config) or [END_OF_TEXT]
     return ids[-(n_ctx - max_new_tokens):]
-
-
-def pick(engine: Any, logits: Any, sampler: Sampler) -> int:
-    """The sampler's choice, through the engine's vectorised copy of the algorithm if it has one."""
-    fast = getattr(engine, "sample", None)
-    return fast(logits, sampler) if fast is not None else sampler.sample(logits)
-
-
-class EngineSampler(Sampler):
-    """A `Sampler` whose `sample` runs through the engine's vectorised copy of the same
-    algorithm when it has one (`engine.sample(logits, sampler)`): the same token, faster."""
-
-    def __init__(self, engine: Any, settings: SamplingConfig | None = None, seed: int | None = None) -> None:
-        super().__init__(settings, seed)
-        self._fast = getattr(engine, "sample", None)
-
-    def sample(self, logits: Any) -> int:
-        return self._fast(logits, self) if self._fast is not None else super().sample(logits)
-
-
-def engine_sampler(engine: Any, settings: SamplingConfig | None = None, seed: int | None = None) -> Sampler:
-    return EngineSampler(engine, settings, seed)
 
 
 # --- batched sampling ---------------------------------------------------------------------

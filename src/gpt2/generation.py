@@ -19,7 +19,7 @@ from .sampling import Sampler, SamplingConfig
 
 END_OF_TEXT = 50256
 
-__all__ = ["generate", "crop_prompt", "Sampler", "SamplingConfig", "END_OF_TEXT"]
+__all__ = ["generate", "crop_prompt", "pick", "Sampler", "SamplingConfig", "END_OF_TEXT"]
 
 
 def check_ids(ids: Sequence[int], config: Config) -> list[int]:
@@ -28,6 +28,14 @@ def check_ids(ids: Sequence[int], config: Config) -> list[int]:
         if not isinstance(t, int) or isinstance(t, bool) or not 0 <= t < config.vocab_size:
             raise GenerationError(f"token id {t!r} is outside the vocabulary [0, {config.vocab_size})")
     return out
+
+
+def pick(engine, logits, sampler: Sampler) -> int:
+    """The sampler's choice. An engine may carry a vectorised copy of the sampling algorithm
+    (`engine.sample(logits, sampler)`): the same token from the same single draw, without
+    sorting 50257 Python floats."""
+    fast = getattr(engine, "sample", None)
+    return fast(logits, sampler) if fast is not None else sampler.sample(logits)
 
 
 def crop_prompt(ids: Sequence[int], config: Config) -> list[int]:
@@ -65,7 +73,7 @@ def generate(
     cache = engine.new_cache()
     logits = engine.forward(ids, cache)
     for produced in range(1, max_new_tokens + 1):
-        token = sampler.sample(logits)
+        token = pick(engine, logits, sampler)
         if token in stop:
             return
         yield token

@@ -167,11 +167,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _stream(engine, ids, prompt, args, settings, stop_ids, tokenizer) -> dict[str, Any]:
-    from ..beam import engine_sampler
+    from ..sampling import Sampler
     from ..generation import generate
     from ..tokenizer import StreamDecoder
 
-    sampler = engine_sampler(engine, settings, args.seed)
+    sampler = Sampler(settings, seed=args.seed)
     out: list[int] = []
     stream = StreamDecoder(tokenizer)
     if not args.json:
@@ -197,11 +197,12 @@ def _stream(engine, ids, prompt, args, settings, stop_ids, tokenizer) -> dict[st
 
 
 def _batch(engine, prompt_ids, args, settings, stop_ids) -> list[dict[str, Any]]:
-    from ..beam import engine_sampler, generate_batch
+    from ..beam import generate_batch
+    from ..sampling import Sampler
 
     rows = [ids for ids in prompt_ids for _ in range(args.num_samples)]
     seeds = [None if args.seed is None else args.seed + i for i in range(len(rows))]
-    samplers = [engine_sampler(engine, settings, seed) for seed in seeds]
+    samplers = [Sampler(settings, seed=seed) for seed in seeds]
     start = time.perf_counter()
     outputs = generate_batch(engine, rows, args.max_new_tokens, samplers, stop_ids)
     seconds = time.perf_counter() - start

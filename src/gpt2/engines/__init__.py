@@ -43,6 +43,14 @@ class Engine(Protocol):
         and values to it, and return the logits of the last position (a sequence of
         vocab_size floats), or of every new position when `all_logits` is true."""
 
+    # Optional, used when present (the NumPy and PyTorch engines have them):
+    #   sample(logits, sampler) -> int
+    #       `sampler.sample(logits)` vectorised: the same token from the same single draw.
+    #   new_batch_cache(n) and forward_batch(rows, cache, *, all_logits=False)
+    #       several sequences at once, each row with its own number of past positions; the
+    #       batch cache has `.row(b)` (a view) and `.reorder(rows)` (for beam search).
+    #       `gpt2.beam` uses them for batched sampling and beam search.
+
 
 def available_engines() -> list[str]:
     """Engine names whose dependencies are installed, fastest first."""
