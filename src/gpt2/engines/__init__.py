@@ -52,6 +52,27 @@ class Engine(Protocol):
     #       `gpt2.beam` uses them for batched sampling and beam search.
 
 
+class BatchKVCache:
+    """What the NumPy and PyTorch caches share: keys and values preallocated as
+    [batch, n_layer, n_head, n_ctx, head_dim] arrays of their framework, and
+    `lengths[b]`, the positions row b holds. Subclasses add `reorder`."""
+
+    def __init__(self, keys: Any, values: Any, lengths: Any) -> None:
+        self.keys, self.values, self.lengths = keys, values, lengths
+
+    def __len__(self) -> int:
+        """The longest row's length (for a one-row cache, simply the positions held)."""
+        return int(self.lengths.max())
+
+    @property
+    def batch_size(self) -> int:
+        return len(self.lengths)
+
+    def row(self, b: int) -> "BatchKVCache":
+        """Row `b` as a one-row cache sharing this one's memory (filling it fills this)."""
+        return type(self)(self.keys[b:b + 1], self.values[b:b + 1], self.lengths[b:b + 1])
+
+
 def available_engines() -> list[str]:
     """Engine names whose dependencies are installed, fastest first."""
     return [

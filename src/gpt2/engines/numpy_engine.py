@@ -39,6 +39,7 @@ from ..config import Config
 from ..errors import GenerationError, Gpt2Error
 from ..params import validate_params
 from ..tensor import Tensor
+from . import BatchKVCache
 
 DTYPES = {"float32": np.float32, "float64": np.float64}
 GELU_C = math.sqrt(2.0 / math.pi)
@@ -55,7 +56,7 @@ def tensor_to_numpy(t: Tensor) -> np.ndarray:
 # --- the cache -------------------------------------------------------------------------------
 
 
-class KVCache:
+class KVCache(BatchKVCache):
     """Keys and values of every position seen so far, preallocated for the whole window.
 
     keys, values: [batch, n_layer, n_head, n_ctx, head_dim]; lengths: [batch], the
@@ -64,24 +65,10 @@ class KVCache:
     only as positions fill (np.zeros maps fresh pages lazily).
     """
 
-    def __init__(self, keys: np.ndarray, values: np.ndarray, lengths: np.ndarray) -> None:
-        self.keys, self.values, self.lengths = keys, values, lengths
-
     @classmethod
     def empty(cls, config: Config, batch: int, dtype: Any) -> "KVCache":
         shape = (batch, config.n_layer, config.n_head, config.n_ctx, config.head_dim)
         return cls(np.zeros(shape, dtype), np.zeros(shape, dtype), np.zeros(batch, np.int64))
-
-    def __len__(self) -> int:
-        return int(self.lengths.max())
-
-    @property
-    def batch_size(self) -> int:
-        return len(self.lengths)
-
-    def row(self, b: int) -> "KVCache":
-        """Row `b` as a one-row cache sharing this one's memory (filling it fills this)."""
-        return KVCache(self.keys[b:b + 1], self.values[b:b + 1], self.lengths[b:b + 1])
 
     def reorder(self, rows: Sequence[int]) -> None:
         """Row i becomes a copy of old row rows[i] (beam search keeps its survivors)."""

@@ -42,6 +42,7 @@ from ..config import Config
 from ..errors import GenerationError, Gpt2Error
 from ..params import validate_params
 from ..tensor import Tensor
+from . import BatchKVCache
 from ..torch_model import GPT2, tensor_to_torch
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -84,24 +85,10 @@ def pick_device(device: str | None) -> torch.device:
     return chosen
 
 
-class KVCache:
+class KVCache(BatchKVCache):
     """keys, values: [batch, n_layer, n_head, n_ctx, head_dim] on the engine's device;
     lengths: [batch] int64 on the host (positions each row holds). `len(cache)` is
     the longest row's length."""
-
-    def __init__(self, keys: torch.Tensor, values: torch.Tensor, lengths: torch.Tensor) -> None:
-        self.keys, self.values, self.lengths = keys, values, lengths
-
-    def __len__(self) -> int:
-        return int(self.lengths.max())
-
-    @property
-    def batch_size(self) -> int:
-        return len(self.lengths)
-
-    def row(self, b: int) -> "KVCache":
-        """Row `b` as a one-row cache sharing this one's memory."""
-        return KVCache(self.keys[b:b + 1], self.values[b:b + 1], self.lengths[b:b + 1])
 
     @torch.inference_mode()
     def reorder(self, rows: Sequence[int]) -> None:
