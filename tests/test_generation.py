@@ -121,3 +121,15 @@ def test_empty_prompt_starts_from_end_of_text_and_bad_ids_are_errors(engine):
         run(engine, [64], 1)
     with pytest.raises(GenerationError, match="max_new_tokens"):
         run(engine, [1], -1)
+
+
+@pytest.mark.parametrize("logits", [[float("nan"), 1.0], [float("-inf"), float("-inf")]])
+@pytest.mark.parametrize("settings", [SamplingConfig(temperature=0), SamplingConfig(top_k=2)])
+def test_nan_or_all_masked_logits_are_an_error_not_a_token(logits, settings):
+    with pytest.raises(GenerationError, match="NaN or all -inf"):
+        Sampler(settings, seed=0).sample(logits)
+    np = pytest.importorskip("numpy")
+    from gpt2.engines.numpy_engine import sample
+
+    with pytest.raises(GenerationError, match="NaN or all -inf"):
+        sample(np.array(logits, dtype=np.float32), Sampler(settings, seed=0))

@@ -157,3 +157,26 @@ def test_compact_format_round_trip(tmp_path):
         read_compact(tmp_path / "v.bin")
     with pytest.raises(TokenizerError, match="without gaps"):
         write_compact(tmp_path / "w.bin", {b"a": 1})
+
+
+def test_a_tiktoken_file_without_every_byte_is_refused(tmp_path):
+    # Without the 256 single-byte tokens some text cannot be encoded: refuse at load time,
+    # not with a KeyError in the middle of encoding.
+    partial = tmp_path / "partial.tiktoken"
+    partial.write_text("YQ== 0\nYg== 1\n")  # just "a" and "b"
+    with pytest.raises(TokenizerError, match="partial.tiktoken: no token for byte"):
+        Tokenizer.from_tiktoken_file(partial)
+
+
+def test_unreadable_or_binary_vocabulary_files_are_tokenizer_errors(tmp_path):
+    (tmp_path / "encoder.json").write_bytes(b"\xff\xfe\x00binary")
+    (tmp_path / "vocab.bpe").write_text("#version: 0.2\n")
+    with pytest.raises(TokenizerError, match="encoder.json: not valid JSON"):
+        Tokenizer.from_encoder_json(tmp_path / "encoder.json", tmp_path / "vocab.bpe")
+    (tmp_path / "encoder.json").write_text(json.dumps({BYTE_TO_CHAR[b]: b for b in range(256)}))
+    (tmp_path / "vocab.bpe").write_bytes(b"#version: 0.2\n\xff \xfe\n")
+    with pytest.raises(TokenizerError, match="vocab.bpe: not UTF-8 text"):
+        Tokenizer.from_encoder_json(tmp_path / "encoder.json", tmp_path / "vocab.bpe")
+    (tmp_path / "dir.tiktoken").mkdir()
+    with pytest.raises(TokenizerError, match="cannot read"):
+        Tokenizer.from_tiktoken_file(tmp_path / "dir.tiktoken")

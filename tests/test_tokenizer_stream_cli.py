@@ -124,3 +124,48 @@ def test_vocab_option(capsys):
     assert capsys.readouterr().out == "15496 995\n15496 995\n"
     assert main(["detokenize", "--vocab", "/no/such/place", "1"]) == 2
     assert "no such file or directory" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("ids", ["1" * 5000, "[" + "1" * 5000 + "]", "[" * 100_000])
+def test_detokenize_absurd_input_is_one_line(capsys, ids):
+    # A 5000-digit id hits Python's int-conversion limit and deep nesting hits the
+    # recursion limit: both must be the usual one-line error, not a traceback.
+    assert main(["detokenize", ids]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("gpt2 detokenize: error:") and err.count("\n") == 1
+
+
+def test_stdin_that_is_not_utf8_is_one_line_whatever_the_locale():
+    import os
+
+    env = {**os.environ, "PYTHONIOENCODING": "utf-8:strict"}  # a strict locale: no surrogateescape
+    done = subprocess.run([sys.executable, "-m", "gpt2", "tokenize", "--ids"], input=b"ok \xff\xfe", env=env,
+                          capture_output=True)
+    assert done.returncode == 2 and done.stdout == b""
+    assert done.stderr.decode() == "gpt2 tokenize: error: stdin is not UTF-8 text (byte 0xff at offset 3)\n"
+    done = subprocess.run([sys.executable, "-m", "gpt2", "tokenize", "--ids"], input="héllo".encode(), env=env,
+                          capture_output=True)
+    assert done.returncode == 0 and done.stdout.decode() == " ".join(map(str, Tokenizer.gpt2().encode("héllo"))) + "\n"
+
+
+def test_tokenize_summary_is_singular_for_one(capsys):
+    assert main(["tokenize", "a"]) == 0
+    assert capsys.readouterr().err == "1 token, 1 character\n"
+
+
+def test_argument_that_was_not_utf8_is_refused_like_stdin(capsys):
+    # argv bytes that are not UTF-8 reach Python as lone surrogates (surrogateescape).
+    assert main(["tokenize", "a\udcffb"]) == 2
+    assert capsys.readouterr().err == "gpt2 tokenize: error: TEXT is not UTF-8 text (byte 0xff at character 1)\n"
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["detokenize", "71", "2634", "18798"], "héllo"),
+    (["tokenize", "--json", "héllo"], '{"ids": [71, 2634, 18798], "tokens": ["h", "é", "llo"], "count": 3}\n'),
+])
+def test_output_on_a_terminal_that_cannot_encode_it_is_utf8_not_a_traceback(argv, expected):
+    import os
+
+    env = {**os.environ, "PYTHONIOENCODING": "ascii"}
+    done = subprocess.run([sys.executable, "-m", "gpt2", *argv], env=env, capture_output=True)
+    assert done.returncode == 0 and done.stderr == b"" and done.stdout.decode("utf-8") == expected

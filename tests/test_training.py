@@ -69,6 +69,11 @@ def test_split_refuses_text_too_short_for_the_context():
     assert len(train_part) + len(val_part) == 50 and len(val_part) >= 17
     with pytest.raises(DataError, match="too short for context length 32"):
         split_tokens(tokens, 0.2, 32)
+    # the message counts what each part needs, never "5 tokens, 257 of them held out"
+    with pytest.raises(DataError, match=r"has 5 tokens, too short for context length 16 \(training needs 17 and validation 17\)"):
+        split_tokens(tokens[:5], 0.1, 16, name="x.txt")
+    with pytest.raises(DataError, match=r"\(training needs 17\);"):
+        split_tokens(tokens[:5], 0.0, 16)
 
 
 def test_weight_decay_applies_to_matrices_only():
@@ -104,6 +109,17 @@ def test_token_cache_is_reused_and_directories_are_joined_with_eot(tmp_path, tok
     Refuses.__name__ = type(tokenizer).__name__
     again, key2 = load_tokens(d, Refuses(), tmp_path / "cache")
     assert key2 == key and again.tolist() == ids
+
+
+@pytest.mark.parametrize("damage", [b"", b"abc", b"\x01\x00\x02\x00"])  # empty, odd size, no final EOT
+def test_a_damaged_token_cache_is_rebuilt_not_a_crash(tmp_path, tokenizer, damage):
+    data = tmp_path / "a.txt"
+    data.write_text("Hello there.")
+    tokens, key = load_tokens(data, tokenizer, tmp_path / "cache")
+    (tmp_path / "cache" / f"{key}.bin").write_bytes(damage)
+    again, _ = load_tokens(data, tokenizer, tmp_path / "cache")
+    assert again.tolist() == tokens.tolist()
+    assert (tmp_path / "cache" / f"{key}.bin").stat().st_size == 2 * len(tokens)  # and the file is repaired
 
 
 @pytest.mark.parametrize("content, message", [
@@ -293,3 +309,48 @@ def test_gradient_accumulation_matches_one_big_batch(tmp_path, tokenizer):
     small_run(tmp_path, tokenizer, "big", on_event=_record(big), batch_size=4, **common)
     small_run(tmp_path, tokenizer, "accum", on_event=_record(accumulated), batch_size=2, grad_accum=2, **common)
     assert accumulated == pytest.approx(big, abs=1e-5)
+
+
+def test_loss_plot_is_quiet_when_home_is_not_writable(tmp_path):
+    # matplotlib logs "mkdir -p failed ..." and a long MPLCONFIGDIR advice on import when
+    # it cannot write its config directory; the plot works anyway, so training says nothing.
+    pytest.importorskip("matplotlib")
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("MPLCONFIGDIR", "XDG_CONFIG_HOME", "XDG_CACHE_HOME")}
+    env["HOME"] = str(tmp_path / "no" / "such" / "home")
+    (tmp_path / "no").write_text("a file, so nothing can be created below it")
+    code = ("from gpt2.training.metrics import plot_losses; "
+            f"plot_losses([{{'kind': 'train', 'step': 1, 'loss': 2.0}}], {str(tmp_path / 'loss.png')!r})")
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert done.returncode == 0 and done.stderr == "" and (tmp_path / "loss.png").stat().st_size > 0
+
+
+def test_a_model_too_big_for_memory_is_a_clear_error(monkeypatch):
+    # Not a real 25 TB allocation (an overcommitting kernel might grant it and then kill
+    # us): the allocator's failure is simulated.
+    import gpt2.torch_model
+    from gpt2.config import Config
+    from gpt2.training.errors import TrainConfigError
+    from gpt2.training.models import new_model
+
+    def refuse(config):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't allocate memory")
+    monkeypatch.setattr(gpt2.torch_model, "GPT2", refuse)
+    with pytest.raises(TrainConfigError, match="not enough memory for a model of 124M parameters"):
+        new_model(Config.preset("gpt2"))
+
+    def bug(config):
+        raise RuntimeError("some other failure")
+    monkeypatch.setattr(gpt2.torch_model, "GPT2", bug)
+    with pytest.raises(RuntimeError, match="some other failure"):  # real bugs still surface
+        new_model(Config.preset("gpt2"))
+
+
+def test_an_empty_data_path_is_not_the_current_directory(tmp_path, tokenizer, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "notes.txt").write_text("private notes that must not become training data")
+    with pytest.raises(DataError, match="the data path is empty"):
+        load_tokens("", tokenizer, None)

@@ -102,6 +102,7 @@ def test_resume_mistakes_keep_the_checkpoint(tmp_path, small_config, capsys):
     assert "--resume" in one_error_line(capsys)
     assert train_cli(need_verdict(), tmp_path / "empty", "--resume") == 2
     assert "no checkpoint to resume from" in one_error_line(capsys)
+    assert not (tmp_path / "empty").exists()  # a mistake leaves no empty run directory behind
     assert train_cli(need_verdict(), tmp_path / "x", "--config", "gpt3") == 2
     assert "unknown model size 'gpt3'" in one_error_line(capsys)
     assert (out / "train_state.pt").read_bytes() == before
@@ -130,3 +131,96 @@ def test_full_disk_is_one_line_and_the_last_checkpoint_survives(tmp_path, small_
 def test_eval_of_a_missing_model_is_one_line(tmp_path, capsys):
     assert main(["eval", "--model", str(tmp_path / "nothing"), "--data", str(need_verdict())]) == 2
     one_error_line(capsys, "eval")
+
+
+def test_ctrl_c_says_which_checkpoint_is_safe(tmp_path, small_config, capsys, monkeypatch):
+    import gpt2.commands.train as command
+    from gpt2.training import checkpoint
+
+    class CtrlCAtStep3(command.Progress):
+        def on_StepDone(self, e):
+            super().on_StepDone(e)
+            if e.step == 3:
+                raise KeyboardInterrupt
+    monkeypatch.setattr(command, "Progress", CtrlCAtStep3)
+    out = tmp_path / "run"
+    assert train_cli(need_verdict(), out, "--config", small_config, "--max-steps", "6", "--quiet") == 130
+    err = capsys.readouterr().err
+    assert err == f"gpt2 train: interrupted at step 3; the last checkpoint (step 2) is in {out}: continue it with --resume\n"
+    assert checkpoint.load_state(out)["step"] == 2
+
+    assert train_cli(need_verdict(), tmp_path / "new", "--config", small_config, "--max-steps", "6",
+                     "--checkpoint-interval", "5", "--quiet") == 130
+    assert "interrupted at step 3, before a checkpoint was complete; nothing was saved" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--lr", "inf"], "lr must be a finite number"),
+    (["--weight-decay", "nan"], "weight-decay must be a finite number"),
+    (["--grad-clip", "nan"], "grad-clip must be a finite number"),
+    (["--seed", "99999999999999999999999"], "seed must be an integer in [0, 2**32)"),
+    (["--seed=-1"], "seed must be an integer"),
+])
+def test_impossible_hyper_parameters_are_one_line(tmp_path, small_config, capsys, flags, message):
+    assert train_cli(need_verdict(), tmp_path / "run", "--config", small_config, *flags) == 2
+    assert message in one_error_line(capsys)
+
+
+def test_an_unusable_out_directory_is_one_line_before_any_work(tmp_path, small_config, capsys):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("not a directory")
+    assert train_cli(need_verdict(), a_file, "--config", small_config) == 2
+    assert "exists and is not a directory" in one_error_line(capsys)
+    assert train_cli(need_verdict(), a_file / "run", "--config", small_config) == 2
+    assert "cannot write the run directory" in one_error_line(capsys)
+
+
+def test_a_bar_counts_windows_as_well_as_bytes():
+    import io
+
+    from gpt2.weights.progress import BytesBar
+
+    out = io.StringIO()
+    bar = BytesBar("scoring windows", out, amount="{:,}".format)
+    bar(4000, 4000)
+    assert out.getvalue() == "\rscoring windows [##############################] 4,000 / 4,000\n"
+
+
+def test_evaluate_text_reports_progress(tmp_path, small_config):
+    from gpt2.tokenizer import Tokenizer
+    from gpt2.training import evaluate_text
+
+    out = tmp_path / "run"
+    assert train_cli(need_verdict(), out, "--config", small_config, "--max-steps", "1", "--quiet") == 0
+    calls = []
+    result = evaluate_text(str(out), need_verdict(), tokenizer=Tokenizer.gpt2(), context_length=32, batch_size=64,
+                           device="cpu", progress=lambda done, total: calls.append((done, total)))
+    assert calls[-1] == (result.sequences, result.sequences) and len(calls) == -(-result.sequences // 64)
+
+
+def test_a_model_with_a_small_vocabulary_is_one_line_not_an_index_error(tmp_path, capsys):
+    # The TF fixture has vocab_size 96: GPT-2 token ids do not fit its embedding.
+    from pathlib import Path
+
+    fixture = Path(__file__).parent / "fixtures" / "tf_gpt2_small"
+    assert main(["eval", "--model", str(fixture), "--data", str(need_verdict()), "--device", "cpu"]) == 2
+    assert "vocabulary has only 96 entries" in one_error_line(capsys, "eval")
+    assert train_cli(need_verdict(), tmp_path / "run", "--init", str(fixture), "--context-length", "8") == 2
+    assert "vocabulary has only 96 entries" in one_error_line(capsys)
+
+
+def test_tokenising_is_announced_once_then_cached(tmp_path, small_config, capsys, monkeypatch):
+    import gpt2.commands.train as command
+
+    monkeypatch.setattr(command, "SAY_TOKENISING_FROM", 1000)  # the verdict is ~20k characters
+    assert train_cli(need_verdict(), tmp_path / "a", "--config", small_config, "--max-steps", "1") == 0
+    assert "characters (cached for the next run)" in capsys.readouterr().err
+    assert train_cli(need_verdict(), tmp_path / "b", "--config", small_config, "--max-steps", "1") == 0
+    assert "(cached for the next run)" not in capsys.readouterr().err  # the token cache made it instant
+
+
+def test_an_empty_out_never_means_the_current_directory(tmp_path, small_config, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert train_cli(need_verdict(), "", "--config", small_config) == 2
+    assert "is empty" in one_error_line(capsys)
+    assert os.listdir(tmp_path) == ["small.json"]

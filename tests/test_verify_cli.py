@@ -53,3 +53,25 @@ def test_verify_bad_config_is_one_line_error(capsys):
     assert main(["verify", "--config", "gpt-99"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "unknown model size" in err
+
+
+def test_config_option_takes_a_preset_a_json_file_or_a_model_directory(tmp_path):
+    # One reading of --config for `gpt2 verify` and `gpt2 train`.
+    import pytest
+
+    from gpt2.commands.train import config_from_option
+    from gpt2.config import Config
+    from gpt2.errors import ConfigError
+
+    small = Config(n_layer=1, n_embd=8, n_head=2, vocab_size=11, n_ctx=4)
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "config.json").write_text(json.dumps(small.to_hf_dict()))
+    assert config_from_option("tiny") == Config.preset("tiny")
+    assert config_from_option(str(tmp_path / "model" / "config.json")) == small
+    assert config_from_option(str(tmp_path / "model")) == small
+    with pytest.raises(ConfigError, match="unknown model size 'gpt3'"):
+        config_from_option("gpt3")
+    with pytest.raises(ConfigError, match="cannot read config .*missing.json"):
+        config_from_option(str(tmp_path / "missing.json"))
+    with pytest.raises(ConfigError, match="Is a directory"):
+        config_from_option(str(tmp_path))

@@ -140,3 +140,26 @@ def test_legacy_torch_format_loads_weights_only(tmp_path):
     tensors = read_torch_bin(path)
     assert list(tensors["a"].to_array()) == [0.0, 1.0, 2.0]
     assert tensors["b"].dtype == "BF16" and list(tensors["b"].to_array()) == [1.0, 1.0]
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda tmp: "", "empty model name"),
+    (lambda tmp: "/dev/null", "is not a regular file or a directory"),
+    (lambda tmp: (tmp / "hparams.json").write_text('{"n_layer": 2}') and tmp / "hparams.json", "is not a model file"),
+    (lambda tmp: (tmp / "notes").write_bytes(b"\x7fELF" + bytes(60)) and tmp / "notes", "is not a model file"),
+])
+def test_things_that_are_not_models_say_so(tmp_path, capsys, make, message):
+    # Not "header length 8529657312109922939 exceeds the limit": a user who points
+    # `gpt2 info` at the wrong file is told it is not a model at all.
+    target = str(make(tmp_path))
+    assert main(["info", target]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("gpt2 info: error: ") and message in err
+
+
+def test_a_safetensors_file_without_its_suffix_still_loads(tmp_path):
+    config = Config(n_layer=1, n_embd=4, n_head=1, vocab_size=3, n_ctx=2)
+    write_safetensors(tmp_path / "weights", init_params(config))
+    (tmp_path / "config.json").write_text(json.dumps(config.to_hf_dict()))
+    loaded, params = load_model(tmp_path / "weights")
+    assert loaded.n_embd == 4 and set(params) == set(init_params(config))

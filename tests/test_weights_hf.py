@@ -234,3 +234,28 @@ def test_full_124m_shape(tmp_path_factory):
     assert config == Config.preset("gpt2")
     assert sum(t.numel for t in params.values()) == 124_439_808
     assert_same_model(model, config, params)
+
+
+def test_convert_refuses_to_replace_a_config_json_without_force(small, tmp_path, capsys):
+    from gpt2.cli import main
+
+    _, root = small
+    dst = tmp_path / "notes"
+    dst.mkdir()
+    (dst / "config.json").write_text("{\"mine\": true}")
+    assert main(["convert", str(root / "st"), str(dst)]) == 2
+    assert "config.json already exists" in capsys.readouterr().err
+    assert (dst / "config.json").read_text() == "{\"mine\": true}"
+
+
+def test_convert_to_an_empty_dst_never_writes_the_current_directory(small, tmp_path, capsys, monkeypatch):
+    from gpt2.cli import main
+    from gpt2.weights import WeightsError, load_model, save_model
+
+    _, root = small
+    monkeypatch.chdir(tmp_path)
+    assert main(["convert", str(root / "st"), ""]) == 2
+    assert "DST is empty" in capsys.readouterr().err
+    with pytest.raises(WeightsError, match="output directory name is empty"):
+        save_model("", *load_model(root / "st"))
+    assert list(tmp_path.iterdir()) == []

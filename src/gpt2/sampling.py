@@ -60,6 +60,14 @@ def argmax(values: Sequence[float]) -> int:
     return max(range(len(values)), key=values.__getitem__)
 
 
+def check_logits(logits: Sequence[float]) -> None:
+    """A model that produced NaN (or nothing but -inf) has failed; say so instead of
+    picking an arbitrary token."""
+    if any(map(math.isnan, logits)) or max(logits) == -math.inf:
+        raise GenerationError("the model produced NaN or all -inf logits; the weights may be "
+                              "corrupt or the dtype too narrow for them")
+
+
 def _as_list(logits: Any) -> Sequence[float]:
     tolist = getattr(logits, "tolist", None)  # NumPy arrays and torch tensors
     return tolist() if tolist is not None else logits
@@ -74,6 +82,7 @@ class Sampler:
 
     def sample(self, logits: Any) -> int:
         logits = _as_list(logits)
+        check_logits(logits)
         s = self.settings
         if s.greedy:
             return argmax(logits)

@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+OUTPUTS = ("model.safetensors", "config.json")  # what convert writes into DST
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -19,7 +21,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("src", help="gpt2 | gpt2-medium | gpt2-large | gpt2-xl, a directory, or a file")
     p.add_argument("dst", help="output directory (created if needed)")
-    p.add_argument("--force", action="store_true", help="overwrite a model already in DST")
+    p.add_argument("--force", action="store_true", help="overwrite config.json / model.safetensors already in DST")
     p.set_defaults(run=run)
 
 
@@ -27,9 +29,13 @@ def run(args: argparse.Namespace) -> int:
     from ..weights import WeightsError, load_model, save_model
     from ..weights.progress import BytesBar, DownloadBar
 
+    if not args.dst.strip():  # checked before loading, which may mean a download
+        raise WeightsError("DST is empty; give the output directory")
     dst = Path(args.dst)
-    if (dst / "model.safetensors").exists() and not args.force:
-        raise WeightsError(f"{dst / 'model.safetensors'} already exists (use --force to overwrite)")
+    if not args.force:
+        for name in OUTPUTS:  # a config.json alone would be silently replaced too
+            if (dst / name).exists():
+                raise WeightsError(f"{dst / name} already exists (use --force to overwrite)")
     config, params = load_model(args.src, progress=DownloadBar(sys.stderr))
     save_model(dst, config, params, progress=BytesBar("model.safetensors", sys.stderr))
     n = sum(t.numel for t in params.values())

@@ -7,7 +7,10 @@ import json
 import re
 import sys
 
-from .tokenize import load_tokenizer
+from .tokenize import load_tokenizer, read_stdin, write_text
+
+# More digits than any id can have; also keeps int() far from Python's 4300-digit limit.
+_MAX_ID_DIGITS = 20
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -31,7 +34,7 @@ def parse_token_ids(text: str) -> list[int]:
     if text.startswith(("[", "{")):
         try:
             values = json.loads(text)
-        except json.JSONDecodeError as exc:
+        except (ValueError, RecursionError) as exc:  # JSONDecodeError, a 5000-digit number, [[[[...
             raise TokenizerError(f"ids look like JSON but are not valid JSON ({exc})") from None
         if isinstance(values, dict):  # the object `gpt2 tokenize --json` prints
             values = values.get("ids")
@@ -44,15 +47,17 @@ def parse_token_ids(text: str) -> list[int]:
             continue
         if not re.fullmatch(r"[+-]?[0-9]+", word):
             raise TokenizerError(f"not a token id: {word!r}")
+        if len(word) > _MAX_ID_DIGITS:
+            raise TokenizerError(f"token id {word[:_MAX_ID_DIGITS]}... is not in the vocabulary")
         ids.append(int(word))
     return ids
 
 
 def run(args: argparse.Namespace) -> int:
     tokenizer = load_tokenizer(args.vocab)
-    ids = parse_token_ids(" ".join(args.ids) if args.ids else sys.stdin.read())
+    ids = parse_token_ids(" ".join(args.ids) if args.ids else read_stdin())
     text = tokenizer.decode(ids)
-    sys.stdout.write(text)
+    write_text(text)
     if sys.stdout.isatty() and not text.endswith("\n"):
         sys.stdout.write("\n")
     return 0

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from ..errors import Gpt2Error
 
@@ -19,10 +20,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description="Mean cross-entropy (nats per token) and perplexity of MODEL over "
         "non-overlapping windows of the text.",
     )
-    p.add_argument("--model", required=True, help="hub name (gpt2, ...), a directory or a weights file")
+    p.add_argument("--model", required=True, metavar="MODEL", help="hub name (gpt2, ...), a directory or a weights file")
     p.add_argument("--data", required=True, metavar="FILE_OR_DIR", help="UTF-8 text file, or a directory of them")
-    p.add_argument("--context-length", type=int, default=None, help="tokens per window (default: the model's n_ctx)")
-    p.add_argument("--batch-size", type=int, default=8, help="windows per forward pass (default 8)")
+    p.add_argument("--context-length", type=int, default=None, metavar="N", help="tokens per window (default: the model's n_ctx)")
+    p.add_argument("--batch-size", type=int, default=8, metavar="N", help="windows per forward pass (default 8)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | mps (default auto)")
     p.add_argument("--cache-dir", metavar="DIR", help="token cache (default $XDG_CACHE_HOME/gpt2/tokens)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -35,6 +36,7 @@ def run(args: argparse.Namespace) -> int:
     except ImportError as exc:
         raise Gpt2Error(f"eval needs PyTorch and NumPy ({exc}); pip install 'gpt2[torch]'") from None
     from ..tokenizer import Tokenizer
+    from ..weights.progress import BytesBar
     from .train import default_cache_dir
 
     if args.batch_size <= 0 or (args.context_length is not None and args.context_length <= 0):
@@ -47,10 +49,13 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         device=args.device,
         cache_dir=args.cache_dir or default_cache_dir(),
+        progress=BytesBar("scoring windows", sys.stderr, amount="{:,}".format) if sys.stderr.isatty() else None,
     )
     if args.json:
         print(json.dumps({"model": args.model, "data": str(args.data), **result.to_dict()}))
     else:
         print(f"loss {result.loss:.4f}  perplexity {result.perplexity:.2f}  "
-              f"({result.tokens:,} tokens in {result.sequences} windows of {result.context_length})")
+              f"({result.tokens:,} tokens in {result.sequences:,} window{'s' * (result.sequences != 1)} "
+              f"of {result.context_length})")
     return 0
+

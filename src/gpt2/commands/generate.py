@@ -239,6 +239,11 @@ def _report(results: list[dict[str, Any]], prompts: list[str], args: argparse.Na
     r = results[0]
     tokens = sum(len(x["ids"]) for x in results)
     rate = f"{r['tokens_per_s']:.1f} tokens/s" if r.get("tokens_per_s") else "- tokens/s"
-    prefill = f", prefill {r['prefill_ms']:.0f} ms ({len(r['prompt_ids'])} tokens)" if r.get("prefill_ms") else ""
-    print(f"{tokens} tokens in {r['seconds']:.2f} s, {rate}{prefill} [{engine.name}, {args.model}]",
+    prefill = f", prefill {r['prefill_ms']:.0f} ms ({plural(len(r['prompt_ids']), 'token')})" if r.get("prefill_ms") else ""
+    print(f"{plural(tokens, 'token')} in {r['seconds']:.2f} s, {rate}{prefill} [{engine.name}, {args.model}]",
           file=sys.stderr)
+
+
+def plural(n: int, noun: str) -> str:
+    """'1 token', '2 tokens'."""
+    return f"{n} {noun}{'s' * (n != 1)}"

@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from .generate import add_engine_arguments, close_engine, open_engine, read_text
+from .generate import add_engine_arguments, close_engine, open_engine, plural, read_text
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -72,6 +72,6 @@ def run(args: argparse.Namespace) -> int:
         return 0
     for piece, lp in zip(pieces, result.logprobs):
         print(f"{lp:10.4f}  {piece!r}")
-    print(f"{len(result.logprobs)} tokens scored, mean NLL {result.nll:.4f} nats, "
+    print(f"{plural(len(result.logprobs), 'token')} scored, mean NLL {result.nll:.4f} nats, "
           f"perplexity {result.perplexity:.3f} [{engine.name}, {args.model}]")
     return 0

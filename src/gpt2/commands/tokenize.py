@@ -43,6 +43,46 @@ def load_tokenizer(vocab: str | None):
     raise TokenizerError(f"--vocab {vocab}: no such file or directory")
 
 
+def read_stdin() -> str:
+    """All of stdin as UTF-8 text, whatever the locale says; bytes that are not UTF-8
+    are a clear error (a silent U+FFFD would change the ids)."""
+    from ..tokenizer import TokenizerError
+
+    stream = getattr(sys.stdin, "buffer", None)
+    if stream is None:  # already text (a StringIO in tests)
+        return sys.stdin.read()
+    data = stream.read()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise TokenizerError(f"stdin is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start})") from None
+
+
+def check_argument(text: str) -> str:
+    """TEXT from the command line: bytes that were not UTF-8 arrive as lone surrogates
+    (Python's surrogateescape); refuse them as stdin's are refused."""
+    from ..tokenizer import TokenizerError
+
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        byte = ord(text[exc.start]) - 0xDC00  # surrogateescape maps byte b to U+DC00 + b
+        shown = f"byte 0x{byte:02x}" if 0x80 <= byte <= 0xFF else f"U+{ord(text[exc.start]):04X}"
+        raise TokenizerError(f"TEXT is not UTF-8 text ({shown} at character {exc.start})") from None
+    return text
+
+
+def write_text(text: str) -> None:
+    """Write to stdout; where its encoding cannot show the text (PYTHONIOENCODING=ascii,
+    a Latin-1 locale) write UTF-8 bytes rather than fail half-way with a traceback."""
+    try:
+        sys.stdout.write(text)
+    except UnicodeEncodeError:
+        sys.stdout.flush()
+        sys.stdout.buffer.write(text.encode("utf-8"))
+        sys.stdout.buffer.flush()
+
+
 def show_piece(piece: str) -> str:
     """Make whitespace you could not otherwise see visible: a newline is shown as \\n."""
     return piece.replace("\\", "\\\\").replace("\n", "\\n").replace("\t", "\\t").replace("\r", "\\r")
@@ -58,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
     from ..tokenizer import TokenizerError
 
     tokenizer = load_tokenizer(args.vocab)
-    text = sys.stdin.read() if args.text is None else args.text
+    text = read_stdin() if args.text is None else check_argument(args.text)
     if not args.allow_special:
         for special in sorted(tokenizer.special_tokens_set):
             if special in text:
@@ -66,12 +106,12 @@ def run(args: argparse.Namespace) -> int:
     ids = tokenizer.encode(text, allowed_special="all" if args.allow_special else frozenset())
     pieces = tokenizer.decode_pieces(ids)
     if args.json:
-        print(json.dumps({"ids": ids, "tokens": pieces, "count": len(ids)}, ensure_ascii=False))
+        write_text(json.dumps({"ids": ids, "tokens": pieces, "count": len(ids)}, ensure_ascii=False) + "\n")
     elif args.ids:
         print(" ".join(map(str, ids)))
     else:
         colour = sys.stdout.isatty() and "NO_COLOR" not in os.environ
         print(" ".join(map(str, ids)))
-        print(render(pieces, colour))
-        print(f"{len(ids)} tokens, {len(text)} characters", file=sys.stderr)
+        write_text(render(pieces, colour) + "\n")
+        print(f"{len(ids)} token{'s' * (len(ids) != 1)}, {len(text)} character{'s' * (len(text) != 1)}", file=sys.stderr)
     return 0

@@ -53,7 +53,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--data", required=True, metavar="FILE_OR_DIR", help="UTF-8 text file, or a directory of them")
     p.add_argument("--out", required=True, metavar="DIR", help="run directory")
-    p.add_argument("--config", metavar="PRESET|JSON", help="model size: a preset (tiny, gpt2, ...) or a JSON file (default tiny)")
+    p.add_argument("--config", metavar="PRESET|JSON", help="model size: a preset (tiny, gpt2, ...), a JSON file or a model directory (default tiny)")
     p.add_argument("--init", metavar="MODEL", help="fine-tune this model (hub name such as gpt2, or a path)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
     p.add_argument("--qkv-bias", dest="qkv_bias", action=argparse.BooleanOptionalAction, default=None,
@@ -77,7 +77,7 @@ def default_cache_dir() -> Path:
 
 def model_config(args: argparse.Namespace):
     """The requested model shape, or None to take it from --init / the checkpoint."""
-    from ..config import PRESETS, Config
+    from ..config import Config
 
     flags = {k: v for k, v in (("qkv_bias", args.qkv_bias), ("position_embedding", args.position_embedding)) if v is not None}
     if args.config is None:
@@ -86,17 +86,27 @@ def model_config(args: argparse.Namespace):
         if args.init or args.resume:
             raise Gpt2Error("--qkv-bias and --position-embedding shape a new model; they cannot change --init or --resume")
         return Config.preset("tiny").replace(**flags)
-    config = PRESETS[args.config] if args.config in PRESETS else None
-    if config is None:
-        if not Path(args.config).is_file():
-            Config.preset(args.config)  # raises: unknown preset, with the list
-        config = Config.from_json_file(args.config)
-    return config.replace(**flags)
+    return config_from_option(args.config).replace(**flags)
+
+
+def config_from_option(value: str):
+    """A `--config` value: a preset name (tiny, gpt2, ...), a JSON file of sizes, or a model
+    directory holding config.json (`--config runs/tiny` reuses that run's shape)."""
+    from ..config import PRESETS, Config
+
+    if value in PRESETS:
+        return PRESETS[value]
+    path = Path(value)
+    if path.is_dir() and (path / "config.json").is_file():
+        return Config.from_json_file(path / "config.json")
+    if path.exists() or value.endswith(".json"):
+        return Config.from_json_file(path)  # a clear error for a directory or a missing .json
+    return Config.preset(value)  # raises: unknown preset, with the list
 
 
 def run(args: argparse.Namespace) -> int:
     try:
-        from ..training import train
+        from ..training import TrainingInterrupted, train
     except ImportError as exc:
         raise Gpt2Error(f"training needs PyTorch and NumPy ({exc}); pip install 'gpt2[train]'") from None
     from ..tokenizer import Tokenizer
@@ -105,24 +115,34 @@ def run(args: argparse.Namespace) -> int:
     if args.compile is not None:
         options["compile"] = args.compile
     progress = Progress(sys.stderr, quiet=args.quiet)
-    result = train(
-        args.data,
-        args.out,
-        tokenizer=Tokenizer.gpt2(),
-        config=model_config(args),
-        init=args.init,
-        resume=args.resume,
-        options=options,
-        cache_dir=args.cache_dir or default_cache_dir(),
-        env=os.environ,
-        on_event=progress,
-    )
+    try:
+        result = train(
+            args.data,
+            args.out,
+            tokenizer=Tokenizer.gpt2(),
+            config=model_config(args),
+            init=args.init,
+            resume=args.resume,
+            options=options,
+            cache_dir=args.cache_dir or default_cache_dir(),
+            env=os.environ,
+            on_event=progress,
+        )
+    except TrainingInterrupted as stopped:  # Ctrl-C: say what is safe on disk, no traceback
+        progress.finish()
+        if os.environ.get("RANK", "0") == "0":
+            print(f"gpt2 train: {stopped}", file=sys.stderr)
+        return 130
     if os.environ.get("RANK", "0") == "0":
         progress.finish()
         val = f", validation loss {result.val_loss:.4f}" if result.val_loss is not None else ""
         print(f"trained to step {result.step}{val}; model in {result.directory} "
               f"(gpt2 generate --model {result.directory})", file=sys.stderr)
     return 0
+
+
+# Text this long takes a noticeable while to tokenise (about a second): say what is happening.
+SAY_TOKENISING_FROM = 1_000_000  # characters
 
 
 class Progress:
@@ -149,6 +169,11 @@ class Progress:
             self.bar_shown = False
         self.stream.write(text + "\n")
         self.stream.flush()
+
+    def on_Tokenizing(self, e) -> None:
+        if not self.quiet and e.characters >= SAY_TOKENISING_FROM:
+            files = f"{e.files:,} files, " if e.files != 1 else ""
+            self.line(f"tokenising {files}{e.characters:,} characters (cached for the next run) ...")
 
     def on_TrainStarted(self, e) -> None:
         if self.quiet:

@@ -24,17 +24,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--reference", action="append", choices=["numpy", "torch"],
                    help="compare against this reference only (repeatable; default both)")
     p.add_argument("--config", metavar="PRESET|JSON",
-                   help="model size to verify at: a preset name or a config.json (default: a small 2-layer model)")
+                   help="model size to verify at: a preset name, a config.json or a model directory (default: a small 2-layer model)")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..config import Config
     from ..verify import VERIFY_CONFIG, format_table, run_verification
+    from .train import config_from_option
 
-    config = VERIFY_CONFIG
-    if args.config:
-        config = Config.from_json_file(args.config) if args.config.endswith(".json") else Config.preset(args.config)
+    config = config_from_option(args.config) if args.config else VERIFY_CONFIG
     progress = None
     if not args.json and sys.stderr.isatty():
         progress = lambda name: print(f"\r\033[Kchecking {name} ...", end="", file=sys.stderr, flush=True)  # noqa: E731

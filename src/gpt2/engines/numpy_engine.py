@@ -37,6 +37,7 @@ import numpy as np
 
 from ..config import Config
 from ..errors import GenerationError, Gpt2Error
+from ..sampling import check_logits
 from ..params import validate_params
 from ..tensor import Tensor
 from . import BatchKVCache
@@ -341,6 +342,8 @@ def sample(logits: Any, sampler: Any) -> int:
     `math.fsum` are kept where NumPy's would round differently.
     """
     values = np.asarray(logits, dtype=np.float64).reshape(-1)  # float32 -> float64 is exact
+    if np.isnan(values).any() or values.max() == -np.inf:
+        check_logits(values.tolist())  # raises the same error as `Sampler.sample`
     s = sampler.settings
     if s.greedy:
         return int(np.argmax(values))  # the first (lowest) id on a tie

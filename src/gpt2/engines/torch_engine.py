@@ -157,8 +157,6 @@ class TorchEngine:
     def sample(self, logits: Any, sampler: Any) -> int:
         from .numpy_engine import sample  # the vectorised `Sampler.sample`
 
-        if sampler.settings.greedy:
-            return int(torch.argmax(logits))  # the first maximum, as `Sampler` picks
         return sample(logits.detach().to("cpu", torch.float32).numpy(), sampler)
 
     # --- batches ---------------------------------------------------------------------------

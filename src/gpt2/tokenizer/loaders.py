@@ -72,18 +72,29 @@ def read_compact(path: str | Path) -> dict[bytes, int]:
 def read_tiktoken(path: str | Path) -> dict[bytes, int]:
     """A tiktoken file: one "<base64 token bytes> <rank>" per line."""
     ranks: dict[bytes, int] = {}
-    with open(path, "rb") as f:
-        for line_number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                token, rank = line.split()
-                ranks[base64.b64decode(token, validate=True)] = int(rank)
-            except (ValueError, binascii.Error):
-                raise TokenizerError(f"{path}:{line_number}: expected '<base64 token> <rank>', got {line[:60]!r}") from None
+    try:
+        with open(path, "rb") as f:
+            for line_number, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    token, rank = line.split()
+                    ranks[base64.b64decode(token, validate=True)] = int(rank)
+                except (ValueError, binascii.Error):
+                    raise TokenizerError(f"{path}:{line_number}: expected '<base64 token> <rank>', got {line[:60]!r}") from None
+    except OSError as exc:
+        raise TokenizerError(f"cannot read {path}: {exc.strerror or exc}") from None
     if not ranks:
         raise TokenizerError(f"{path}: empty tiktoken file")
+    check_every_byte(ranks, path)
     return ranks
+
+
+def check_every_byte(encoder: Mapping[bytes, int], where: str | Path) -> None:
+    """Byte-level BPE can encode any text only if each of the 256 bytes is a token."""
+    missing_bytes = [b for b in range(256) if bytes((b,)) not in encoder]
+    if missing_bytes:
+        raise TokenizerError(f"{where}: no token for byte(s) {missing_bytes[:8]}")
 
 
 def default_special_tokens(encoder: Mapping[bytes, int]) -> dict[str, int]:
@@ -97,15 +108,20 @@ def default_special_tokens(encoder: Mapping[bytes, int]) -> dict[str, int]:
 def read_merges(path: str | Path) -> list[tuple[str, str]]:
     """vocab.bpe / merges.txt: an optional "#version" line, then "left right" per line."""
     merges = []
-    with open(path, encoding="utf-8") as f:
-        for line_number, line in enumerate(f, 1):
-            line = line.rstrip("\r\n")
-            if not line or (line_number == 1 and line.startswith("#version")):
-                continue
-            pair = line.split(" ")
-            if len(pair) != 2 or not all(pair):
-                raise TokenizerError(f"{path}:{line_number}: expected two tokens separated by one space, got {line[:60]!r}")
-            merges.append((pair[0], pair[1]))
+    try:
+        with open(path, encoding="utf-8") as f:
+            for line_number, line in enumerate(f, 1):
+                line = line.rstrip("\r\n")
+                if not line or (line_number == 1 and line.startswith("#version")):
+                    continue
+                pair = line.split(" ")
+                if len(pair) != 2 or not all(pair):
+                    raise TokenizerError(f"{path}:{line_number}: expected two tokens separated by one space, got {line[:60]!r}")
+                merges.append((pair[0], pair[1]))
+    except OSError as exc:
+        raise TokenizerError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise TokenizerError(f"{path}: not UTF-8 text (invalid byte at offset {exc.start})") from None
     return merges
 
 
@@ -119,7 +135,9 @@ def read_byte_level_bpe(encoder_json: str | Path, merges_txt: str | Path) -> Voc
     try:
         with open(encoder_json, encoding="utf-8") as f:
             spelled = json.load(f)
-    except json.JSONDecodeError as exc:
+    except OSError as exc:
+        raise TokenizerError(f"cannot read {encoder_json}: {exc.strerror or exc}") from None
+    except (ValueError, RecursionError) as exc:  # bad JSON, or bytes that are not UTF-8
         raise TokenizerError(f"{encoder_json}: not valid JSON ({exc})") from None
     if not isinstance(spelled, dict) or not all(isinstance(i, int) for i in spelled.values()):
         raise TokenizerError(f"{encoder_json}: expected a JSON object mapping token strings to integer ids")
@@ -138,9 +156,7 @@ def read_byte_level_bpe(encoder_json: str | Path, merges_txt: str | Path) -> Voc
         else:
             special_tokens[text] = token_id
 
-    missing_bytes = [b for b in range(256) if bytes((b,)) not in encoder]
-    if missing_bytes:
-        raise TokenizerError(f"{encoder_json}: no token for byte(s) {missing_bytes[:8]}")
+    check_every_byte(encoder, encoder_json)
     missing = [m for m in merge_ranks if m not in encoder]
     if missing:
         raise TokenizerError(f"{merges_txt}: merge result {missing[0]!r} is not in {encoder_json}")

@@ -9,14 +9,14 @@ trainer), `checkpoint` (atomic files), `metrics` (log + plot), `evaluate`,
 `distributed` (torchrun / DDP), `events` (what the trainer reports).
 """
 
-from .errors import CheckpointError, DataError, TrainConfigError
+from .errors import CheckpointError, DataError, TrainConfigError, TrainingInterrupted
 from .evaluate import EvalResult, evaluate_text
-from .events import CheckpointSaved, Evaluated, Notice, StepDone, TrainStarted
+from .events import CheckpointSaved, Evaluated, Notice, StepDone, Tokenizing, TrainStarted
 from .loop import TrainResult, train
 from .settings import TrainConfig
 
 __all__ = [
     "train", "TrainConfig", "TrainResult", "evaluate_text", "EvalResult",
-    "TrainStarted", "StepDone", "Evaluated", "CheckpointSaved", "Notice",
-    "DataError", "CheckpointError", "TrainConfigError",
+    "Tokenizing", "TrainStarted", "StepDone", "Evaluated", "CheckpointSaved", "Notice",
+    "DataError", "CheckpointError", "TrainConfigError", "TrainingInterrupted",
 ]

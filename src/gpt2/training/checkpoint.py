@@ -91,5 +91,28 @@ def remove_stale_temporaries(directory: str | Path) -> None:
             pass
 
 
+def prepare_run_directory(directory: str | Path) -> None:
+    """Create the run directory and check it is writable, so an impossible `--out` fails
+    at once, not at the first checkpoint after an hour of training."""
+    import tempfile
+
+    directory = Path(directory)
+    if directory.exists() and not directory.is_dir():
+        raise CheckpointError(f"run directory {directory} exists and is not a directory")
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+    except OSError as exc:
+        raise CheckpointError(f"cannot write the run directory {directory}: {exc.strerror or exc}") from None
+
+
+def remove_if_empty(directory: Path) -> None:
+    try:
+        directory.rmdir()  # refuses, harmlessly, when anything is inside
+    except OSError:
+        pass
+
+
 def has_state(directory: str | Path) -> bool:
     return (Path(directory) / STATE_FILE).is_file()

@@ -30,7 +30,7 @@ import array
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -47,6 +47,8 @@ _PROBE = "Hello world! <|endoftext|> 123 \u00e9t\u00e9 \U0001f600\n\n  spaces"
 
 def data_files(path: str | Path) -> list[Path]:
     """The file itself, or every regular file under a directory, sorted, hidden ones skipped."""
+    if not str(path).strip():  # Path("") is ".": an unset shell variable must not mean "every file here"
+        raise DataError("the data path is empty")
     path = Path(path)
     if path.is_file():
         return [path]
@@ -112,25 +114,62 @@ def tokenize_texts(texts: Sequence[str], tokenizer) -> np.ndarray:
     return np.frombuffer(ids, dtype=np.uint16).copy()
 
 
-def load_tokens(path: str | Path, tokenizer, cache_dir: str | Path | None) -> tuple[np.ndarray, str]:
+def read_token_cache(path: Path, eot_token: int) -> np.ndarray | None:
+    """The cached tokens, memory-mapped (paged in as windows are read); None when the file
+    is missing or plainly damaged (empty, an odd number of bytes, not ending with the
+    end-of-text token every text ends with), so the caller tokenises again."""
+    try:
+        size = path.stat().st_size
+    except OSError:
+        return None
+    if size == 0 or size % 2:
+        return None
+    tokens = np.memmap(path, dtype="<u2", mode="r")
+    return tokens if int(tokens[-1]) == eot_token else None
+
+
+def load_tokens(
+    path: str | Path,
+    tokenizer,
+    cache_dir: str | Path | None,
+    on_tokenize: Callable[[int, int], None] | None = None,
+) -> tuple[np.ndarray, str]:
     """Tokens of FILE_OR_DIR and their cache key. With a cache directory the uint16 token
-    file `<cache_dir>/<key>.bin` is reused when present and written (atomically) when not."""
+    file `<cache_dir>/<key>.bin` is reused when present and written (atomically) when not.
+    `on_tokenize(files, characters)` is called before the (slow) tokenisation, if any."""
     texts = read_texts(path)
     if not any(t.strip() for t in texts):
         raise DataError(f"{path} is empty")
     key = tokens_key(texts, tokenizer)
-    if cache_dir is None:
-        return tokenize_texts(texts, tokenizer), key
-    cache_file = Path(cache_dir) / f"{key}.bin"
-    if cache_file.is_file():
-        return np.memmap(cache_file, dtype="<u2", mode="r"), key  # paged in as windows are read
+    cache_file = Path(cache_dir) / f"{key}.bin" if cache_dir is not None else None
+    cached = read_token_cache(cache_file, tokenizer.eot_token) if cache_file is not None else None
+    if cached is not None:
+        return cached, key
+    if on_tokenize is not None:
+        on_tokenize(len(texts), sum(map(len, texts)))
     tokens = tokenize_texts(texts, tokenizer)
+    if cache_file is None:
+        return tokens, key
     try:
         Path(cache_dir).mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(cache_file, tokens.astype("<u2").tobytes())
     except OSError:
         pass  # a cache we cannot write only costs time on the next run
     return tokens, key
+
+
+def check_vocabulary(tokens: np.ndarray, vocab_size: int, name: str, tokenizer=None) -> None:
+    """Every id must have a row in the model's embedding (a model with its own small
+    vocabulary cannot read GPT-2 token ids); otherwise a DataError, not an IndexError.
+    Given the tokenizer, the scan is skipped when no id it makes can be too large."""
+    if getattr(tokenizer, "n_vocab", vocab_size + 1) <= vocab_size:
+        return
+    largest = int(tokens.max()) if len(tokens) else -1
+    if largest >= vocab_size:
+        raise DataError(
+            f"{name} tokenises to id {largest}, but the model's vocabulary has only {vocab_size} "
+            "entries; it needs a model made for the GPT-2 tokenizer (vocab_size >= 50257)"
+        )
 
 
 # --- 3. split --------------------------------------------------------------------------
@@ -142,11 +181,10 @@ def split_tokens(tokens: np.ndarray, val_fraction: float, context: int, name: st
     n = len(tokens)
     n_val = max(round(n * val_fraction), context + 1) if val_fraction > 0 else 0
     if n - n_val < context + 1:
-        held_out = f", {n_val} of them held out for validation," if n_val else ""
+        needs = f"training needs {context + 1}" + (f" and validation {n_val}" if n_val else "")
         raise DataError(
-            f"{name} has {n} tokens{held_out} too short for context length {context} "
-            f"(training needs at least {context + 1}); use more text, a smaller "
-            f"--context-length or a smaller --val-fraction"
+            f"{name} has {n} tokens, too short for context length {context} ({needs}); "
+            f"use more text, a smaller --context-length or a smaller --val-fraction"
         )
     return tokens[: n - n_val], tokens[n - n_val:]
 

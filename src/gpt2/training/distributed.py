@@ -69,11 +69,7 @@ def stop(d: Distributed) -> None:
 
 def mean_across(d: Distributed, value: torch.Tensor) -> torch.Tensor:
     """The average of a tensor over all processes (itself when alone)."""
-    if not d.enabled:
-        return value
-    value = value.clone()
-    dist.all_reduce(value, op=dist.ReduceOp.SUM)
-    return value / d.world_size
+    return sum_across(d, value) / d.world_size if d.enabled else value
 
 
 def sum_across(d: Distributed, value: torch.Tensor) -> torch.Tensor:

@@ -15,3 +15,9 @@ class CheckpointError(Gpt2Error, OSError):
 
 class TrainConfigError(Gpt2Error, ValueError):
     """A training hyper-parameter is impossible (negative learning rate, context > n_ctx, ...)."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during training. Its message says where the run stopped and which checkpoint
+    is safe on disk; being a KeyboardInterrupt, it still stops everything that does not
+    look for it."""

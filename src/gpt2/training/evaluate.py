@@ -11,13 +11,13 @@ import contextlib
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 
 from ..sampling import Sampler, SamplingConfig
 from . import distributed
-from .data import Windows, load_tokens
+from .data import Windows, check_vocabulary, load_tokens
 from .errors import DataError, TrainConfigError
 
 
@@ -66,8 +66,10 @@ def windows_loss(
     device: torch.device,
     dtype: str = "float32",
     dist: distributed.Distributed = distributed.Distributed(),
+    progress: Callable[[int, int], None] | None = None,
 ) -> float:
-    """Mean loss over the given windows; under DDP each process scores its share."""
+    """Mean loss over the given windows; under DDP each process scores its share.
+    `progress(done, total)` is called after each batch with this process's window counts."""
     was_training = model.training
     model.eval()
     mine = list(indices)[dist.rank:: dist.world_size]
@@ -79,6 +81,8 @@ def windows_loss(
                 _, loss = model(x.to(device), y.to(device))
             total[0] += loss.double() * len(x)
             total[1] += len(x)
+            if progress is not None:
+                progress(min(i + batch_size, len(mine)), len(mine))
     finally:
         model.train(was_training)
     total = distributed.sum_across(dist, total)
@@ -124,14 +128,17 @@ def evaluate_text(
     batch_size: int = 8,
     device: str = "auto",
     cache_dir: str | Path | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> EvalResult:
     """Validation loss and perplexity of any loadable model on a text file (or directory),
-    over non-overlapping windows of `context_length` tokens (default: the model's n_ctx)."""
+    over non-overlapping windows of `context_length` tokens (default: the model's n_ctx).
+    `progress(windows_done, windows_total)` is called after each batch."""
     from ..torch_model import GPT2
     from .models import load_pretrained
 
     config, params = load_pretrained(model_name_or_path)
     tokens, _ = load_tokens(data, tokenizer, cache_dir)
+    check_vocabulary(tokens, config.vocab_size, str(data), tokenizer)
     if context_length is not None and context_length > config.n_ctx:
         raise TrainConfigError(f"context length {context_length} is longer than the model's context window {config.n_ctx}")
     if len(tokens) < 2:
@@ -140,5 +147,5 @@ def evaluate_text(
     windows = Windows(tokens, context=context, stride=context)
     dev = pick_device(device)
     model = GPT2.from_params(config, params).to(dev)
-    loss = windows_loss(model, windows, range(len(windows)), batch_size=batch_size, device=dev)
+    loss = windows_loss(model, windows, range(len(windows)), batch_size=batch_size, device=dev, progress=progress)
     return EvalResult(loss, math.exp(loss), len(windows) * context, len(windows), context)

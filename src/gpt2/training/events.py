@@ -7,6 +7,14 @@ from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
+class Tokenizing:
+    """The text is not in the token cache yet: tokenising it may take a while (once)."""
+
+    files: int
+    characters: int
+
+
+@dataclass(frozen=True)
 class TrainStarted:
     step: int  # the first step to run (0, or the checkpoint's step on resume)
     max_steps: int

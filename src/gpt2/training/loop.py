@@ -30,10 +30,10 @@ import torch
 
 from ..config import Config
 from . import checkpoint, distributed
-from .data import WindowSampler, Windows, load_tokens, split_tokens
-from .errors import CheckpointError, DataError
+from .data import WindowSampler, Windows, check_vocabulary, load_tokens, split_tokens
+from .errors import CheckpointError, DataError, TrainingInterrupted
 from .evaluate import autocast_context, pick_device, sample_text, spread_indices, windows_loss
-from .events import CheckpointSaved, Evaluated, Notice, StepDone, TrainStarted
+from .events import CheckpointSaved, Evaluated, Notice, StepDone, Tokenizing, TrainStarted
 from .metrics import METRICS_FILE, PLOT_FILE, MetricsLog, plot_losses
 from .optim import make_optimizer, set_learning_rate
 from .schedule import learning_rate
@@ -126,13 +126,32 @@ def train(
 
         train("input.txt", "runs/a", tokenizer=Tokenizer.gpt2(), options={"max_steps": 200})
     """
+    if not str(out_dir).strip():  # Path("") is ".": an unset shell variable must not train here
+        raise CheckpointError("the run directory name (--out) is empty")
     dist = distributed.from_environment(env or {})
+    new_directory = not Path(out_dir).exists()
+    trainer = None
     try:
         trainer = Trainer(data, Path(out_dir), tokenizer=tokenizer, config=config, init=init, resume=resume,
                           options=dict(options or {}), cache_dir=cache_dir, dist=dist, on_event=on_event)
         return trainer.run()
+    except KeyboardInterrupt:
+        raise TrainingInterrupted(_interrupted(trainer, out_dir)) from None
     finally:
+        if trainer is None and new_directory:  # a mistake in the options leaves no empty run directory
+            checkpoint.remove_if_empty(Path(out_dir))
         distributed.stop(dist)
+
+
+def _interrupted(trainer: "Trainer | None", out_dir: str | Path) -> str:
+    """What a Ctrl-C left behind: checkpoints are atomic, so the last finished one is intact."""
+    if trainer is None:
+        return f"interrupted before training started; {out_dir} holds no new checkpoint"
+    if trainer.saved_step is None:
+        return (f"interrupted at step {trainer.step}, before a checkpoint was complete; nothing was saved "
+                f"(checkpoints every {trainer.run_config.checkpoint_interval} steps: --checkpoint-interval)")
+    return (f"interrupted at step {trainer.step}; the last checkpoint (step {trainer.saved_step}) "
+            f"is in {out_dir}: continue it with --resume")
 
 
 class Trainer:
@@ -141,6 +160,7 @@ class Trainer:
     def __init__(self, data, out: Path, *, tokenizer, config, init, resume, options, cache_dir, dist, on_event) -> None:
         self.out, self.tokenizer, self.dist, self.options = out, tokenizer, dist, options
         self.emit = on_event if (on_event is not None and dist.is_main) else (lambda event: None)
+        checkpoint.prepare_run_directory(out)
         if dist.is_main:
             checkpoint.remove_stale_temporaries(out)
         self.resume_state = checkpoint.load_state(out) if resume else None
@@ -171,7 +191,9 @@ class Trainer:
 
     def _load_data(self, data, cache_dir) -> None:
         run = self.run_config
-        tokens, self.data_key = load_tokens(data, self.tokenizer, cache_dir)
+        tokens, self.data_key = load_tokens(data, self.tokenizer, cache_dir,
+                                            on_tokenize=lambda files, chars: self.emit(Tokenizing(files, chars)))
+        check_vocabulary(tokens, self.model_config.vocab_size, str(data), self.tokenizer)
         if self.resume_state is not None and self.resume_state["data_key"] != self.data_key:
             raise DataError("--data is not the text this checkpoint was trained on; to train on new text, "
                             f"start a new run with --init {self.out}")
@@ -181,12 +203,12 @@ class Trainer:
         self.sampler = WindowSampler(len(self.train_windows), run.seed)
 
     def _build_model(self, init_params) -> None:
-        from ..torch_model import GPT2
+        from .models import new_model
 
         run, state = self.run_config, self.resume_state
         random.seed(run.seed)
         torch.manual_seed(run.seed)  # the same initial weights on every process
-        self.raw_model = GPT2(self.model_config)
+        self.raw_model = new_model(self.model_config)
         if init_params is not None:
             self.raw_model.load_params(init_params)
         if state is not None:
@@ -195,6 +217,7 @@ class Trainer:
         self.optimizer = make_optimizer(self.raw_model, lr=run.lr, weight_decay=run.weight_decay)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=run.dtype == "float16")
         self.step = 0
+        self.saved_step: int | None = state["step"] if state is not None else None  # the last finished checkpoint
         torch.manual_seed(run.seed + self.dist.rank)  # dropout masks differ between processes
         if state is not None:
             self.optimizer.load_state_dict(state["optimizer"])
@@ -313,6 +336,7 @@ class Trainer:
                 self.emit(CheckpointSaved(self.step, str(self.out)))
         if distributed.any_across(self.dist, error is not None):  # every process stops, none hangs
             raise error or CheckpointError(f"saving the checkpoint in {self.out} failed on the main process")
+        self.saved_step = self.step
 
     def state(self, rngs: list) -> dict:
         return {

@@ -12,6 +12,7 @@ have logged steps it never saved), so the log always describes one straight run.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Iterable
@@ -56,13 +57,27 @@ def read_metrics(path: str | Path) -> list[dict]:
     return out
 
 
+def _quiet_pyplot():
+    """matplotlib.pyplot drawing to files only. When $HOME is not writable matplotlib logs
+    two warnings on import and uses a temporary directory, which is all a plot needs:
+    its logger is hushed for the import so the training output stays clean."""
+    log = logging.getLogger("matplotlib")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")  # files only, never a window
+        import matplotlib.pyplot as plt
+    finally:
+        log.setLevel(level)
+    return plt
+
+
 def plot_losses(records: Iterable[dict], path: str | Path, title: str = "training loss") -> None:
     """Train loss per step and validation loss per evaluation, written atomically as PNG.
     Raises ImportError when matplotlib is not installed."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only, never a window
-    import matplotlib.pyplot as plt
+    plt = _quiet_pyplot()
 
     records = list(records)
     train = [(r["step"], r["loss"]) for r in records if r.get("kind") == "train"]

@@ -11,12 +11,15 @@ options given again on the command line override the saved ones.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any, Mapping
 
 from .errors import TrainConfigError
 
 DTYPES = ("float32", "bfloat16", "float16")
+# Seeds feed torch generators (64-bit) after mixing with the epoch; 32 bits leaves room.
+MAX_SEED = 2**32
 
 
 @dataclass(frozen=True)
@@ -57,12 +60,16 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 0):
                 raise TrainConfigError(f"{name.replace('_', '-')} must be an integer >= 0, got {value!r}")
-        if not self.lr > 0:
-            raise TrainConfigError(f"lr must be > 0, got {self.lr!r}")
+        # `not 0 < x < inf` rather than `x <= 0`: NaN fails every comparison, so it is refused too
+        if not 0 < self.lr < math.inf:
+            raise TrainConfigError(f"lr must be a finite number > 0, got {self.lr!r}")
         if self.min_lr is not None and not 0 <= self.min_lr <= self.lr:
             raise TrainConfigError(f"min-lr must be in [0, lr], got {self.min_lr!r}")
-        if self.weight_decay < 0 or self.grad_clip < 0:
-            raise TrainConfigError("weight-decay and grad-clip must be >= 0")
+        for name in ("weight_decay", "grad_clip"):
+            if not 0 <= getattr(self, name) < math.inf:
+                raise TrainConfigError(f"{name.replace('_', '-')} must be a finite number >= 0, got {getattr(self, name)!r}")
+        if not isinstance(self.seed, int) or not 0 <= self.seed < MAX_SEED:
+            raise TrainConfigError(f"seed must be an integer in [0, 2**32), got {self.seed!r}")
         if self.dropout is not None and not 0.0 <= self.dropout < 1.0:
             raise TrainConfigError(f"dropout must be in [0, 1), got {self.dropout!r}")
         if not 0.0 <= self.val_fraction < 1.0:

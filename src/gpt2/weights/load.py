@@ -55,11 +55,15 @@ def resolve_model(
 ) -> ModelFiles:
     """Find a model's files: a local file or directory, or a known hub name (downloaded
     into the cache if it is not there yet)."""
+    if not str(name_or_path).strip():
+        raise ModelNotFound(f"empty model name; give one of {', '.join(KNOWN_MODELS)}, a directory or a file")
     path = Path(name_or_path).expanduser()
     if path.is_file():
         return _resolve_file(path)
     if path.is_dir():
         return _resolve_directory(path)
+    if path.exists():  # /dev/null, a FIFO, a socket: there are no weights to map
+        raise WeightsError(f"{path} is not a regular file or a directory")
     if Path(f"{path}.index").is_file():  # a TF bundle prefix such as dir/model.ckpt
         return ModelFiles("tf", path, _beside(path, "hparams.json"))
     repo_id = repo_id_for(str(name_or_path))
@@ -87,12 +91,19 @@ def _resolve_file(path: Path) -> ModelFiles:
         return ModelFiles("safetensors", path, _beside(path, "config.json"))
     try:
         with open(path, "rb") as f:
-            magic = f.read(2)
+            magic = f.read(9)
     except OSError as exc:
         raise WeightsError(f"cannot read {path}: {exc.strerror or exc}") from None
-    # torch.save writes a zip (PK) or, before 1.6, a raw pickle (protocol opcode 0x80).
-    fmt = "torch" if magic == b"PK" or magic[:1] == b"\x80" else "safetensors"
-    return ModelFiles(fmt, path, _beside(path, "config.json"))
+    # torch.save writes a zip (PK) or, before 1.6, a raw pickle (protocol opcode 0x80);
+    # safetensors starts with an 8-byte header length and then the header's JSON object.
+    if magic[:2] == b"PK" or magic[:1] == b"\x80":
+        return ModelFiles("torch", path, _beside(path, "config.json"))
+    if magic[8:9] == b"{":
+        return ModelFiles("safetensors", path, _beside(path, "config.json"))
+    raise WeightsError(
+        f"{path} is not a model file (expected .safetensors, a PyTorch .bin/.pt, a TensorFlow "
+        "checkpoint's .index, or a directory holding one)"
+    )
 
 
 def _resolve_directory(directory: Path) -> ModelFiles:
@@ -172,6 +183,8 @@ def save_model(
     """Write `config.json` + `model.safetensors` (our names, checkpoint order) into
     `directory`, each atomically; `transformers.GPT2LMHeadModel.from_pretrained` reads it."""
     validate_params(params, config)
+    if not str(directory).strip():  # Path("") is ".": an unset shell variable must not write here
+        raise WeightsError("the output directory name is empty")
     directory = Path(directory)
     if directory.exists() and not directory.is_dir():
         raise WeightsError(f"{directory} exists and is not a directory")

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import TextIO
+from typing import Callable, TextIO
 
 
 def human_bytes(n: float) -> str:
@@ -32,10 +32,12 @@ def human_bytes(n: float) -> str:
 class DownloadBar:
     """A `progress(filename, done, total)` callback drawing one line per file on `stream`."""
 
-    def __init__(self, stream: TextIO | None = None, width: int = 30, min_interval_s: float = 0.1) -> None:
+    def __init__(self, stream: TextIO | None = None, width: int = 30, min_interval_s: float = 0.1,
+                 amount: Callable[[int], str] = human_bytes) -> None:
         self.stream = stream or sys.stderr
         self.width = width
         self.min_interval_s = min_interval_s
+        self.amount = amount  # how a count is shown: bytes by default
         self._last_draw = 0.0
         self._current: str | None = None
 
@@ -48,18 +50,19 @@ class DownloadBar:
         if total:
             filled = int(self.width * min(done, total) / total)
             bar = "#" * filled + "." * (self.width - filled)
-            line = f"{filename} [{bar}] {human_bytes(done)} / {human_bytes(total)}"
+            line = f"{filename} [{bar}] {self.amount(done)} / {self.amount(total)}"
         else:
-            line = f"{filename} {human_bytes(done)}"
+            line = f"{filename} {self.amount(done)}"
         self.stream.write("\r" + line + ("\n" if finished else ""))
         self.stream.flush()
 
 
 class BytesBar:
-    """A `progress(done, total)` callback for writing files (e.g. `gpt2 convert`)."""
+    """A `progress(done, total)` callback for one labelled job: writing a file (`gpt2
+    convert`), or with `amount` set, counting anything else (`gpt2 eval`'s windows)."""
 
-    def __init__(self, label: str, stream: TextIO | None = None) -> None:
-        self._bar = DownloadBar(stream)
+    def __init__(self, label: str, stream: TextIO | None = None, amount: Callable[[int], str] = human_bytes) -> None:
+        self._bar = DownloadBar(stream, amount=amount)
         self.label = label
 
     def __call__(self, done: int, total: int) -> None:
