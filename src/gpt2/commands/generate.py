@@ -112,6 +112,9 @@ def open_engine(args: argparse.Namespace) -> Any:
     name = engine_name(args)
     options = engine_options(name, args)
     config, params = load_model(args.model, progress=DownloadBar(sys.stderr))
+    if name == "pure" and config.num_parameters() >= 20_000_000:  # tens of seconds: say so
+        print(f"laying out {config.num_parameters() / 1e6:.0f}M parameters as Python floats "
+              "for the pure engine ...", file=sys.stderr, flush=True)
     return load_engine(name, config, params, **options)
 
 
