@@ -35,6 +35,8 @@ C_ATTN, ATTN_PROJ, C_FC, MLP_PROJ = range(4)
 
 # Below this many parameters a second process costs more in messages than it saves.
 PARALLEL_MIN_PARAMS = 20_000_000
+# Each extra process adds a message per matrix product; past a handful they cost more than they save.
+MAX_DEFAULT_WORKERS = 8
 # "auto" storage keeps rows as Python floats (32 bytes a weight) up to this many weights.
 FAST_STORAGE_MAX_PARAMS = 400_000_000
 
@@ -63,8 +65,8 @@ class PureEngine:
 
     def __init__(self, config: Config, params: Mapping[str, Tensor], *, workers: int | None = None,
                  storage: str = "auto", method: str = BEST_METHOD) -> None:
-        """`workers`: processes sharing the matrix products (None: one per core for models
-        of 20M parameters or more, else 1). `storage`: "fast", "compact", "fp16" or "auto"
+        """`workers`: processes sharing the matrix products (None: one per core, at most 8,
+        for models of 20M parameters or more, else 1). `storage`: "fast", "compact", "fp16" or "auto"
         (fast up to 400M parameters, compact above); see `gpt2.pure.layout`. `method`: the inner product, see `gpt2.pure.layout`."""
         validate_params(params, config)
         if storage == "auto":
@@ -72,7 +74,7 @@ class PureEngine:
         if storage not in STORAGES:
             raise Gpt2Error(f"storage must be auto or one of {', '.join(STORAGES)}, got {storage!r}")
         if workers is None:
-            workers = usable_cpus() if config.num_parameters() >= PARALLEL_MIN_PARAMS else 1
+            workers = min(usable_cpus(), MAX_DEFAULT_WORKERS) if config.num_parameters() >= PARALLEL_MIN_PARAMS else 1
         self.config = config
         self.storage = storage
         c = config.n_embd
