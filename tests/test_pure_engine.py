@@ -49,8 +49,15 @@ def test_component_matches_reference(verification, component, reference, toleran
 
 
 def test_verification_covers_exactly_these_components(verification):
-    assert {r.component for r in verification.rows} == set(COMPONENTS) | {"cached vs uncached decoding"}
+    assert {r.component for r in verification.rows} == set(COMPONENTS) | {
+        "cached vs uncached decoding", "numpy engine, cached decoding", "torch engine, cached decoding"}
     assert verification.ok
+
+
+@pytest.mark.parametrize("engine", ["numpy", "torch"])
+def test_verify_checks_the_other_engines_against_the_pure_one(verification, engine):
+    row = next(r for r in verification.rows if r.component == f"{engine} engine, cached decoding")
+    assert row.reference == "pure float64" and row.status == "pass" and row.max_rel_error <= 1e-4
 
 
 def test_ops_on_known_values():

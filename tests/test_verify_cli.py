@@ -38,7 +38,7 @@ def test_verify_json(capsys):
     assert main(["verify", "--json", "--reference", "numpy", "--seed", "5"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["ok"] is True and report["seed"] == 5
-    assert {r["reference"] for r in report["rows"]} == {"numpy float64", "pure, uncached"}
+    assert {r["reference"] for r in report["rows"]} == {"numpy float64", "pure, uncached", "pure float64"}
     row = next(r for r in report["rows"] if r["component"] == "transformer block")
     assert row["status"] == "pass" and row["max_rel_error"] <= 1e-9 and row["tolerance"] == 1e-9
 
@@ -62,21 +62,19 @@ def test_verify_bad_config_is_one_line_error(capsys):
 
 
 def test_config_option_takes_a_preset_a_json_file_or_a_model_directory(tmp_path):
-    # One reading of --config for `gpt2 verify` and `gpt2 train`.
-
-    from gpt2.commands.train import config_from_option
+    # One reading of --config for `gpt2 verify` and `gpt2 train`: Config.from_spec.
     from gpt2.config import Config
     from gpt2.errors import ConfigError
 
     small = Config(n_layer=1, n_embd=8, n_head=2, vocab_size=11, n_ctx=4)
     (tmp_path / "model").mkdir()
     (tmp_path / "model" / "config.json").write_text(json.dumps(small.to_hf_dict()))
-    assert config_from_option("tiny") == Config.preset("tiny")
-    assert config_from_option(str(tmp_path / "model" / "config.json")) == small
-    assert config_from_option(str(tmp_path / "model")) == small
+    assert Config.from_spec("tiny") == Config.preset("tiny")
+    assert Config.from_spec(str(tmp_path / "model" / "config.json")) == small
+    assert Config.from_spec(str(tmp_path / "model")) == small
     with pytest.raises(ConfigError, match="unknown model size 'gpt3'"):
-        config_from_option("gpt3")
+        Config.from_spec("gpt3")
     with pytest.raises(ConfigError, match="cannot read config .*missing.json"):
-        config_from_option(str(tmp_path / "missing.json"))
+        Config.from_spec(str(tmp_path / "missing.json"))
     with pytest.raises(ConfigError, match="Is a directory"):
-        config_from_option(str(tmp_path))
+        Config.from_spec(str(tmp_path))

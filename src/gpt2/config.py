@@ -92,6 +92,19 @@ class Config:
                 f"unknown model size {name!r}; choose one of {', '.join(PRESETS)}"
             ) from None
 
+    @classmethod
+    def from_spec(cls, value: str) -> "Config":
+        """What a `--config` option names: a preset (tiny, gpt2, ...), a JSON file of sizes,
+        or a model directory holding config.json (`--config runs/tiny` reuses that shape)."""
+        if value in PRESETS:
+            return PRESETS[value]
+        path = Path(value)
+        if path.is_dir() and (path / "config.json").is_file():
+            return cls.from_json_file(path / "config.json")
+        if path.exists() or value.endswith(".json"):
+            return cls.from_json_file(path)  # a clear error for a directory or a missing .json
+        return cls.preset(value)  # raises: unknown preset, with the list
+
     # --- Hugging Face config.json ------------------------------------------------
 
     def to_hf_dict(self) -> dict[str, Any]:

@@ -3,7 +3,7 @@
 For each component (each op, one block, the decoder, the full forward pass,
 cached against uncached decoding) the pure engine and a reference written with
 NumPy (float64) and with PyTorch (float32) run on the same random inputs and
-weights. The error measure is max |pure - reference| / max |reference|; it
+weights; then the NumPy and PyTorch engines are checked against the pure engine. The error measure is max |pure - reference| / max |reference|; it
 must stay within 1e-9 for NumPy and 1e-4 for PyTorch.
 
 >>> report = run_verification(references=())   # pure-only checks, no NumPy/PyTorch needed
@@ -30,6 +30,7 @@ from .tensor import Tensor
 # A small model whose every dimension differs, so a transposed or misplaced axis cannot pass.
 VERIFY_CONFIG = Config(n_layer=2, n_embd=24, n_head=3, vocab_size=97, n_ctx=16)
 PURE_TOLERANCE = 1e-9
+ENGINE_TOLERANCE = 1e-4  # the NumPy and PyTorch engines compute in float32
 
 
 @dataclass
@@ -189,7 +190,28 @@ def run_verification(
             err, rel = compare(pure, r.tolist(reference_fn(r)))
             status = "pass" if rel <= r.TOLERANCE else "fail"
             report.rows.append(Row(component, r.NAME, err, rel, r.TOLERANCE, status))
+    report.rows.extend(check_other_engines(config, params, rng, tuple(loaded)))
     return report
+
+
+def check_other_engines(config: Config, params: dict[str, Tensor], rng: random.Random,
+                        engines: Sequence[str]) -> list[Row]:
+    """All three engines give the same logits: the NumPy and PyTorch engines (float32)
+    against the pure engine's float64 forward pass, prefill and cached decoding."""
+    from .engines import load_engine
+
+    ids = [rng.randrange(config.vocab_size) for _ in range(7)]
+    expected = model.forward(ids, model.nested_params(params), config)
+    rows = []
+    for name in engines:
+        engine = load_engine(name, config, params)
+        cache = engine.new_cache()
+        got = [list(map(float, row)) for row in engine.forward(ids[:4], cache, all_logits=True)]
+        got += [list(map(float, engine.forward([t], cache))) for t in ids[4:]]
+        err, rel = compare(got, expected)
+        rows.append(Row(f"{name} engine, cached decoding", "pure float64", err, rel, ENGINE_TOLERANCE,
+                        "pass" if rel <= ENGINE_TOLERANCE else "fail"))
+    return rows
 
 
 def format_table(report: Report) -> str:

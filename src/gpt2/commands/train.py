@@ -86,22 +86,7 @@ def model_config(args: argparse.Namespace):
         if args.init or args.resume:
             raise Gpt2Error("--qkv-bias and --position-embedding shape a new model; they cannot change --init or --resume")
         return Config.preset("tiny").replace(**flags)
-    return config_from_option(args.config).replace(**flags)
-
-
-def config_from_option(value: str):
-    """A `--config` value: a preset name (tiny, gpt2, ...), a JSON file of sizes, or a model
-    directory holding config.json (`--config runs/tiny` reuses that run's shape)."""
-    from ..config import PRESETS, Config
-
-    if value in PRESETS:
-        return PRESETS[value]
-    path = Path(value)
-    if path.is_dir() and (path / "config.json").is_file():
-        return Config.from_json_file(path / "config.json")
-    if path.exists() or value.endswith(".json"):
-        return Config.from_json_file(path)  # a clear error for a directory or a missing .json
-    return Config.preset(value)  # raises: unknown preset, with the list
+    return Config.from_spec(args.config).replace(**flags)
 
 
 def run(args: argparse.Namespace) -> int:

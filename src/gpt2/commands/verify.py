@@ -15,7 +15,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
             "Run each component of the pure-Python engine (every op, a block, the decoder, the full "
             "forward pass, cached against uncached decoding) and independent references written with "
             "NumPy (float64, tolerance 1e-9) and PyTorch (float32, tolerance 1e-4) on the same random "
-            "inputs and weights, and print a table. The error is max |pure - reference| / max |reference|. "
+            "inputs and weights, and print a table; then check the NumPy and PyTorch engines against the "
+            "pure one (tolerance 1e-4). The error is max |pure - reference| / max |reference|. "
             "Exits 1 if any check fails or no reference could run."
         ),
     )
@@ -23,16 +24,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the random inputs and weights (default 0)")
     p.add_argument("--reference", action="append", choices=["numpy", "torch"],
                    help="compare against this reference only (repeatable; default both)")
-    p.add_argument("--config", metavar="PRESET|JSON",
+    p.add_argument("--config", metavar="PRESET|JSON|DIR",
                    help="model size to verify at: a preset name, a config.json or a model directory (default: a small 2-layer model)")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..config import Config
     from ..verify import VERIFY_CONFIG, format_table, run_verification
-    from .train import config_from_option
 
-    config = config_from_option(args.config) if args.config else VERIFY_CONFIG
+    config = Config.from_spec(args.config) if args.config else VERIFY_CONFIG
     progress = None
     if not args.json and sys.stderr.isatty():
         progress = lambda name: print(f"\r\033[Kchecking {name} ...", end="", file=sys.stderr, flush=True)  # noqa: E731
