@@ -30,6 +30,14 @@ def check_ids(ids: Sequence[int], config: Config) -> list[int]:
     return out
 
 
+def check_window(cached: int, new: int, config: Config) -> None:
+    """An engine's cache holds at most n_ctx positions."""
+    if cached + new > config.n_ctx:
+        raise GenerationError(
+            f"{cached} cached + {new} new positions exceed the context window ({config.n_ctx})"
+        )
+
+
 def pick(engine, logits, sampler: Sampler) -> int:
     """The sampler's choice. An engine may carry a vectorised copy of the sampling algorithm
     (`engine.sample(logits, sampler)`): the same token from the same single draw, without

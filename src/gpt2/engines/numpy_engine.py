@@ -37,6 +37,7 @@ import numpy as np
 
 from ..config import Config
 from ..errors import GenerationError, Gpt2Error
+from ..generation import check_window
 from ..sampling import check_logits
 from ..params import validate_params
 from ..tensor import Tensor
@@ -272,11 +273,7 @@ class NumpyEngine:
             raise GenerationError(f"{tokens.shape[0]} rows for a cache of {cache.batch_size}")
         if tokens.min() < 0 or tokens.max() >= self.config.vocab_size:
             raise GenerationError(f"token ids must be in [0, {self.config.vocab_size})")
-        if int(cache.lengths.max()) + tokens.shape[1] > self.config.n_ctx:
-            raise GenerationError(
-                f"{len(cache)} cached + {tokens.shape[1]} new positions exceed the context window "
-                f"({self.config.n_ctx})"
-            )
+        check_window(len(cache), tokens.shape[1], self.config)
         return tokens
 
     def _buffers_for(self, n: int) -> Buffers:

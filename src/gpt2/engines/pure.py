@@ -23,7 +23,8 @@ import operator
 from typing import Mapping, Sequence
 
 from ..config import Config
-from ..errors import Gpt2Error
+from ..errors import GenerationError, Gpt2Error
+from ..generation import check_ids, check_window
 from ..params import validate_params
 from ..pure.layout import BEST_METHOD, STORAGES
 from ..pure.ops import dot, gelu_vector, layer_norm, softmax
@@ -108,14 +109,10 @@ class PureEngine:
         """Run new token ids after the cached positions; return the last position's
         logits [V] (or every new position's, [T][V], with all_logits)."""
         cfg = self.config
-        ids = list(ids)
+        ids = check_ids(ids, cfg)
         if not ids:
-            raise Gpt2Error("forward needs at least one token id")
-        if len(cache) + len(ids) > cfg.n_ctx:
-            raise Gpt2Error(f"{len(cache)} cached + {len(ids)} new positions exceed the context window {cfg.n_ctx}")
-        for t in ids:
-            if not isinstance(t, int) or not 0 <= t < cfg.vocab_size:
-                raise Gpt2Error(f"token id {t!r} is outside the vocabulary [0, {cfg.vocab_size})")
+            raise GenerationError("forward needs at least one token id")
+        check_window(len(cache), len(ids), cfg)
         xs = [self.embed(t, len(cache) + i) for i, t in enumerate(ids)]  # [T][C]
         for layer in range(cfg.n_layer):
             xs = self.block(xs, layer, cache)

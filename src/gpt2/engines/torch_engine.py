@@ -40,6 +40,7 @@ import torch.nn.functional as F
 
 from ..config import Config
 from ..errors import GenerationError, Gpt2Error
+from ..generation import check_ids, check_window
 from ..params import validate_params
 from ..tensor import Tensor
 from . import BatchKVCache
@@ -200,15 +201,9 @@ class TorchEngine:
             raise GenerationError("forward needs at least one token id in every row, all rows the same length")
         if len(rows) != cache.batch_size:
             raise GenerationError(f"{len(rows)} rows for a cache of {cache.batch_size}")
-        for r in rows:
-            for t in r:
-                if not 0 <= t < self.config.vocab_size:
-                    raise GenerationError(f"token ids must be in [0, {self.config.vocab_size}), got {t}")
+        rows = [check_ids(r, self.config) for r in rows]
         T = lengths.pop()
-        if max(past) + T > self.config.n_ctx:
-            raise GenerationError(
-                f"{max(past)} cached + {T} new positions exceed the context window ({self.config.n_ctx})"
-            )
+        check_window(max(past), T, self.config)
         return torch.tensor(rows, dtype=torch.long).to(self.device, non_blocking=True)
 
     def _hidden_states(self, tokens: torch.Tensor, cache: KVCache, past: list[int]) -> torch.Tensor:
