@@ -35,6 +35,7 @@ from typing import Any, Iterable, Sequence
 
 from .errors import GenerationError
 from .generation import END_OF_TEXT, check_ids, generate, pick
+from .scoring import log_softmax
 from .sampling import Sampler
 
 
@@ -177,17 +178,6 @@ def beam_search(
     alive = [Beam(ids, lp, lp / max(1, len(ids)) ** length_penalty, False)
              for ids, lp in zip(next_ids, next_logprob) if lp > -math.inf]
     return max(finished + alive, key=lambda b: b.score)
-
-
-def log_softmax(logits: Any) -> Any:
-    """[B, V] logits (NumPy or torch) -> float64 NumPy log-probabilities."""
-    import numpy as np
-
-    if hasattr(logits, "detach"):
-        logits = logits.detach().to("cpu").double().numpy()
-    x = np.asarray(logits, dtype=np.float64)
-    x = x - x.max(axis=-1, keepdims=True)
-    return x - np.log(np.exp(x).sum(axis=-1, keepdims=True))
 
 
 def _best(candidates: Any, k: int) -> Any:

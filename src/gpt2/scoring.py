@@ -91,12 +91,19 @@ def token_logprobs(logits: Any, first: int, targets: Sequence[int]) -> list[floa
         return [_logprob(logits[r], t) for r, t in zip(rows, targets)]
     import numpy as np  # the NumPy and PyTorch engines
 
+    logprobs = log_softmax(logits[first:first + len(targets)])  # [n, V]
+    return logprobs[np.arange(len(targets)), list(targets)].tolist()
+
+
+def log_softmax(logits: Any) -> Any:
+    """[B, V] logits (NumPy or torch) -> float64 NumPy log-probabilities."""
+    import numpy as np
+
     if hasattr(logits, "detach"):
         logits = logits.detach().to("cpu").double().numpy()
-    x = np.asarray(logits, dtype=np.float64)[first:first + len(targets)]  # [n, V]
-    top = x.max(axis=-1, keepdims=True)
-    log_total = np.log(np.exp(x - top).sum(axis=-1)) + top[:, 0]
-    return (x[np.arange(len(targets)), targets] - log_total).tolist()
+    x = np.asarray(logits, dtype=np.float64)
+    x = x - x.max(axis=-1, keepdims=True)
+    return x - np.log(np.exp(x).sum(axis=-1, keepdims=True))
 
 
 def _logprob(row: Sequence[float], target: int) -> float:
