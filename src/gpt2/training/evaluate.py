@@ -17,25 +17,14 @@ import torch
 
 from ..sampling import Sampler, SamplingConfig
 from . import distributed
+from ..engines.torch_engine import pick_device as engine_pick_device
 from .data import Windows, check_vocabulary, load_tokens
 from .errors import DataError, TrainConfigError
 
 
 def pick_device(name: str) -> torch.device:
-    """"auto": CUDA when present, else Apple's MPS, else the CPU."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise TrainConfigError(f"unknown device {name!r}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise TrainConfigError("device cuda requested but no CUDA GPU is available")
-    return device
+    """"auto": CUDA when present, else Apple's MPS, else the CPU (the engines' choice too)."""
+    return engine_pick_device(None if name == "auto" else name)
 
 
 def autocast_context(device: torch.device, dtype: str):
