@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
 from .errors import GenerationError
-from .generation import END_OF_TEXT, check_ids, generate, pick
+from .generation import END_OF_TEXT, generate, pick, prompt_or_start
 from .scoring import log_softmax
 from .sampling import Sampler
 
@@ -53,8 +53,7 @@ def fit_prompt(ids: Sequence[int], max_new_tokens: int, engine: Any) -> list[int
             f"max_new_tokens ({max_new_tokens}) must be below the context window ({n_ctx}) "
             "when generating several sequences at once"
         )
-    ids = check_ids(ids, engine.config) or [END_OF_TEXT]
-    return ids[-(n_ctx - max_new_tokens):]
+    return prompt_or_start(ids, engine.config)[-(n_ctx - max_new_tokens):]
 
 
 # --- batched sampling ---------------------------------------------------------------------

@@ -30,6 +30,13 @@ def check_ids(ids: Sequence[int], config: Config) -> list[int]:
     return out
 
 
+def prompt_or_start(ids: Sequence[int], config: Config) -> list[int]:
+    """The checked prompt; an empty one is `<|endoftext|>` (GPT-2's unconditional start), or
+    the last id of a model whose vocabulary is smaller than GPT-2's."""
+    start = END_OF_TEXT if END_OF_TEXT < config.vocab_size else config.vocab_size - 1
+    return check_ids(ids, config) or [start]
+
+
 def check_window(cached: int, new: int, config: Config) -> None:
     """An engine's cache holds at most n_ctx positions."""
     if cached + new > config.n_ctx:
@@ -74,8 +81,7 @@ def generate(
         raise GenerationError(f"max_new_tokens must be an integer >= 0, got {max_new_tokens!r}")
     sampler = sampler or Sampler()
     stop = frozenset(stop_ids)
-    start = END_OF_TEXT if END_OF_TEXT < config.vocab_size else config.vocab_size - 1
-    ids = crop_prompt(check_ids(prompt_ids, config) or [start], config)
+    ids = crop_prompt(prompt_or_start(prompt_ids, config), config)
     if max_new_tokens == 0:
         return
     cache = engine.new_cache()
