@@ -186,16 +186,14 @@ def test_full_124m_shape_matches_transformers():
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
     from gpt2.tensor import Tensor
+    from gpt2.weights.names import from_hf_names
 
     config = Config.preset("gpt2")
     torch.manual_seed(0)
     hf = transformers.GPT2LMHeadModel(transformers.GPT2Config(**config.to_hf_dict())).eval()
-    params = {}
-    for name, value in hf.transformer.state_dict().items():
-        if name.endswith(("attn.bias", "attn.masked_bias")) and value.ndim != 1:
-            continue
-        v = value.detach().float().contiguous()
-        params[name] = Tensor(tuple(v.shape), "F32", v.numpy().tobytes())
+    state = {name: Tensor(tuple(v.shape), "F32", v.detach().float().contiguous().numpy().tobytes())
+             for name, v in hf.state_dict().items()}
+    params = from_hf_names(state, "transformers")  # drops the causal-mask buffers and the tied head
     ids = [464, 2068, 7586, 21831, 18045]
     with torch.no_grad():
         expected = hf(torch.tensor([ids])).logits[0].double()
