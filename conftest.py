@@ -4,15 +4,15 @@ library are skipped when that library is not installed (the core suite still run
 import importlib.util
 
 OPTIONAL_MODULES = {
-    "torch": ["src/gpt2/torch_model.py", "src/gpt2/engines/torch_engine.py",
-              "src/gpt2/references/torch_ref.py", "src/gpt2/training/*"],
-    "numpy": ["src/gpt2/engines/numpy_engine.py", "src/gpt2/references/numpy_ref.py",
-              "src/gpt2/training/*"],
+    "torch": [
+        "src/gpt2/torch_model.py",
+        "src/gpt2/engines/torch_engine.py",
+        "src/gpt2/references/torch_ref.py",
+        "src/gpt2/training/*",
+    ],
+    "numpy": ["src/gpt2/engines/numpy_engine.py", "src/gpt2/references/numpy_ref.py", "src/gpt2/training/*"],
 }
 
-collect_ignore_glob = sorted({
-    path
-    for library, paths in OPTIONAL_MODULES.items()
-    if importlib.util.find_spec(library) is None
-    for path in paths
-})
+collect_ignore_glob = sorted(
+    {path for library, paths in OPTIONAL_MODULES.items() if importlib.util.find_spec(library) is None for path in paths}
+)

@@ -42,16 +42,23 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--size", default="gpt2", help="preset shape of the random model (default gpt2 = 124M)")
     p.add_argument("--prompt-tokens", type=int, default=32)
     p.add_argument("--new-tokens", type=int, default=128)
-    p.add_argument("--engines", default=DEFAULT_ENGINES,
-                   help=f"comma-separated (default {DEFAULT_ENGINES}); NAME@N runs with N threads (numpy: "
-                        "threadpoolctl; transformers@1 is added when a one-thread engine runs), "
-                        "torch+blas / torch+onednn picks the torch engine's CPU kernel")
+    p.add_argument(
+        "--engines",
+        default=DEFAULT_ENGINES,
+        help=f"comma-separated (default {DEFAULT_ENGINES}); NAME@N runs with N threads (numpy: "
+        "threadpoolctl; transformers@1 is added when a one-thread engine runs), "
+        "torch+blas / torch+onednn picks the torch engine's CPU kernel",
+    )
     p.add_argument("--pure", action="store_true", help="also the pure engine (with --pure-tokens new tokens)")
     p.add_argument("--pure-tokens", type=int, default=8)
     p.add_argument("--torch-dtype", default="float32")
     p.add_argument("--no-hf", action="store_true", help="skip transformers")
-    p.add_argument("--rounds", type=int, default=2,
-                   help="run every engine this many times, interleaved, and keep each one's best (default 2)")
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=2,
+        help="run every engine this many times, interleaved, and keep each one's best (default 2)",
+    )
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
@@ -149,9 +156,15 @@ def run_engine(args, name: str) -> dict:
         label = f"torch ({engine.kernel}{', ' + count if count else ''})"
     elif threads:
         label = f"{name} ({count})"
-    return {"engine": label, "load_s": load_s, "prefill_ms": 1e3 * prefill_s, "new_tokens": n_new,
-            "tokens_per_s": len(steps) / sum(steps), "median_step_ms": 1e3 * statistics.median(steps),
-            "peak_mb": peak_rss_mb()}
+    return {
+        "engine": label,
+        "load_s": load_s,
+        "prefill_ms": 1e3 * prefill_s,
+        "new_tokens": n_new,
+        "tokens_per_s": len(steps) / sum(steps),
+        "median_step_ms": 1e3 * statistics.median(steps),
+        "peak_mb": peak_rss_mb(),
+    }
 
 
 def run_transformers(args, threads: str = "") -> dict:
@@ -183,10 +196,15 @@ def run_transformers(args, threads: str = "") -> dict:
     assert out.shape[1] == ids.shape[1] + n_new
     steps = [b - a for a, b in zip(clock.times[1:], clock.times[2:])]  # times[0]: the prompt
     label = f"transformers ({threads} thread{'s' if threads != '1' else ''})" if threads else "transformers"
-    return {"engine": label, "prefill_ms": 1e3 * prefill_s, "new_tokens": n_new,
-            "tokens_per_s": len(steps) / sum(steps) if steps else (n_new - 1) / (generate_s - prefill_s),
-            "median_step_ms": 1e3 * statistics.median(steps) if steps else None,
-            "peak_mb": peak_rss_mb(), "load_s": None}
+    return {
+        "engine": label,
+        "prefill_ms": 1e3 * prefill_s,
+        "new_tokens": n_new,
+        "tokens_per_s": len(steps) / sum(steps) if steps else (n_new - 1) / (generate_s - prefill_s),
+        "median_step_ms": 1e3 * statistics.median(steps) if steps else None,
+        "peak_mb": peak_rss_mb(),
+        "load_s": None,
+    }
 
 
 class Clock:
@@ -225,8 +243,10 @@ def blas_info() -> str:
         from threadpoolctl import threadpool_info
     except ImportError:
         return "threadpoolctl not installed"
-    rows = [f"{i.get('internal_api')} {i.get('version')} kernel={i.get('architecture')} "
-            f"threads={i.get('num_threads')}" for i in threadpool_info()]
+    rows = [
+        f"{i.get('internal_api')} {i.get('version')} kernel={i.get('architecture')} threads={i.get('num_threads')}"
+        for i in threadpool_info()
+    ]
     return "; ".join(rows) or "none found"
 
 
@@ -251,18 +271,35 @@ def main(argv=None) -> int:
     read_gbs, copy_gbs = memory_bandwidth_gbs()
     weight_bytes = 4 * (config.num_parameters() - config.n_ctx * config.n_embd)  # fp32, one wpe row
     roofline = read_gbs * 1e9 / weight_bytes
-    print(f"model: {args.model or 'random ' + args.size} ({config.num_parameters() / 1e6:.0f}M params, "
-          f"{weight_bytes / 1e6:.0f} MB read per token in fp32); prompt {args.prompt_tokens} tokens, "
-          f"{args.new_tokens} new tokens (pure: {args.pure_tokens})")
-    print(f"machine: {os.cpu_count()} cpus; memory bandwidth {read_gbs:.1f} GB/s read (sum), "
-          f"{copy_gbs:.1f} GB/s copy; roofline {roofline:.1f} tokens/s")
+    print(
+        f"model: {args.model or 'random ' + args.size} ({config.num_parameters() / 1e6:.0f}M params, "
+        f"{weight_bytes / 1e6:.0f} MB read per token in fp32); prompt {args.prompt_tokens} tokens, "
+        f"{args.new_tokens} new tokens (pure: {args.pure_tokens})"
+    )
+    print(
+        f"machine: {os.cpu_count()} cpus; memory bandwidth {read_gbs:.1f} GB/s read (sum), "
+        f"{copy_gbs:.1f} GB/s copy; roofline {roofline:.1f} tokens/s"
+    )
     print(f"BLAS (numpy): {blas_info()}; OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', 'unset')}")
     best: dict[str, dict] = {}  # per engine, the round with the highest decode rate
     for round_ in range(args.rounds):
         for name in names:  # interleaved, so that a burst of load elsewhere hits one round only
-            cmd = [sys.executable, __file__, "--worker", name, "--size", args.size,
-                   "--prompt-tokens", str(args.prompt_tokens), "--new-tokens", str(args.new_tokens),
-                   "--pure-tokens", str(args.pure_tokens), "--torch-dtype", args.torch_dtype]
+            cmd = [
+                sys.executable,
+                __file__,
+                "--worker",
+                name,
+                "--size",
+                args.size,
+                "--prompt-tokens",
+                str(args.prompt_tokens),
+                "--new-tokens",
+                str(args.new_tokens),
+                "--pure-tokens",
+                str(args.pure_tokens),
+                "--torch-dtype",
+                args.torch_dtype,
+            ]
             if args.model:
                 cmd += ["--model", args.model]
             done = subprocess.run(cmd, capture_output=True, text=True)
@@ -279,8 +316,10 @@ def main(argv=None) -> int:
     # The machine may be shared: the mean rate counts every stall, the median step shows
     # the undisturbed speed. Compare engines within one run.
     print()
-    print("| engine | prefill ms | decode tokens/s | x transformers | % of roofline | median step ms "
-          "(tokens/s) | peak RSS MB |")
+    print(
+        "| engine | prefill ms | decode tokens/s | x transformers | % of roofline | median step ms "
+        "(tokens/s) | peak RSS MB |"
+    )
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for r in results:
         base = hf1 if "1 thread" in r["engine"] and hf1 else hf  # compare like with like
@@ -290,8 +329,10 @@ def main(argv=None) -> int:
         label = r["engine"] + (f" ({r['new_tokens']} tokens)" if r["new_tokens"] != args.new_tokens else "")
         if r["engine"].startswith("torch") and args.torch_dtype != "float32":
             label += f" {args.torch_dtype}"
-        print(f"| {label} | {r['prefill_ms']:.0f} | {r['tokens_per_s']:.1f} | {ratio} | "
-              f"{100 * r['tokens_per_s'] / roofline:.0f}% | {step} | {r['peak_mb']:.0f} |")
+        print(
+            f"| {label} | {r['prefill_ms']:.0f} | {r['tokens_per_s']:.1f} | {ratio} | "
+            f"{100 * r['tokens_per_s'] / roofline:.0f}% | {step} | {r['peak_mb']:.0f} |"
+        )
     return 0
 
 

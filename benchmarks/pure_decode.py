@@ -83,12 +83,19 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=None)
     ap.add_argument("--storage", default="auto", choices=["auto", "fast", "compact", "fp16"])
     ap.add_argument("--method", default=None, choices=["sumprod", "dist", "map"])
-    ap.add_argument("--naive", action="store_true",
-                    help="also time the seeds' way, back to back: the readable uncached model "
-                         "(nested lists, sum(map(mul)), the whole sequence re-run for each token)")
-    ap.add_argument("--init", default="stdlib", choices=["stdlib", "numpy"],
-                    help="how to make random weights: gpt2.params.init_params (standard library, "
-                         "~30 s for 124M) or NumPy (same distribution, seconds; use it for gpt2-xl)")
+    ap.add_argument(
+        "--naive",
+        action="store_true",
+        help="also time the seeds' way, back to back: the readable uncached model "
+        "(nested lists, sum(map(mul)), the whole sequence re-run for each token)",
+    )
+    ap.add_argument(
+        "--init",
+        default="stdlib",
+        choices=["stdlib", "numpy"],
+        help="how to make random weights: gpt2.params.init_params (standard library, "
+        "~30 s for 124M) or NumPy (same distribution, seconds; use it for gpt2-xl)",
+    )
     args = ap.parse_args()
 
     t0 = time.perf_counter()
@@ -129,8 +136,10 @@ def main() -> None:
     engine.close()
     naive = time_naive_token(config, params, args.prompt_tokens) if args.naive else None
     per_token = sorted(steps)[len(steps) // 2]
-    print(f"pure engine, {config.num_parameters() / 1e6:.0f}M parameters ({args.size if not args.model else args.model}), "
-          f"{platform.python_implementation()} {platform.python_version()}, {os.cpu_count()} cores")
+    print(
+        f"pure engine, {config.num_parameters() / 1e6:.0f}M parameters ({args.model or args.size}), "
+        f"{platform.python_implementation()} {platform.python_version()}, {os.cpu_count()} cores"
+    )
     print(f"storage={engine.storage} workers={engine.workers} method={engine.matrices.local[0].method}")
     rows = [
         ("make weights", f"{t_weights:.1f} s"),

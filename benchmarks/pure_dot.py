@@ -62,8 +62,10 @@ def main() -> None:
     args = ap.parse_args()
     found = list(routes(args.rows, args.cols, random.Random(0)))
     exact_t, exact_f = found.pop()[2]
-    print(f"{platform.python_implementation()} {platform.python_version()} on {platform.machine()}: "
-          f"W[{args.rows} x {args.cols}] @ x, best of {args.repeat}\n")
+    print(
+        f"{platform.python_implementation()} {platform.python_version()} on {platform.machine()}: "
+        f"W[{args.rows} x {args.cols}] @ x, best of {args.repeat}\n"
+    )
     print(f"{'route':<42} {'ns/MAC':>7} {'bytes/weight':>12} {'max error':>10}")
     for name, nbytes, fn in found:
         t = min(timeit.repeat(fn, number=1, repeat=args.repeat))

@@ -88,19 +88,38 @@ def main() -> int:
         tik_load = load_times(LOAD_TIKTOKEN, str(args.vocab), GPT2_PATTERN)
         import tiktoken.load
 
-        enc = tiktoken.Encoding(name="gpt2", pat_str=GPT2_PATTERN, mergeable_ranks=tiktoken.load.load_tiktoken_bpe(str(args.vocab)),
-                                special_tokens={"<|endoftext|>": 50256})
+        enc = tiktoken.Encoding(
+            name="gpt2",
+            pat_str=GPT2_PATTERN,
+            mergeable_ranks=tiktoken.load.load_tiktoken_bpe(str(args.vocab)),
+            special_tokens={"<|endoftext|>": 50256},
+        )
         cold, warm, tik_ids = throughput(enc.encode_ordinary, text, args.repeat)
         rows.append(("tiktoken", tik_load, cold, warm))
         print(f"identical ids: {ours_ids == tik_ids} ({len(ours_ids)} tokens)")
 
-    print(f"{'':16} {'import':>8} {'load':>8}   {'cold MB/s':>10} {'tokens/s':>10}   {'warm MB/s':>10} {'tokens/s':>10}")
+    print(
+        f"{'':16} {'import':>8} {'load':>8}   {'cold MB/s':>10} {'tokens/s':>10}   {'warm MB/s':>10} {'tokens/s':>10}"
+    )
     n = len(ours_ids)
     for name, load, cold, warm in rows:
-        print(f"{name:16} {load['import'] * 1e3:6.0f}ms {load['load'] * 1e3:6.0f}ms   "
-              f"{megabytes / cold:10.2f} {n / cold:10.0f}   {megabytes / warm:10.2f} {n / warm:10.0f}")
-    print(json.dumps({name: {"import_s": load["import"], "load_s": load["load"], "cold_mb_s": megabytes / cold,
-                             "warm_mb_s": megabytes / warm} for name, load, cold, warm in rows}))
+        print(
+            f"{name:16} {load['import'] * 1e3:6.0f}ms {load['load'] * 1e3:6.0f}ms   "
+            f"{megabytes / cold:10.2f} {n / cold:10.0f}   {megabytes / warm:10.2f} {n / warm:10.0f}"
+        )
+    print(
+        json.dumps(
+            {
+                name: {
+                    "import_s": load["import"],
+                    "load_s": load["load"],
+                    "cold_mb_s": megabytes / cold,
+                    "warm_mb_s": megabytes / warm,
+                }
+                for name, load, cold, warm in rows
+            }
+        )
+    )
     return 0
 
 

@@ -103,11 +103,18 @@ def main(argv=None) -> int:
     achieved = tokens_per_s * training_flops_per_token(config, args.context)
     peak_dtype = torch.float32 if args.dtype == "float32" else getattr(torch, args.dtype)
     peak = peak_flops(device, peak_dtype, args.matmul_size, repeats=5)
-    memory = (f"{torch.cuda.max_memory_allocated(device) / 2**20:,.0f} MiB (CUDA allocated)"
-              if device.type == "cuda" else f"{peak_rss_mib():,.0f} MiB (process peak RSS)")
+    memory = (
+        f"{torch.cuda.max_memory_allocated(device) / 2**20:,.0f} MiB (CUDA allocated)"
+        if device.type == "cuda"
+        else f"{peak_rss_mib():,.0f} MiB (process peak RSS)"
+    )
 
     rows = [
-        ("model", f"{args.config}: {config.n_layer} layers, {config.n_embd} wide, {model.num_parameters() / 1e6:.2f}M parameters"),
+        (
+            "model",
+            f"{args.config}: {config.n_layer} layers, {config.n_embd} wide, "
+            f"{model.num_parameters() / 1e6:.2f}M parameters",
+        ),
         ("device / dtype / threads", f"{device} / {args.dtype} / {torch.get_num_threads()}"),
         ("batch x context", f"{args.batch_size} x {args.context} = {args.batch_size * args.context} tokens/step"),
         ("step time", f"{1000 * elapsed / args.steps:,.1f} ms"),

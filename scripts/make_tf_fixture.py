@@ -112,9 +112,7 @@ def save_tf_checkpoint(weights: dict[str, np.ndarray], out: Path) -> None:
             sess.run(tf.compat.v1.global_variables_initializer())
             saver.save(sess, str(out / "model.ckpt"), write_meta_graph=False)
     # Saver writes absolute paths into `checkpoint`; OpenAI's file is relative.
-    (out / "checkpoint").write_text(
-        'model_checkpoint_path: "model.ckpt"\nall_model_checkpoint_paths: "model.ckpt"\n'
-    )
+    (out / "checkpoint").write_text('model_checkpoint_path: "model.ckpt"\nall_model_checkpoint_paths: "model.ckpt"\n')
 
 
 def main(out_dir: str) -> None:

@@ -1,3 +1,5 @@
+import dataclasses
+
 import pytest
 
 from gpt2 import Config
@@ -7,8 +9,12 @@ from gpt2.params import init_params, param_shapes, validate_params
 
 @pytest.mark.parametrize(
     "name,layers,width,heads,params_m",
-    [("gpt2", 12, 768, 12, 124), ("gpt2-medium", 24, 1024, 16, 355),
-     ("gpt2-large", 36, 1280, 20, 774), ("gpt2-xl", 48, 1600, 25, 1558)],
+    [
+        ("gpt2", 12, 768, 12, 124),
+        ("gpt2-medium", 24, 1024, 16, 355),
+        ("gpt2-large", 36, 1280, 20, 774),
+        ("gpt2-xl", 48, 1600, 25, 1558),
+    ],
 )
 def test_presets_match_published_sizes(name, layers, width, heads, params_m):
     c = Config.preset(name)
@@ -18,7 +24,7 @@ def test_presets_match_published_sizes(name, layers, width, heads, params_m):
 
 def test_config_is_frozen_and_validated():
     c = Config.preset("gpt2")
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         c.n_layer = 3
     with pytest.raises(ConfigError, match="divisible"):
         Config(n_embd=100, n_head=3)

@@ -14,8 +14,18 @@ from pathlib import Path
 
 import gpt2
 
-BLOCKED = ("numpy", "torch", "matplotlib", "transformers", "tiktoken", "safetensors",
-           "huggingface_hub", "tensorflow", "scipy", "pandas")
+BLOCKED = (
+    "numpy",
+    "torch",
+    "matplotlib",
+    "transformers",
+    "tiktoken",
+    "safetensors",
+    "huggingface_hub",
+    "tensorflow",
+    "scipy",
+    "pandas",
+)
 
 # Modules that exist to use an optional library (the NumPy/PyTorch engines, training,
 # the verification references). Everything else is core.
@@ -71,7 +81,9 @@ def test_core_imports_without_optional_libraries():
     assert "gpt2.cli" in core and "gpt2.config" in core
     out = subprocess.run(
         [sys.executable, "-c", PROBE, json.dumps(BLOCKED), json.dumps(core)],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     report = json.loads(out.stdout.strip().splitlines()[-1])
     assert report["failures"] == {}

@@ -101,8 +101,10 @@ def test_cached_decoding_equals_a_full_pass(engines, model, name):
     engine = engines[name]
     expected = reference_logits(model, PROMPT)
     cache = engine.new_cache()
-    chunks = [as_numpy(engine.forward(PROMPT[:4], cache, all_logits=True)),
-              as_numpy(engine.forward(PROMPT[4:6], cache, all_logits=True))]  # a prefill after a prefill
+    chunks = [
+        as_numpy(engine.forward(PROMPT[:4], cache, all_logits=True)),
+        as_numpy(engine.forward(PROMPT[4:6], cache, all_logits=True)),
+    ]  # a prefill after a prefill
     for token in PROMPT[6:]:
         chunks.append(as_numpy(engine.forward([token], cache))[None])
     assert len(cache) == len(PROMPT)
@@ -197,9 +199,15 @@ def greedy_tokens(engine, n=40, prompt=PROMPT):
 def test_the_same_greedy_tokens_everywhere(engines, params):
     hf = hf_model(CONFIG, params)
     with torch.no_grad():
-        out = hf.generate(torch.tensor([PROMPT]), max_new_tokens=40, do_sample=False, use_cache=True,
-                          pad_token_id=0, eos_token_id=None)
-    expected = out[0, len(PROMPT):].tolist()
+        out = hf.generate(
+            torch.tensor([PROMPT]),
+            max_new_tokens=40,
+            do_sample=False,
+            use_cache=True,
+            pad_token_id=0,
+            eos_token_id=None,
+        )
+    expected = out[0, len(PROMPT) :].tolist()
     assert len(expected) == 40
     for name, engine in engines.items():
         assert greedy_tokens(engine) == expected, name
@@ -212,8 +220,9 @@ class WithoutFastSampler:
         self.config, self.new_cache, self.forward = engine.config, engine.new_cache, engine.forward
 
 
-@pytest.mark.parametrize("settings", [SamplingConfig(temperature=1.0), SamplingConfig(top_k=5),
-                                      SamplingConfig(temperature=0.7, top_p=0.9)])
+@pytest.mark.parametrize(
+    "settings", [SamplingConfig(temperature=1.0), SamplingConfig(top_k=5), SamplingConfig(temperature=0.7, top_p=0.9)]
+)
 def test_the_same_seed_samples_the_same_tokens_in_every_engine(engines, settings):
     runs = {}
     for name, engine in engines.items():
@@ -232,11 +241,18 @@ def test_generation_slides_past_the_context_window(engines):
 # --- the vectorised sampler -----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("settings", [
-    SamplingConfig(temperature=0.0), SamplingConfig(temperature=1.0), SamplingConfig(temperature=0.5, top_k=7),
-    SamplingConfig(top_k=1), SamplingConfig(top_p=0.5), SamplingConfig(temperature=1.3, top_k=20, top_p=0.8),
-    SamplingConfig(top_k=500),
-])
+@pytest.mark.parametrize(
+    "settings",
+    [
+        SamplingConfig(temperature=0.0),
+        SamplingConfig(temperature=1.0),
+        SamplingConfig(temperature=0.5, top_k=7),
+        SamplingConfig(top_k=1),
+        SamplingConfig(top_p=0.5),
+        SamplingConfig(temperature=1.3, top_k=20, top_p=0.8),
+        SamplingConfig(top_k=500),
+    ],
+)
 def test_vectorised_sampling_picks_what_the_sampler_picks(settings):
     rng = np.random.default_rng(0)
     reference, fast = Sampler(settings, seed=5), Sampler(settings, seed=5)
@@ -266,8 +282,7 @@ def test_batched_generation_equals_one_row_at_a_time(engines, name):
     engine = engines[name]
     prompts = [PROMPT, PROMPT[:3], PROMPT, [7]]
     settings = SamplingConfig(top_k=10)
-    rows = generate_batch(engine, prompts, 12, [Sampler(settings, seed=i) for i in range(4)],
-                          stop_ids=())
+    rows = generate_batch(engine, prompts, 12, [Sampler(settings, seed=i) for i in range(4)], stop_ids=())
     alone = [list(generate(engine, p, 12, Sampler(settings, seed=i), stop_ids=())) for i, p in enumerate(prompts)]
     assert rows == alone
 
@@ -338,7 +353,7 @@ def test_long_texts_are_scored_with_a_sliding_window(engines, model, name):
     expected = []  # each token scored once, by the window that first reaches it
     start, done = 0, 1
     while done < len(ids):
-        window = ids[start:start + CONFIG.n_ctx]
+        window = ids[start : start + CONFIG.n_ctx]
         logp = torch.log_softmax(torch.tensor(reference_logits(model, window), dtype=torch.float64), -1)
         for i in range(done, start + len(window)):
             expected.append(logp[i - start - 1, ids[i]].item())

@@ -27,22 +27,29 @@ def setup():
     torch.manual_seed(0)
     module = GPT2(CONFIG).eval()
     with torch.no_grad():  # make the biases and layer-norm terms non-trivial
-        for name, p in module.named_parameters():
+        for p in module.parameters():
             if p.ndim == 1:
                 p.add_(0.02 * torch.randn_like(p))
     params = module.to_params()
     hf = transformers.GPT2LMHeadModel(transformers.GPT2Config(**CONFIG.to_hf_dict())).eval()
-    missing, unexpected = hf.load_state_dict({"transformer." + k: v for k, v in module.state_dict().items()},
-                                             strict=False)
+    missing, unexpected = hf.load_state_dict(
+        {"transformer." + k: v for k, v in module.state_dict().items()}, strict=False
+    )
     assert not unexpected and set(missing) <= {"lm_head.weight"}
     hf.tie_weights()
     del module
     engines = {"numpy": NumpyEngine(CONFIG, params), "torch": TorchEngine(CONFIG, params, device="cpu")}
     del params
     with torch.no_grad():
-        out = hf.generate(torch.tensor([PROMPT]), max_new_tokens=N_NEW, do_sample=False, use_cache=True,
-                          pad_token_id=0, eos_token_id=None)
-        greedy = out[0, len(PROMPT):].tolist()
+        out = hf.generate(
+            torch.tensor([PROMPT]),
+            max_new_tokens=N_NEW,
+            do_sample=False,
+            use_cache=True,
+            pad_token_id=0,
+            eos_token_id=None,
+        )
+        greedy = out[0, len(PROMPT) :].tolist()
         logits = hf(out[:, :-1]).logits[0].numpy()  # every position of prompt + generated text
     return engines, greedy, logits
 

@@ -39,26 +39,56 @@ def run_json(capsys, *argv):
 
 @pytest.mark.parametrize("engine", ["numpy", "torch", "pure"])
 def test_json_output_has_the_ids_and_text(capsys, model_dir, engine):
-    got = run_json(capsys, "generate", "Hello world", "--model", model_dir, "--engine", engine,
-                   "--max-new-tokens", "6", "--temperature", "0", "--ignore-eot")
+    got = run_json(
+        capsys,
+        "generate",
+        "Hello world",
+        "--model",
+        model_dir,
+        "--engine",
+        engine,
+        "--max-new-tokens",
+        "6",
+        "--temperature",
+        "0",
+        "--ignore-eot",
+    )
     assert got["prompt_ids"] == [15496, 995]
     assert len(got["ids"]) == 6 and all(isinstance(i, int) for i in got["ids"])
     assert isinstance(got["text"], str) and got["engine"] == engine
 
 
 def test_every_engine_samples_the_same_tokens_for_a_seed(capsys, model_dir):
-    runs = [run_json(capsys, "generate", "Once upon a time", "-m", model_dir, "-e", engine, "-n", "8",
-                     "--seed", "5", "--top-p", "0.9", "--ignore-eot")["ids"]
-            for engine in ("numpy", "torch", "pure")]
+    runs = [
+        run_json(
+            capsys,
+            "generate",
+            "Once upon a time",
+            "-m",
+            model_dir,
+            "-e",
+            engine,
+            "-n",
+            "8",
+            "--seed",
+            "5",
+            "--top-p",
+            "0.9",
+            "--ignore-eot",
+        )["ids"]
+        for engine in ("numpy", "torch", "pure")
+    ]
     assert runs[0] == runs[1] == runs[2]
 
 
 def test_streaming_prints_the_text_and_a_summary(capsys, model_dir):
-    code, out, err = run(capsys, "generate", "Hi there", "-m", model_dir, "-e", "numpy", "-n", "5",
-                         "--temperature", "0", "--ignore-eot")
+    code, out, err = run(
+        capsys, "generate", "Hi there", "-m", model_dir, "-e", "numpy", "-n", "5", "--temperature", "0", "--ignore-eot"
+    )
     assert code == 0
-    data = run_json(capsys, "generate", "Hi there", "-m", model_dir, "-e", "numpy", "-n", "5",
-                    "--temperature", "0", "--ignore-eot")
+    data = run_json(
+        capsys, "generate", "Hi there", "-m", model_dir, "-e", "numpy", "-n", "5", "--temperature", "0", "--ignore-eot"
+    )
     assert out == "Hi there" + data["text"] + "\n"
     assert "5 tokens" in err and "tokens/s" in err and "prefill" in err
 
@@ -70,15 +100,33 @@ def test_the_prompt_can_come_from_stdin(capsys, model_dir, monkeypatch):
 
 
 def test_batches_and_beams(capsys, model_dir):
-    got = run_json(capsys, "generate", "Hello", "-p", "Good morning", "--num-samples", "2", "-m", model_dir,
-                   "-e", "numpy", "-n", "4", "--seed", "1", "--ignore-eot")
+    got = run_json(
+        capsys,
+        "generate",
+        "Hello",
+        "-p",
+        "Good morning",
+        "--num-samples",
+        "2",
+        "-m",
+        model_dir,
+        "-e",
+        "numpy",
+        "-n",
+        "4",
+        "--seed",
+        "1",
+        "--ignore-eot",
+    )
     assert len(got["samples"]) == 4
     assert [s["prompt_ids"] for s in got["samples"]][1:3] == [[15496], [10248, 3329]]
-    alone = run_json(capsys, "generate", "Good morning", "-m", model_dir, "-e", "numpy", "-n", "4",
-                     "--seed", "3", "--ignore-eot")
+    alone = run_json(
+        capsys, "generate", "Good morning", "-m", model_dir, "-e", "numpy", "-n", "4", "--seed", "3", "--ignore-eot"
+    )
     assert got["samples"][2]["ids"] == alone["ids"]  # row i of a batch samples with seed + i
-    beam = run_json(capsys, "generate", "Hello", "--num-beams", "3", "-m", model_dir, "-e", "torch", "-n", "4",
-                    "--ignore-eot")
+    beam = run_json(
+        capsys, "generate", "Hello", "--num-beams", "3", "-m", model_dir, "-e", "torch", "-n", "4", "--ignore-eot"
+    )
     assert len(beam["ids"]) == 4 and beam["logprob"] <= 0
 
 
@@ -95,18 +143,21 @@ def test_score_json_perplexity(capsys, model_dir, tmp_path):
     assert code == 0 and "perplexity" in out
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--temperature", "-1"], "temperature"),
-    (["--top-p", "1.5"], "top_p"),
-    (["--top-p", "0"], "top_p"),
-    (["--top-k", "-2"], "top_k"),
-    (["--engine", "jax"], "unknown engine"),
-    (["--model", "/nonexistent/model"], "nonexistent"),
-    (["--engine", "numpy", "--dtype", "float16"], "float16"),
-    (["--engine", "numpy", "--device", "cuda"], "--device"),
-    (["--num-beams", "0"], "num-beams"),
-    (["--max-new-tokens", "-3"], "max-new-tokens"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--temperature", "-1"], "temperature"),
+        (["--top-p", "1.5"], "top_p"),
+        (["--top-p", "0"], "top_p"),
+        (["--top-k", "-2"], "top_k"),
+        (["--engine", "jax"], "unknown engine"),
+        (["--model", "/nonexistent/model"], "nonexistent"),
+        (["--engine", "numpy", "--dtype", "float16"], "float16"),
+        (["--engine", "numpy", "--device", "cuda"], "--device"),
+        (["--num-beams", "0"], "num-beams"),
+        (["--max-new-tokens", "-3"], "max-new-tokens"),
+    ],
+)
 def test_bad_options_exit_2_with_one_line(capsys, model_dir, argv, message):
     model = [] if "--model" in argv else ["--model", model_dir]
     code, out, err = run(capsys, "generate", "Hi", *model, *argv)

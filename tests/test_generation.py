@@ -27,10 +27,20 @@ def run(engine, prompt, n, **settings):
     return list(generate(engine, prompt, n, Sampler(SamplingConfig(**settings), seed=seed), stop_ids=()))
 
 
-@pytest.mark.parametrize("bad", [
-    {"temperature": -0.5}, {"temperature": float("nan")}, {"temperature": float("inf")},
-    {"top_k": -1}, {"top_k": 2.5}, {"top_p": 0.0}, {"top_p": 1.5}, {"top_p": float("nan")}, {"top_p": -0.1},
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"temperature": -0.5},
+        {"temperature": float("nan")},
+        {"temperature": float("inf")},
+        {"top_k": -1},
+        {"top_k": 2.5},
+        {"top_p": 0.0},
+        {"top_p": 1.5},
+        {"top_p": float("nan")},
+        {"top_p": -0.1},
+    ],
+)
 def test_bad_settings_are_clear_errors(bad):
     with pytest.raises(GenerationError):
         SamplingConfig(**bad)

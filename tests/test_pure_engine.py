@@ -10,7 +10,6 @@ from gpt2 import Config
 from gpt2.engines import load_engine
 from gpt2.engines.pure import PureEngine
 from gpt2.errors import Gpt2Error
-from gpt2.params import init_params
 from gpt2.pure import model, ops
 from gpt2.pure.layout import METHODS
 from gpt2.pure.parallel import can_fork
@@ -31,10 +30,27 @@ def verification():
     return run_verification(seed=3)
 
 
-COMPONENTS = ("matmul", "add", "transpose", "softmax", "causal softmax", "layer norm", "GELU (tanh)", "linear",
-              "token + position embeddings", "scaled dot-product attention", "multi-head attention", "MLP",
-              "transformer block", "decoder stack", "final layer norm", "output projection",
-              "forward pass (logits)", "engine prefill (KV cache)", "engine cached decoding")
+COMPONENTS = (
+    "matmul",
+    "add",
+    "transpose",
+    "softmax",
+    "causal softmax",
+    "layer norm",
+    "GELU (tanh)",
+    "linear",
+    "token + position embeddings",
+    "scaled dot-product attention",
+    "multi-head attention",
+    "MLP",
+    "transformer block",
+    "decoder stack",
+    "final layer norm",
+    "output projection",
+    "forward pass (logits)",
+    "engine prefill (KV cache)",
+    "engine cached decoding",
+)
 
 
 @pytest.mark.parametrize("reference,tolerance", [("numpy float64", 1e-9), ("torch float32", 1e-4)])
@@ -50,7 +66,10 @@ def test_component_matches_reference(verification, component, reference, toleran
 
 def test_verification_covers_exactly_these_components(verification):
     assert {r.component for r in verification.rows} == set(COMPONENTS) | {
-        "cached vs uncached decoding", "numpy engine, cached decoding", "torch engine, cached decoding"}
+        "cached vs uncached decoding",
+        "numpy engine, cached decoding",
+        "torch engine, cached decoding",
+    }
     assert verification.ok
 
 
@@ -87,7 +106,7 @@ def greedy(engine, prompt, steps, cached=True):
     else:
         for _ in range(steps):
             ids.append(argmax(engine.forward(ids, engine.new_cache())))
-    return ids[len(prompt):]
+    return ids[len(prompt) :]
 
 
 def test_cached_and_uncached_decoding_give_identical_tokens_for_40_steps(small):
@@ -191,8 +210,10 @@ def test_full_124m_shape_matches_transformers():
     config = Config.preset("gpt2")
     torch.manual_seed(0)
     hf = transformers.GPT2LMHeadModel(transformers.GPT2Config(**config.to_hf_dict())).eval()
-    state = {name: Tensor(tuple(v.shape), "F32", v.detach().float().contiguous().numpy().tobytes())
-             for name, v in hf.state_dict().items()}
+    state = {
+        name: Tensor(tuple(v.shape), "F32", v.detach().float().contiguous().numpy().tobytes())
+        for name, v in hf.state_dict().items()
+    }
     params = from_hf_names(state, "transformers")  # drops the causal-mask buffers and the tied head
     ids = [464, 2068, 7586, 21831, 18045]
     with torch.no_grad():

@@ -89,8 +89,19 @@ def test_edge_cases_match_tiktoken(tok, enc, text):
     assert tok.decode(ids) == text
 
 
-@pytest.mark.parametrize("text", ["a" * 100_000, "!" * 50_000, "\n" * 50_000, " " * 50_000, "é" * 30_000,
-                                  "ab" * 40_000, "1" * 30_000, "\t \t" * 10_000 + "x"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "a" * 100_000,
+        "!" * 50_000,
+        "\n" * 50_000,
+        " " * 50_000,
+        "é" * 30_000,
+        "ab" * 40_000,
+        "1" * 30_000,
+        "\t \t" * 10_000 + "x",
+    ],
+)
 def test_long_pieces_match_tiktoken(tok, enc, text):
     """One huge pre-token goes through the O(n log n) heap merge, with the same ids."""
     assert tok.encode_ordinary(text) == enc.encode_ordinary(text)
@@ -160,12 +171,15 @@ def test_decoding(tok):
     assert tok.decode_tokens_bytes([15496, 995]) == [b"Hello", b" world"]
     assert tok.decode_single_token_bytes(995) == b" world"
     assert tok.decode_single_token_bytes(50256) == b"<|endoftext|>"
-    assert tok.decode((i for i in [15496, 995])) == "Hello world"
+    assert tok.decode(i for i in [15496, 995]) == "Hello world"
     assert tok.decode([]) == ""
     # a lone byte of a multibyte character
     first = tok.encode("😀")[0]
     assert tok.decode([first]) == "\ufffd"
-    assert tok.decode_pieces([first, 995]) == [tok.decode_single_token_bytes(first).decode("utf-8", "backslashreplace"), " world"]
+    assert tok.decode_pieces([first, 995]) == [
+        tok.decode_single_token_bytes(first).decode("utf-8", "backslashreplace"),
+        " world",
+    ]
     with pytest.raises(UnicodeDecodeError):
         tok.decode([first], errors="strict")
 
@@ -181,10 +195,18 @@ def test_decoding_accepts_integer_scalars(tok):
     assert tok.decode([IndexLike()]) == " world"
 
 
-@pytest.mark.parametrize("bad, message", [(50257, "not in the vocabulary"), (-1, "not in the vocabulary"),
-                                          (10**20, "not in the vocabulary"), (1.0, "must be integers"),
-                                          ("995", "must be integers"), (None, "must be integers"),
-                                          (True, "must be integers")])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (50257, "not in the vocabulary"),
+        (-1, "not in the vocabulary"),
+        (10**20, "not in the vocabulary"),
+        (1.0, "must be integers"),
+        ("995", "must be integers"),
+        (None, "must be integers"),
+        (True, "must be integers"),
+    ],
+)
 def test_bad_ids(tok, bad, message):
     with pytest.raises(TokenizerError, match=message):
         tok.decode([15496, bad])
@@ -205,8 +227,18 @@ def test_cache_is_bounded(enc):
 
 def test_heap_merge_equals_list_merge():
     ranks = read_compact(SHIPPED_VOCABULARY)
-    for piece in [b"", b"a", b"ab", b"hello", b"a" * 257, b"abcabcabc" * 30, "héllo wörld".encode() * 20,
-                  bytes(range(256)), b" " * 300, b"!?" * 200]:
+    for piece in [
+        b"",
+        b"a",
+        b"ab",
+        b"hello",
+        b"a" * 257,
+        b"abcabcabc" * 30,
+        "héllo wörld".encode() * 20,
+        bytes(range(256)),
+        b" " * 300,
+        b"!?" * 200,
+    ]:
         assert merge_long(piece, ranks) == merge_short(piece, ranks)
 
 

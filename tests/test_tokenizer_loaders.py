@@ -10,7 +10,7 @@ import pytest
 
 from gpt2.tokenizer import Tokenizer, TokenizerError
 from gpt2.tokenizer.bytes_unicode import BYTE_TO_CHAR, bytes_to_token_string, token_string_to_bytes
-from gpt2.tokenizer.loaders import read_byte_level_bpe, read_merges, write_compact, read_compact
+from gpt2.tokenizer.loaders import read_byte_level_bpe, read_compact, read_merges, write_compact
 from gpt2.tokenizer.pretokenize import pretokenize
 from test_tokenizer_support import data_file, tiktoken_gpt2
 
@@ -92,7 +92,9 @@ def test_hugging_face_files_and_directories(tmp_path, openai_tok):
     shutil.copy(data_file("encoder.json"), hf / "vocab.json")
     shutil.copy(data_file("vocab.bpe"), hf / "merges.txt")
     expected = openai_tok.encode(SAMPLE, allowed_special="all")
-    assert Tokenizer.from_hf_files(hf / "vocab.json", hf / "merges.txt").encode(SAMPLE, allowed_special="all") == expected
+    assert (
+        Tokenizer.from_hf_files(hf / "vocab.json", hf / "merges.txt").encode(SAMPLE, allowed_special="all") == expected
+    )
     assert Tokenizer.from_directory(hf).encode(SAMPLE, allowed_special="all") == expected
 
     tt = tmp_path / "tt"
@@ -109,7 +111,9 @@ def test_hugging_face_files_and_directories(tmp_path, openai_tok):
 
 
 def test_tiktoken_file_with_custom_special_tokens():
-    tok = Tokenizer.from_tiktoken_file(data_file("gpt2.tiktoken"), special_tokens={"<|endoftext|>": 50256, "<|pad|>": 50257})
+    tok = Tokenizer.from_tiktoken_file(
+        data_file("gpt2.tiktoken"), special_tokens={"<|endoftext|>": 50256, "<|pad|>": 50257}
+    )
     assert tok.n_vocab == 50258
     assert tok.encode("a<|pad|>", allowed_special="all") == [64, 50257]
     with pytest.raises(TokenizerError, match="<\\|pad\\|>"):

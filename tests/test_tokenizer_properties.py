@@ -18,7 +18,9 @@ ENC = tiktoken_gpt2()
 
 # Characters that exercise the pre-tokenisation rules most: contractions, spaces of every kind, numbers
 # of other scripts, combining marks, emoji with joiners, control characters.
-TRICKY = list("'sStTrRvVmMlLdD aZ09²½Ⅻ٣\n\r\t\x0b\x0c\x1c\x1f\x85\xa0\u2028\u3000!?.,-_é\u0301😀\u200d👍🏽日本") + ["<|endoftext|>"]
+TRICKY = list("'sStTrRvVmMlLdD aZ09²½Ⅻ٣\n\r\t\x0b\x0c\x1c\x1f\x85\xa0\u2028\u3000!?.,-_é\u0301😀\u200d👍🏽日本") + [
+    "<|endoftext|>"
+]
 
 # Every assigned code point. Unassigned ones are left out: a character assigned after the running
 # Python's Unicode version (14.0 on 3.11) is a letter to tiktoken's newer tables but not to ours
@@ -52,8 +54,10 @@ def test_stream_decoder_reassembles_text(text):
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.binary(max_size=400) | st.lists(st.sampled_from([b"a", b"b", b" ", b"\n", b"!", b"ab", b"\xc3\xa9"]),
-                                          max_size=300).map(b"".join))
+@given(
+    st.binary(max_size=400)
+    | st.lists(st.sampled_from([b"a", b"b", b" ", b"\n", b"!", b"ab", b"\xc3\xa9"]), max_size=300).map(b"".join)
+)
 def test_heap_merge_equals_list_merge(piece):
     assert merge_long(piece, TOK._merge_ranks) == merge_short(piece, TOK._merge_ranks)
 

@@ -75,8 +75,16 @@ def test_tokenize_reads_stdin(capsys, monkeypatch):
     assert capsys.readouterr().out == "15496 995\n"
 
 
-@pytest.mark.parametrize("args", [["15496", "995"], ["15496,995"], ["[15496, 995]"], ["15496, 995"],
-                                  ['{"ids": [15496, 995], "tokens": ["Hello", " world"]}']])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["15496", "995"],
+        ["15496,995"],
+        ["[15496, 995]"],
+        ["15496, 995"],
+        ['{"ids": [15496, 995], "tokens": ["Hello", " world"]}'],
+    ],
+)
 def test_detokenize_arguments(capsys, args):
     assert main(["detokenize", *args]) == 0
     assert capsys.readouterr().out == "Hello world"
@@ -88,10 +96,17 @@ def test_detokenize_reads_stdin(capsys, monkeypatch):
     assert capsys.readouterr().out == "Hello world"
 
 
-@pytest.mark.parametrize("args, message", [(["99999"], "not in the vocabulary"), (["-3"], "not in the vocabulary"),
-                                           (["12", "abc"], "not a token id: 'abc'"), (["[1, 2.5]"], "integer ids"),
-                                           (['{"idz": [1]}'], "integer ids"),
-                                           (["[1, 2"], "not valid JSON")])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["99999"], "not in the vocabulary"),
+        (["-3"], "not in the vocabulary"),
+        (["12", "abc"], "not a token id: 'abc'"),
+        (["[1, 2.5]"], "integer ids"),
+        (['{"idz": [1]}'], "integer ids"),
+        (["[1, 2"], "not valid JSON"),
+    ],
+)
 def test_detokenize_bad_ids(capsys, args, message):
     assert main(["detokenize", *args]) == 2
     err = capsys.readouterr().err
@@ -100,10 +115,22 @@ def test_detokenize_bad_ids(capsys, args, message):
 
 def test_pipe_through_both_commands():
     text = "Round trip: café 😀\n"
-    ids = subprocess.run([sys.executable, "-m", "gpt2", "tokenize", "--ids"], input=text, capture_output=True,
-                         text=True, encoding="utf-8", check=True).stdout
-    back = subprocess.run([sys.executable, "-m", "gpt2", "detokenize"], input=ids, capture_output=True, text=True,
-                          encoding="utf-8", check=True).stdout
+    ids = subprocess.run(
+        [sys.executable, "-m", "gpt2", "tokenize", "--ids"],
+        input=text,
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        check=True,
+    ).stdout
+    back = subprocess.run(
+        [sys.executable, "-m", "gpt2", "detokenize"],
+        input=ids,
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        check=True,
+    ).stdout
     assert back == text
 
 
@@ -139,12 +166,14 @@ def test_stdin_that_is_not_utf8_is_one_line_whatever_the_locale():
     import os
 
     env = {**os.environ, "PYTHONIOENCODING": "utf-8:strict"}  # a strict locale: no surrogateescape
-    done = subprocess.run([sys.executable, "-m", "gpt2", "tokenize", "--ids"], input=b"ok \xff\xfe", env=env,
-                          capture_output=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "gpt2", "tokenize", "--ids"], input=b"ok \xff\xfe", env=env, capture_output=True
+    )
     assert done.returncode == 2 and done.stdout == b""
     assert done.stderr.decode() == "gpt2 tokenize: error: stdin is not UTF-8 text (byte 0xff at offset 3)\n"
-    done = subprocess.run([sys.executable, "-m", "gpt2", "tokenize", "--ids"], input="héllo".encode(), env=env,
-                          capture_output=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "gpt2", "tokenize", "--ids"], input="héllo".encode(), env=env, capture_output=True
+    )
     assert done.returncode == 0 and done.stdout.decode() == " ".join(map(str, Tokenizer.gpt2().encode("héllo"))) + "\n"
 
 
@@ -159,10 +188,13 @@ def test_argument_that_was_not_utf8_is_refused_like_stdin(capsys):
     assert capsys.readouterr().err == "gpt2 tokenize: error: TEXT is not UTF-8 text (byte 0xff at character 1)\n"
 
 
-@pytest.mark.parametrize("argv, expected", [
-    (["detokenize", "71", "2634", "18798"], "héllo"),
-    (["tokenize", "--json", "héllo"], '{"ids": [71, 2634, 18798], "tokens": ["h", "é", "llo"], "count": 3}\n'),
-])
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (["detokenize", "71", "2634", "18798"], "héllo"),
+        (["tokenize", "--json", "héllo"], '{"ids": [71, 2634, 18798], "tokens": ["h", "é", "llo"], "count": 3}\n'),
+    ],
+)
 def test_output_on_a_terminal_that_cannot_encode_it_is_utf8_not_a_traceback(argv, expected):
     import os
 

@@ -21,9 +21,10 @@ def data_file(name: str) -> Path:
 
 
 def tiktoken_gpt2():
-    tiktoken = pytest.importorskip("tiktoken")
+    pytest.importorskip("tiktoken")
     import tiktoken.load
 
     ranks = tiktoken.load.load_tiktoken_bpe(str(data_file("gpt2.tiktoken")))
-    return tiktoken.Encoding(name="gpt2", pat_str=GPT2_PATTERN, mergeable_ranks=ranks,
-                             special_tokens={"<|endoftext|>": 50256})
+    return tiktoken.Encoding(
+        name="gpt2", pat_str=GPT2_PATTERN, mergeable_ranks=ranks, special_tokens={"<|endoftext|>": 50256}
+    )

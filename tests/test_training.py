@@ -15,9 +15,16 @@ torch = pytest.importorskip("torch")
 np = pytest.importorskip("numpy")
 
 from gpt2 import Config  # noqa: E402
-from gpt2.training import CheckpointError, DataError, StepDone, TrainConfig, TrainConfigError, train  # noqa: E402
-from gpt2.training import checkpoint  # noqa: E402
-from gpt2.training.data import WindowSampler, Windows, load_tokens, split_tokens  # noqa: E402
+from gpt2.training import (  # noqa: E402
+    CheckpointError,
+    DataError,
+    StepDone,
+    TrainConfig,
+    TrainConfigError,
+    checkpoint,  # noqa: E402
+    train,
+)
+from gpt2.training.data import Windows, WindowSampler, load_tokens, split_tokens  # noqa: E402
 from gpt2.training.optim import parameter_groups  # noqa: E402
 from gpt2.training.schedule import learning_rate  # noqa: E402
 from test_training_support import FAST, SMALL, make_tokenizer, need_verdict  # noqa: E402
@@ -29,8 +36,16 @@ def tokenizer():
 
 
 def small_run(tmp_path, tokenizer, out="run", on_event=None, resume=False, config=None, **options):
-    return train(need_verdict(), tmp_path / out, tokenizer=tokenizer, config=config or Config(**SMALL),
-                 resume=resume, options={**FAST, **options}, cache_dir=tmp_path / "cache", on_event=on_event)
+    return train(
+        need_verdict(),
+        tmp_path / out,
+        tokenizer=tokenizer,
+        config=config or Config(**SMALL),
+        resume=resume,
+        options={**FAST, **options},
+        cache_dir=tmp_path / "cache",
+        on_event=on_event,
+    )
 
 
 # --- pieces ---------------------------------------------------------------------------------
@@ -70,7 +85,9 @@ def test_split_refuses_text_too_short_for_the_context():
     with pytest.raises(DataError, match="too short for context length 32"):
         split_tokens(tokens, 0.2, 32)
     # the message counts what each part needs, never "5 tokens, 257 of them held out"
-    with pytest.raises(DataError, match=r"has 5 tokens, too short for context length 16 \(training needs 17 and validation 17\)"):
+    with pytest.raises(
+        DataError, match=r"has 5 tokens, too short for context length 16 \(training needs 17 and validation 17\)"
+    ):
         split_tokens(tokens[:5], 0.1, 16, name="x.txt")
     with pytest.raises(DataError, match=r"\(training needs 17\);"):
         split_tokens(tokens[:5], 0.0, 16)
@@ -122,11 +139,14 @@ def test_a_damaged_token_cache_is_rebuilt_not_a_crash(tmp_path, tokenizer, damag
     assert (tmp_path / "cache" / f"{key}.bin").stat().st_size == 2 * len(tokens)  # and the file is repaired
 
 
-@pytest.mark.parametrize("content, message", [
-    (b"", "is empty"),
-    (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "binary file"),
-    (b"caf\xe9 au lait", "not UTF-8 text"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"", "is empty"),
+        (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "binary file"),
+        (b"caf\xe9 au lait", "not UTF-8 text"),
+    ],
+)
 def test_unreadable_data_is_a_clear_error(tmp_path, tokenizer, content, message):
     f = tmp_path / "data.txt"
     f.write_bytes(content)
@@ -154,6 +174,7 @@ def test_atomic_write_failure_leaves_the_old_file(tmp_path, monkeypatch):
 def _raise(exc):
     def fail(*args, **kwargs):
         raise exc
+
     return fail
 
 
@@ -163,10 +184,25 @@ def _raise(exc):
 def test_tiny_preset_learns_the_verdict(tmp_path, tokenizer):
     """The issue's proof: the tiny preset, a few dozen CPU steps, validation loss falls."""
     evals = []
-    result = train(need_verdict(), tmp_path / "tiny", tokenizer=tokenizer, config=Config.preset("tiny"),
-                   options=dict(max_steps=20, batch_size=4, context_length=32, lr=3e-3, warmup_steps=2,
-                                eval_interval=20, eval_batches=2, sample_tokens=8, checkpoint_interval=20),
-                   cache_dir=tmp_path / "cache", on_event=lambda e: evals.append(e) if hasattr(e, "val_loss") else None)
+    result = train(
+        need_verdict(),
+        tmp_path / "tiny",
+        tokenizer=tokenizer,
+        config=Config.preset("tiny"),
+        options=dict(
+            max_steps=20,
+            batch_size=4,
+            context_length=32,
+            lr=3e-3,
+            warmup_steps=2,
+            eval_interval=20,
+            eval_batches=2,
+            sample_tokens=8,
+            checkpoint_interval=20,
+        ),
+        cache_dir=tmp_path / "cache",
+        on_event=lambda e: evals.append(e) if hasattr(e, "val_loss") else None,
+    )
     losses = [e.val_loss for e in evals]
     assert [e.step for e in evals] == [0, 20]  # before training, and after
     assert losses[0] > 10 and losses[-1] < losses[0] - 2.0, losses  # ln(50257) = 10.8 at the start
@@ -204,6 +240,7 @@ def test_resume_continues_exactly_like_a_straight_run(tmp_path, tokenizer):
         _record(first)(event)
         if isinstance(event, StepDone) and event.step == 5:
             raise Killed  # the state of step 5 dies with the process; step 4 was saved
+
     with pytest.raises(Killed):
         small_run(tmp_path, tokenizer, "interrupted", on_event=kill_after_step_5, **options)
     assert first == straight[:5]
@@ -223,6 +260,7 @@ def _record(losses):
     def on_event(event):
         if isinstance(event, StepDone):
             losses.append(event.loss)
+
     return on_event
 
 
@@ -253,10 +291,13 @@ def test_full_disk_while_saving_keeps_the_previous_checkpoint(tmp_path, tokenize
 
     def on_event(event):
         if type(event).__name__ == "CheckpointSaved" and event.step == 4:
+
             def full_disk(fd):
                 real_fsync(fd)
                 raise OSError(errno.ENOSPC, "No space left on device")
+
             monkeypatch.setattr(os, "fsync", full_disk)
+
     with pytest.raises(CheckpointError, match="no space left on device.*previous checkpoint is intact"):
         small_run(tmp_path, tokenizer, on_event=on_event, max_steps=8)
     monkeypatch.undo()
@@ -322,8 +363,10 @@ def test_loss_plot_is_quiet_when_home_is_not_writable(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("MPLCONFIGDIR", "XDG_CONFIG_HOME", "XDG_CACHE_HOME")}
     env["HOME"] = str(tmp_path / "no" / "such" / "home")
     (tmp_path / "no").write_text("a file, so nothing can be created below it")
-    code = ("from gpt2.training.metrics import plot_losses; "
-            f"plot_losses([{{'kind': 'train', 'step': 1, 'loss': 2.0}}], {str(tmp_path / 'loss.png')!r})")
+    code = (
+        "from gpt2.training.metrics import plot_losses; "
+        f"plot_losses([{{'kind': 'train', 'step': 1, 'loss': 2.0}}], {str(tmp_path / 'loss.png')!r})"
+    )
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert done.returncode == 0 and done.stderr == "" and (tmp_path / "loss.png").stat().st_size > 0
 
@@ -338,12 +381,14 @@ def test_a_model_too_big_for_memory_is_a_clear_error(monkeypatch):
 
     def refuse(config):
         raise RuntimeError("[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't allocate memory")
+
     monkeypatch.setattr(gpt2.torch_model, "GPT2", refuse)
     with pytest.raises(TrainConfigError, match="not enough memory for a model of 124M parameters"):
         new_model(Config.preset("gpt2"))
 
     def bug(config):
         raise RuntimeError("some other failure")
+
     monkeypatch.setattr(gpt2.torch_model, "GPT2", bug)
     with pytest.raises(RuntimeError, match="some other failure"):  # real bugs still surface
         new_model(Config.preset("gpt2"))

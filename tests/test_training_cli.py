@@ -14,8 +14,22 @@ pytest.importorskip("torch")
 from gpt2.cli import main  # noqa: E402
 from test_training_support import SMALL, TiktokenStandIn, need_verdict, real_tokenizer_class  # noqa: E402
 
-FAST_FLAGS = ["--batch-size", "2", "--context-length", "32", "--eval-interval", "2", "--eval-batches", "1",
-              "--sample-tokens", "4", "--checkpoint-interval", "2", "--device", "cpu"]
+FAST_FLAGS = [
+    "--batch-size",
+    "2",
+    "--context-length",
+    "32",
+    "--eval-interval",
+    "2",
+    "--eval-batches",
+    "1",
+    "--sample-tokens",
+    "4",
+    "--checkpoint-interval",
+    "2",
+    "--device",
+    "cpu",
+]
 
 
 @pytest.fixture(autouse=True)
@@ -49,10 +63,23 @@ def test_train_resume_and_eval_from_the_command_line(tmp_path, small_config, cap
 
     def no_matplotlib(*args, **kwargs):
         raise ImportError("No module named 'matplotlib'")
+
     monkeypatch.setattr(loop, "plot_losses", no_matplotlib)
     out = tmp_path / "run"
-    assert train_cli(need_verdict(), out, "--config", small_config, "--max-steps", "4", "--no-qkv-bias",
-                     "--position-embedding", "sinusoidal") == 0
+    assert (
+        train_cli(
+            need_verdict(),
+            out,
+            "--config",
+            small_config,
+            "--max-steps",
+            "4",
+            "--no-qkv-bias",
+            "--position-embedding",
+            "sinusoidal",
+        )
+        == 0
+    )
     err = capsys.readouterr().err
     assert "step 4/4" in err and "trained to step 4" in err
     assert err.count("warning: matplotlib is not installed") == 1
@@ -63,8 +90,23 @@ def test_train_resume_and_eval_from_the_command_line(tmp_path, small_config, cap
     assert train_cli(need_verdict(), out, "--resume", "--max-steps", "6") == 0
     assert "resuming at step 4 of 6" in capsys.readouterr().err
 
-    assert main(["eval", "--model", str(out), "--data", str(need_verdict()), "--context-length", "32",
-                 "--device", "cpu", "--json"]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "--model",
+                str(out),
+                "--data",
+                str(need_verdict()),
+                "--context-length",
+                "32",
+                "--device",
+                "cpu",
+                "--json",
+            ]
+        )
+        == 0
+    )
     result = json.loads(capsys.readouterr().out)
     assert result["context_length"] == 32 and 0 < result["loss"] < 11
     assert result["perplexity"] == pytest.approx(2.718281828 ** result["loss"], rel=1e-6)
@@ -77,11 +119,14 @@ def test_train_resume_and_eval_from_the_command_line(tmp_path, small_config, cap
     assert "differs from the requested" in one_error_line(capsys)
 
 
-@pytest.mark.parametrize("content, message", [
-    (b"", "is empty"),
-    (b"Just a few words.", "too short for context length 32"),
-    (bytes(range(256)) * 8, "binary file"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"", "is empty"),
+        (b"Just a few words.", "too short for context length 32"),
+        (bytes(range(256)) * 8, "binary file"),
+    ],
+)
 def test_bad_data_is_one_line_and_exit_2(tmp_path, small_config, capsys, content, message):
     data = tmp_path / "data.txt"
     data.write_bytes(content)
@@ -119,7 +164,9 @@ def test_full_disk_is_one_line_and_the_last_checkpoint_survives(tmp_path, small_
             def full(fd):
                 real_fsync(fd)
                 raise OSError(errno.ENOSPC, "No space left on device")
+
             monkeypatch.setattr(os, "fsync", full)
+
     monkeypatch.setattr(command, "Progress", FillDiskAfterFirstSave)
     out = tmp_path / "run"
     assert train_cli(need_verdict(), out, "--config", small_config, "--max-steps", "4", "--quiet") == 2
@@ -142,25 +189,44 @@ def test_ctrl_c_says_which_checkpoint_is_safe(tmp_path, small_config, capsys, mo
             super().on_StepDone(e)
             if e.step == 3:
                 raise KeyboardInterrupt
+
     monkeypatch.setattr(command, "Progress", CtrlCAtStep3)
     out = tmp_path / "run"
     assert train_cli(need_verdict(), out, "--config", small_config, "--max-steps", "6", "--quiet") == 130
     err = capsys.readouterr().err
-    assert err == f"gpt2 train: interrupted at step 3; the last checkpoint (step 2) is in {out}: continue it with --resume\n"
+    assert (
+        err
+        == f"gpt2 train: interrupted at step 3; the last checkpoint (step 2) is in {out}: continue it with --resume\n"
+    )
     assert checkpoint.load_state(out)["step"] == 2
 
-    assert train_cli(need_verdict(), tmp_path / "new", "--config", small_config, "--max-steps", "6",
-                     "--checkpoint-interval", "5", "--quiet") == 130
+    assert (
+        train_cli(
+            need_verdict(),
+            tmp_path / "new",
+            "--config",
+            small_config,
+            "--max-steps",
+            "6",
+            "--checkpoint-interval",
+            "5",
+            "--quiet",
+        )
+        == 130
+    )
     assert "interrupted at step 3, before a checkpoint was complete; nothing was saved" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("flags, message", [
-    (["--lr", "inf"], "lr must be a finite number"),
-    (["--weight-decay", "nan"], "weight-decay must be a finite number"),
-    (["--grad-clip", "nan"], "grad-clip must be a finite number"),
-    (["--seed", "99999999999999999999999"], "seed must be an integer in [0, 2**32)"),
-    (["--seed=-1"], "seed must be an integer"),
-])
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--lr", "inf"], "lr must be a finite number"),
+        (["--weight-decay", "nan"], "weight-decay must be a finite number"),
+        (["--grad-clip", "nan"], "grad-clip must be a finite number"),
+        (["--seed", "99999999999999999999999"], "seed must be an integer in [0, 2**32)"),
+        (["--seed=-1"], "seed must be an integer"),
+    ],
+)
 def test_impossible_hyper_parameters_are_one_line(tmp_path, small_config, capsys, flags, message):
     assert train_cli(need_verdict(), tmp_path / "run", "--config", small_config, *flags) == 2
     assert message in one_error_line(capsys)
@@ -193,8 +259,15 @@ def test_evaluate_text_reports_progress(tmp_path, small_config):
     out = tmp_path / "run"
     assert train_cli(need_verdict(), out, "--config", small_config, "--max-steps", "1", "--quiet") == 0
     calls = []
-    result = evaluate_text(str(out), need_verdict(), tokenizer=Tokenizer.gpt2(), context_length=32, batch_size=64,
-                           device="cpu", progress=lambda done, total: calls.append((done, total)))
+    result = evaluate_text(
+        str(out),
+        need_verdict(),
+        tokenizer=Tokenizer.gpt2(),
+        context_length=32,
+        batch_size=64,
+        device="cpu",
+        progress=lambda done, total: calls.append((done, total)),
+    )
     assert calls[-1] == (result.sequences, result.sequences) and len(calls) == -(-result.sequences // 64)
 
 

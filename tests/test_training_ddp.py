@@ -25,15 +25,29 @@ def run_and_record(out, cache, batch_size, env=None):
             record["loss"].append(event.loss)
         elif isinstance(event, Evaluated):
             record["val"].append(event.val_loss)
-    train(need_verdict(), out, tokenizer=make_tokenizer(), config=Config(**SMALL),
-          options={**OPTIONS, "batch_size": batch_size}, cache_dir=cache, env=env, on_event=on_event)
+
+    train(
+        need_verdict(),
+        out,
+        tokenizer=make_tokenizer(),
+        config=Config(**SMALL),
+        options={**OPTIONS, "batch_size": batch_size},
+        cache_dir=cache,
+        env=env,
+        on_event=on_event,
+    )
     return record
 
 
 def _worker(rank, world, port, out, cache, result_file):
     torch.set_num_threads(1)  # two processes share the machine's cores
-    env = {"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world),
-           "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+    env = {
+        "RANK": str(rank),
+        "LOCAL_RANK": str(rank),
+        "WORLD_SIZE": str(world),
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(port),
+    }
     record = run_and_record(out, cache, batch_size=2, env=env)
     if rank == 0:  # only the main process reports (its losses are averaged over both)
         with open(result_file, "w") as f:

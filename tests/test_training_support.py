@@ -16,8 +16,16 @@ VERDICT = DATA / "the-verdict.txt"
 
 # Small enough that a step takes milliseconds; the 50257-token vocabulary stays.
 SMALL = dict(n_layer=2, n_embd=32, n_head=2, n_ctx=64)
-FAST = dict(batch_size=4, context_length=32, eval_interval=4, eval_batches=2, sample_tokens=4,
-            checkpoint_interval=4, warmup_steps=2, lr=1e-3)
+FAST = dict(
+    batch_size=4,
+    context_length=32,
+    eval_interval=4,
+    eval_batches=2,
+    sample_tokens=4,
+    checkpoint_interval=4,
+    warmup_steps=2,
+    lr=1e-3,
+)
 
 
 class TiktokenStandIn:
@@ -27,8 +35,9 @@ class TiktokenStandIn:
 
         ranks = load_tiktoken_bpe(str(DATA / "gpt2.tiktoken"))
         pattern = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
-        self._enc = tiktoken.Encoding("gpt2-standin", pat_str=pattern, mergeable_ranks=ranks,
-                                      special_tokens={"<|endoftext|>": 50256})
+        self._enc = tiktoken.Encoding(
+            "gpt2-standin", pat_str=pattern, mergeable_ranks=ranks, special_tokens={"<|endoftext|>": 50256}
+        )
         self.eot_token = 50256
         self.n_vocab = 50257
 
@@ -39,7 +48,7 @@ class TiktokenStandIn:
         return self._enc.decode(list(ids))
 
     @classmethod
-    def gpt2(cls) -> "TiktokenStandIn":
+    def gpt2(cls) -> TiktokenStandIn:
         return cls()
 
 

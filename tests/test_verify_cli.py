@@ -48,8 +48,9 @@ def test_verify_says_which_references_are_unavailable():
     assert "reference numpy unavailable: numpy is not installed" in out.stdout
     assert "reference torch unavailable: torch is not installed" in out.stdout
     assert out.returncode == 0  # the pure self-check ran and passed
-    out = subprocess.run([sys.executable, "-c", BLOCK_NUMPY_AND_TORCH, "verify", "--json"],
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-c", BLOCK_NUMPY_AND_TORCH, "verify", "--json"], capture_output=True, text=True
+    )
     report = json.loads(out.stdout)
     assert set(report["unavailable"]) == {"numpy", "torch"}
     assert all(r["status"] == "unavailable" for r in report["rows"][1:])

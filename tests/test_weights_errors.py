@@ -94,8 +94,7 @@ def test_info_on_a_bad_file_is_one_line_and_exit_2(bad_safetensors, capsys):
 
 
 def test_info_on_a_bad_file_in_a_fresh_process(bad_safetensors):
-    out = subprocess.run([sys.executable, "-m", "gpt2", "info", str(bad_safetensors)],
-                         capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-m", "gpt2", "info", str(bad_safetensors)], capture_output=True, text=True)
     assert out.returncode == 2
     assert len(out.stderr.strip().splitlines()) == 1 and "Traceback" not in out.stderr
 
@@ -112,8 +111,12 @@ def test_info_on_other_bad_files(tmp_path, capsys, case):
     elif case == "bad_header":
         path.write_bytes(struct.pack("<Q", 4) + b"nope")
     else:
-        header = json.dumps({"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},
-                             "b": {"dtype": "F32", "shape": [2], "data_offsets": [4, 12]}}).encode()
+        header = json.dumps(
+            {
+                "a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},
+                "b": {"dtype": "F32", "shape": [2], "data_offsets": [4, 12]},
+            }
+        ).encode()
         path.write_bytes(struct.pack("<Q", len(header)) + header + bytes(12))
     assert main(["info", str(path)]) == 2
     err = capsys.readouterr().err
@@ -135,19 +138,26 @@ def test_legacy_torch_format_loads_weights_only(tmp_path):
     from gpt2.weights.torch_bin import read_torch_bin
 
     path = tmp_path / "old.bin"
-    torch.save({"a": torch.arange(3.0), "b": torch.ones(2, dtype=torch.bfloat16)}, path,
-               _use_new_zipfile_serialization=False)
+    torch.save(
+        {"a": torch.arange(3.0), "b": torch.ones(2, dtype=torch.bfloat16)}, path, _use_new_zipfile_serialization=False
+    )
     tensors = read_torch_bin(path)
     assert list(tensors["a"].to_array()) == [0.0, 1.0, 2.0]
     assert tensors["b"].dtype == "BF16" and list(tensors["b"].to_array()) == [1.0, 1.0]
 
 
-@pytest.mark.parametrize("make, message", [
-    (lambda tmp: "", "empty model name"),
-    (lambda tmp: "/dev/null", "is not a regular file or a directory"),
-    (lambda tmp: (tmp / "hparams.json").write_text('{"n_layer": 2}') and tmp / "hparams.json", "is not a model file"),
-    (lambda tmp: (tmp / "notes").write_bytes(b"\x7fELF" + bytes(60)) and tmp / "notes", "is not a model file"),
-])
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda tmp: "", "empty model name"),
+        (lambda tmp: "/dev/null", "is not a regular file or a directory"),
+        (
+            lambda tmp: (tmp / "hparams.json").write_text('{"n_layer": 2}') and tmp / "hparams.json",
+            "is not a model file",
+        ),
+        (lambda tmp: (tmp / "notes").write_bytes(b"\x7fELF" + bytes(60)) and tmp / "notes", "is not a model file"),
+    ],
+)
 def test_things_that_are_not_models_say_so(tmp_path, capsys, make, message):
     # Not "header length 8529657312109922939 exceeds the limit": a user who points
     # `gpt2 info` at the wrong file is told it is not a model at all.

@@ -60,9 +60,14 @@ def hf_greedy(model, prompt, n=20):
     """transformers' own greedy decoding (with its KV cache)."""
     with torch.no_grad():
         model.generation_config.eos_token_id = None  # no early stop, no suppressed token
-        out = model.generate(torch.tensor([prompt]), max_new_tokens=n, do_sample=False,
-                             pad_token_id=0, attention_mask=torch.ones(1, len(prompt), dtype=torch.long))
-    tokens = out[0, len(prompt):].tolist()
+        out = model.generate(
+            torch.tensor([prompt]),
+            max_new_tokens=n,
+            do_sample=False,
+            pad_token_id=0,
+            attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
+        )
+    tokens = out[0, len(prompt) :].tolist()
     assert len(tokens) == n
     return tokens
 
@@ -78,7 +83,7 @@ def assert_same_model(hf, config, params, prompt=PROMPT):
     tokens = hf_greedy(hf, prompt)
     with torch.no_grad():
         logits = ours(torch.tensor([prompt + tokens[:-1]]))[0][0]
-    assert logits[len(prompt) - 1:].argmax(-1).tolist() == tokens
+    assert logits[len(prompt) - 1 :].argmax(-1).tolist() == tokens
 
 
 @pytest.fixture(scope="module")
@@ -149,7 +154,7 @@ def test_half_precision_is_kept_as_stored(small, tmp_path):
     copy.deepcopy(model).half().save_pretrained(tmp_path / "f16")
     config, params = load_model(tmp_path / "f16")
     assert {t.dtype for t in params.values()} == {"F16"}
-    diff = (our_logits(config, {k: t.to_f32() for k, t in params.items()}, PROMPT) - hf_logits(model, PROMPT))
+    diff = our_logits(config, {k: t.to_f32() for k, t in params.items()}, PROMPT) - hf_logits(model, PROMPT)
     assert diff.abs().max().item() < 0.05  # fp16 rounding of the weights, nothing worse
 
 
@@ -242,10 +247,10 @@ def test_convert_refuses_to_replace_a_config_json_without_force(small, tmp_path,
     _, root = small
     dst = tmp_path / "notes"
     dst.mkdir()
-    (dst / "config.json").write_text("{\"mine\": true}")
+    (dst / "config.json").write_text('{"mine": true}')
     assert main(["convert", str(root / "st"), str(dst)]) == 2
     assert "config.json already exists" in capsys.readouterr().err
-    assert (dst / "config.json").read_text() == "{\"mine\": true}"
+    assert (dst / "config.json").read_text() == '{"mine": true}'
 
 
 def test_convert_to_an_empty_dst_never_writes_the_current_directory(small, tmp_path, capsys, monkeypatch):

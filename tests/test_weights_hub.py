@@ -92,10 +92,12 @@ def params():
 
 @pytest.fixture
 def hub(params):
-    fake = FakeHub({
-        (REPO, "config.json"): json.dumps(CONFIG.to_hf_dict()).encode(),
-        (REPO, "model.safetensors"): safetensors_bytes(params),
-    })
+    fake = FakeHub(
+        {
+            (REPO, "config.json"): json.dumps(CONFIG.to_hf_dict()).encode(),
+            (REPO, "model.safetensors"): safetensors_bytes(params),
+        }
+    )
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), fake.handler())
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
@@ -127,7 +129,9 @@ def test_download_into_the_hub_cache_layout(hub, tmp_path, params):
     assert sorted(p.name for p in snap.iterdir()) == ["config.json", "model.safetensors"]
     assert (snap.parent.parent / "refs" / "main").read_text() == COMMIT
     assert [p.name for p in snap.parent.iterdir()] == [COMMIT]
-    assert seen[-1][0] == "model.safetensors" and seen[-1][1] == seen[-1][2] == len(hub.files[REPO, "model.safetensors"])
+    assert seen[-1][0] == "model.safetensors" and seen[-1][1] == seen[-1][2] == len(
+        hub.files[REPO, "model.safetensors"]
+    )
 
 
 def test_an_interrupted_download_resumes_with_a_range_request(hub, tmp_path, params):

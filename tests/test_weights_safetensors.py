@@ -71,8 +71,9 @@ def test_reference_library_reads_ours_and_we_read_its(tmp_path):
     torch = pytest.importorskip("torch")
     st_torch = pytest.importorskip("safetensors.torch")
     ours = tmp_path / "ours.safetensors"
-    write_safetensors(ours, {"a": Tensor.from_floats([1.0, 2.0, 3.0], (3,)), "b": Tensor((1,), "BF16", b"\x80\x3f")},
-                      {"format": "pt"})
+    write_safetensors(
+        ours, {"a": Tensor.from_floats([1.0, 2.0, 3.0], (3,)), "b": Tensor((1,), "BF16", b"\x80\x3f")}, {"format": "pt"}
+    )
     loaded = st_torch.load_file(ours)
     assert loaded["a"].tolist() == [1.0, 2.0, 3.0] and loaded["b"].dtype == torch.bfloat16
     theirs = tmp_path / "theirs.safetensors"
@@ -85,8 +86,11 @@ def test_reference_library_reads_ours_and_we_read_its(tmp_path):
 
 
 @settings(max_examples=40, deadline=None)
-@given(st.lists(st.tuples(st.sampled_from(["F32", "F64", "F16", "BF16"]),
-                          st.lists(st.integers(0, 4), max_size=3)), max_size=5))
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["F32", "F64", "F16", "BF16"]), st.lists(st.integers(0, 4), max_size=3)), max_size=5
+    )
+)
 def test_round_trip_property(tmp_path_factory, specs):
     from gpt2.tensor import DTYPE_SIZES
 
@@ -150,32 +154,41 @@ def test_header_length_over_the_limit(tmp_path):
         read_safetensors(path)
 
 
-@pytest.mark.parametrize("blob, message", [
-    (b'{"a": \xff}', "UTF-8"),
-    (b'{"a": ', "not valid JSON"),
-    (b"[1, 2]", "not a JSON object"),
-    (b'{"__metadata__": {"k": 1}}', "__metadata__"),
-    (b'{"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}, '
-     b'"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}', "twice"),
-])
+@pytest.mark.parametrize(
+    "blob, message",
+    [
+        (b'{"a": \xff}', "UTF-8"),
+        (b'{"a": ', "not valid JSON"),
+        (b"[1, 2]", "not a JSON object"),
+        (b'{"__metadata__": {"k": 1}}', "__metadata__"),
+        (
+            b'{"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}, '
+            b'"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}',
+            "twice",
+        ),
+    ],
+)
 def test_malformed_header(tmp_path, blob, message):
     path = raw_file(tmp_path / "x", blob, b"\0" * 4)
     with pytest.raises(SafetensorsError, match=message):
         read_safetensors(path)
 
 
-@pytest.mark.parametrize("spec, message", [
-    ({"dtype": "F33", "shape": [1], "data_offsets": [0, 4]}, "unknown dtype"),
-    ({"dtype": "I32", "shape": [1], "data_offsets": [0, 4]}, "dtype I32"),
-    ({"dtype": "F32", "shape": [-1], "data_offsets": [0, 4]}, "non-negative"),
-    ({"dtype": "F32", "shape": [1.5], "data_offsets": [0, 4]}, "non-negative"),
-    ({"dtype": "F32", "shape": [True], "data_offsets": [0, 4]}, "non-negative"),
-    ({"dtype": "F32", "shape": [2**62, 2**62, 2**62], "data_offsets": [0, 4]}, "more bytes"),
-    ({"dtype": "F32", "shape": [3, 0], "data_offsets": [0, 4]}, "needs 0 bytes"),
-    ({"dtype": "F32", "shape": [1], "data_offsets": [4, 0]}, "begin > end"),
-    ({"dtype": "F32", "shape": [1], "data_offsets": [0]}, "data_offsets"),
-    ({"dtype": "F32", "shape": [1]}, "exactly the keys"),
-])
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ({"dtype": "F33", "shape": [1], "data_offsets": [0, 4]}, "unknown dtype"),
+        ({"dtype": "I32", "shape": [1], "data_offsets": [0, 4]}, "dtype I32"),
+        ({"dtype": "F32", "shape": [-1], "data_offsets": [0, 4]}, "non-negative"),
+        ({"dtype": "F32", "shape": [1.5], "data_offsets": [0, 4]}, "non-negative"),
+        ({"dtype": "F32", "shape": [True], "data_offsets": [0, 4]}, "non-negative"),
+        ({"dtype": "F32", "shape": [2**62, 2**62, 2**62], "data_offsets": [0, 4]}, "more bytes"),
+        ({"dtype": "F32", "shape": [3, 0], "data_offsets": [0, 4]}, "needs 0 bytes"),
+        ({"dtype": "F32", "shape": [1], "data_offsets": [4, 0]}, "begin > end"),
+        ({"dtype": "F32", "shape": [1], "data_offsets": [0]}, "data_offsets"),
+        ({"dtype": "F32", "shape": [1]}, "exactly the keys"),
+    ],
+)
 def test_bad_tensor_entry(tmp_path, spec, message):
     path = raw_file(tmp_path / "x", {"a": spec}, b"\0" * 4)
     with pytest.raises(SafetensorsError, match=message):
@@ -183,16 +196,20 @@ def test_bad_tensor_entry(tmp_path, spec, message):
 
 
 def test_overlapping_offsets(tmp_path):
-    header = {"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},
-              "b": {"dtype": "F32", "shape": [2], "data_offsets": [4, 12]}}
+    header = {
+        "a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},
+        "b": {"dtype": "F32", "shape": [2], "data_offsets": [4, 12]},
+    }
     path = raw_file(tmp_path / "x", header, b"\0" * 12)
     with pytest.raises(SafetensorsError, match="overlaps"):
         read_safetensors(path)
 
 
 def test_gap_between_tensors(tmp_path):
-    header = {"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]},
-              "b": {"dtype": "F32", "shape": [1], "data_offsets": [8, 12]}}
+    header = {
+        "a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]},
+        "b": {"dtype": "F32", "shape": [1], "data_offsets": [8, 12]},
+    }
     path = raw_file(tmp_path / "x", header, b"\0" * 12)
     with pytest.raises(SafetensorsError, match="unclaimed"):
         read_safetensors(path)
@@ -224,12 +241,17 @@ def write_ok(tmp_path):
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.one_of(
-    st.binary(max_size=80),
-    st.recursive(st.none() | st.booleans() | st.integers(-3, 2**70) | st.text(max_size=4),
-                 lambda kids: st.lists(kids, max_size=3) | st.dictionaries(st.text(max_size=4), kids, max_size=3),
-                 max_leaves=8).map(lambda v: json.dumps({"t": v}).encode()),
-), st.binary(max_size=16))
+@given(
+    st.one_of(
+        st.binary(max_size=80),
+        st.recursive(
+            st.none() | st.booleans() | st.integers(-3, 2**70) | st.text(max_size=4),
+            lambda kids: st.lists(kids, max_size=3) | st.dictionaries(st.text(max_size=4), kids, max_size=3),
+            max_leaves=8,
+        ).map(lambda v: json.dumps({"t": v}).encode()),
+    ),
+    st.binary(max_size=16),
+)
 def test_header_fuzz(tmp_path_factory, header, data):
     """Whatever the header says, reading gives tensors or a SafetensorsError, nothing else."""
     path = raw_file(tmp_path_factory.mktemp("fuzz") / "f", header, data)

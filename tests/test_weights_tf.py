@@ -117,7 +117,16 @@ def test_crc32c_known_values():
 def test_protobuf_decoding():
     # dtype=1, shape{dim{size:3} dim{size:300}}, shard_id=0, offset=150, size=3600, crc32c=7
     shape = b"\x12\x02\x08\x03" + b"\x12\x03\x08\xac\x02"
-    msg = b"\x08\x01" + b"\x12" + bytes([len(shape)]) + shape + b"\x20\x96\x01" + b"\x28\x90\x1c" + b"\x35" + struct.pack("<I", 7)
+    msg = (
+        b"\x08\x01"
+        + b"\x12"
+        + bytes([len(shape)])
+        + shape
+        + b"\x20\x96\x01"
+        + b"\x28\x90\x1c"
+        + b"\x35"
+        + struct.pack("<I", 7)
+    )
     entry = parse_bundle_entry(msg)
     assert (entry.dtype, entry.shape, entry.offset, entry.size, entry.crc32c) == (1, (3, 300), 150, 3600, 7)
     with pytest.raises(TFCheckpointError, match="wire type"):

@@ -30,13 +30,14 @@ True
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from .errors import GenerationError
 from .generation import END_OF_TEXT, generate, pick, prompt_or_start
-from .scoring import log_softmax
 from .sampling import Sampler
+from .scoring import log_softmax
 
 
 def supports_batches(engine: Any) -> bool:
@@ -53,7 +54,7 @@ def fit_prompt(ids: Sequence[int], max_new_tokens: int, engine: Any) -> list[int
             f"max_new_tokens ({max_new_tokens}) must be below the context window ({n_ctx}) "
             "when generating several sequences at once"
         )
-    return prompt_or_start(ids, engine.config)[-(n_ctx - max_new_tokens):]
+    return prompt_or_start(ids, engine.config)[-(n_ctx - max_new_tokens) :]
 
 
 # --- batched sampling ---------------------------------------------------------------------
@@ -157,7 +158,7 @@ def beam_search(
             if total == -np.inf:
                 break
             if token in stop:
-                finished.append(Beam(live_ids[beam], total, total / step ** length_penalty, True))
+                finished.append(Beam(live_ids[beam], total, total / step**length_penalty, True))
             elif len(parents) < num_beams:
                 parents.append(beam)
                 next_ids.append(live_ids[beam] + [token])
@@ -174,8 +175,11 @@ def beam_search(
         cache.reorder(parents)
         live_ids, live_logprob = next_ids, np.asarray(next_logprob)
         logits = engine.forward_batch([[ids[-1]] for ids in live_ids], cache)
-    alive = [Beam(ids, lp, lp / max(1, len(ids)) ** length_penalty, False)
-             for ids, lp in zip(next_ids, next_logprob) if lp > -math.inf]
+    alive = [
+        Beam(ids, lp, lp / max(1, len(ids)) ** length_penalty, False)
+        for ids, lp in zip(next_ids, next_logprob)
+        if lp > -math.inf
+    ]
     return max(finished + alive, key=lambda b: b.score)
 
 
@@ -197,5 +201,5 @@ def _settled(finished: list[Beam], live: list[float], step: int, num_beams: int,
     beam's log-prob only falls as it grows)."""
     if len(finished) < num_beams or not live:
         return False
-    best_live = max(live) / step ** length_penalty
+    best_live = max(live) / step**length_penalty
     return best_live <= finished[-1].score

@@ -44,15 +44,12 @@ class Config:
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")
         if self.n_embd % self.n_head:
-            raise ConfigError(
-                f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})"
-            )
+            raise ConfigError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
         if not self.layer_norm_epsilon > 0:
             raise ConfigError(f"layer_norm_epsilon must be > 0, got {self.layer_norm_epsilon!r}")
         if self.position_embedding not in POSITION_EMBEDDINGS:
             raise ConfigError(
-                f"position_embedding must be one of {POSITION_EMBEDDINGS}, "
-                f"got {self.position_embedding!r}"
+                f"position_embedding must be one of {POSITION_EMBEDDINGS}, got {self.position_embedding!r}"
             )
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout!r}")
@@ -70,30 +67,32 @@ class Config:
         d, v = self.n_embd, self.vocab_size
         per_block = (
             2 * d  # ln_1
-            + d * 3 * d + 3 * d  # attn.c_attn
-            + d * d + d  # attn.c_proj
+            + d * 3 * d
+            + 3 * d  # attn.c_attn
+            + d * d
+            + d  # attn.c_proj
             + 2 * d  # ln_2
-            + d * 4 * d + 4 * d  # mlp.c_fc
-            + 4 * d * d + d  # mlp.c_proj
+            + d * 4 * d
+            + 4 * d  # mlp.c_fc
+            + 4 * d * d
+            + d  # mlp.c_proj
         )
         return v * d + self.n_ctx * d + self.n_layer * per_block + 2 * d
 
-    def replace(self, **changes: Any) -> "Config":
+    def replace(self, **changes: Any) -> Config:
         return dataclasses.replace(self, **changes)
 
     # --- presets -----------------------------------------------------------------
 
     @classmethod
-    def preset(cls, name: str) -> "Config":
+    def preset(cls, name: str) -> Config:
         try:
             return PRESETS[name]
         except KeyError:
-            raise ConfigError(
-                f"unknown model size {name!r}; choose one of {', '.join(PRESETS)}"
-            ) from None
+            raise ConfigError(f"unknown model size {name!r}; choose one of {', '.join(PRESETS)}") from None
 
     @classmethod
-    def from_spec(cls, value: str) -> "Config":
+    def from_spec(cls, value: str) -> Config:
         """What a `--config` option names: a preset (tiny, gpt2, ...), a JSON file of sizes,
         or a model directory holding config.json (`--config runs/tiny` reuses that shape)."""
         if value in PRESETS:
@@ -136,7 +135,7 @@ class Config:
         return out
 
     @classmethod
-    def from_hf_dict(cls, d: dict[str, Any]) -> "Config":
+    def from_hf_dict(cls, d: dict[str, Any]) -> Config:
         """Read a Hugging Face `config.json` (or OpenAI's `hparams.json`) mapping."""
         try:
             n_inner = d.get("n_inner")
@@ -161,7 +160,7 @@ class Config:
             raise ConfigError(f"not a GPT-2 config: {exc!r}") from None
 
     @classmethod
-    def from_json_file(cls, path: str | Path) -> "Config":
+    def from_json_file(cls, path: str | Path) -> Config:
         try:
             data = json.loads(Path(path).read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:

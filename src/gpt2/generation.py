@@ -11,7 +11,7 @@
 
 from __future__ import annotations
 
-from typing import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 from .config import Config
 from .errors import GenerationError
@@ -40,9 +40,7 @@ def prompt_or_start(ids: Sequence[int], config: Config) -> list[int]:
 def check_window(cached: int, new: int, config: Config) -> None:
     """An engine's cache holds at most n_ctx positions."""
     if cached + new > config.n_ctx:
-        raise GenerationError(
-            f"{cached} cached + {new} new positions exceed the context window ({config.n_ctx})"
-        )
+        raise GenerationError(f"{cached} cached + {new} new positions exceed the context window ({config.n_ctx})")
 
 
 def pick(engine, logits, sampler: Sampler) -> int:
@@ -55,7 +53,7 @@ def pick(engine, logits, sampler: Sampler) -> int:
 
 def crop_prompt(ids: Sequence[int], config: Config) -> list[int]:
     """A prompt longer than the context window keeps only its last n_ctx tokens."""
-    return list(ids[-config.n_ctx:])
+    return list(ids[-config.n_ctx :])
 
 
 def generate(
@@ -95,7 +93,7 @@ def generate(
             return
         ids.append(token)
         if len(ids) > config.n_ctx:
-            ids = ids[-max(1, config.n_ctx // 2):]
+            ids = ids[-max(1, config.n_ctx // 2) :]
             cache = engine.new_cache()
             logits = engine.forward(ids, cache)
         else:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import array
 import math
 import random
-from typing import Mapping
+from collections.abc import Mapping
 
 from .config import Config
 from .errors import ParamError

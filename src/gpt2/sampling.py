@@ -28,8 +28,9 @@ from __future__ import annotations
 import heapq
 import math
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 from .errors import GenerationError
 
@@ -64,8 +65,9 @@ def check_logits(logits: Sequence[float]) -> None:
     """A model that produced NaN (or nothing but -inf) has failed; say so instead of
     picking an arbitrary token."""
     if any(map(math.isnan, logits)) or max(logits) == -math.inf:
-        raise GenerationError("the model produced NaN or all -inf logits; the weights may be "
-                              "corrupt or the dtype too narrow for them")
+        raise GenerationError(
+            "the model produced NaN or all -inf logits; the weights may be corrupt or the dtype too narrow for them"
+        )
 
 
 def _as_list(logits: Any) -> Sequence[float]:
@@ -103,10 +105,11 @@ class Sampler:
         total = math.fsum(weights)
         probs = [w / total for w in weights]
         if s.top_p < 1.0:
-            mass, keep = 0.0, 0
-            for keep, p in enumerate(probs, start=1):
+            mass, keep = 0.0, len(probs)
+            for n, p in enumerate(probs, start=1):
                 mass += p
                 if mass >= s.top_p:
+                    keep = n
                     break
             ids, probs = ids[:keep], probs[:keep]
         return list(zip(ids, probs))

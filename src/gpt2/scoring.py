@@ -24,8 +24,9 @@ costs more forward passes.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 from .errors import Gpt2Error
 
@@ -72,12 +73,12 @@ def score(engine: Any, ids: Sequence[int], *, stride: int | None = None, prepend
     scored_until = 1  # ids[:scored_until] need no more scoring (the first has no context)
     start = 0
     while scored_until < len(ids):
-        window = ids[start:start + n_ctx]
+        window = ids[start : start + n_ctx]
         logits = engine.forward(window, engine.new_cache(), all_logits=True)  # [len(window), V]
         windows += 1
         # position j of the window predicts window[j + 1] = ids[start + j + 1]
         first = scored_until - start - 1
-        targets = window[first + 1:]
+        targets = window[first + 1 :]
         logprobs.extend(token_logprobs(logits, first, targets))
         scored_until = start + len(window)
         start += stride
@@ -91,7 +92,7 @@ def token_logprobs(logits: Any, first: int, targets: Sequence[int]) -> list[floa
         return [_logprob(logits[r], t) for r, t in zip(rows, targets)]
     import numpy as np  # the NumPy and PyTorch engines
 
-    logprobs = log_softmax(logits[first:first + len(targets)])  # [n, V]
+    logprobs = log_softmax(logits[first : first + len(targets)])  # [n, V]
     return logprobs[np.arange(len(targets)), list(targets)].tolist()
 
 

@@ -18,12 +18,12 @@ from __future__ import annotations
 import array
 import math
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable, Union
 
 from .errors import Gpt2Error
 
-Buffer = Union[bytes, bytearray, memoryview]
+Buffer = bytes | bytearray | memoryview
 
 # safetensors dtype name -> bytes per element
 DTYPE_SIZES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2}
@@ -51,8 +51,7 @@ class Tensor:
         expected = self.numel * DTYPE_SIZES[self.dtype]
         if memoryview(self.data).nbytes != expected:
             raise TensorError(
-                f"{self.dtype}{list(self.shape)} needs {expected} bytes, "
-                f"got {memoryview(self.data).nbytes}"
+                f"{self.dtype}{list(self.shape)} needs {expected} bytes, got {memoryview(self.data).nbytes}"
             )
 
     @property
@@ -101,7 +100,7 @@ class Tensor:
             return memoryview(self.data).cast("B").cast("f" if self.dtype == "F32" else "d")
         return self.to_array()
 
-    def to_f32(self) -> "Tensor":
+    def to_f32(self) -> Tensor:
         """This tensor as F32 (a no-op when it already is)."""
         if self.dtype == "F32":
             return self
@@ -110,7 +109,7 @@ class Tensor:
     # --- construction --------------------------------------------------------------
 
     @classmethod
-    def from_array(cls, values: array.array, shape: Iterable[int]) -> "Tensor":
+    def from_array(cls, values: array.array, shape: Iterable[int]) -> Tensor:
         """Wrap an `array('f')` or `array('d')` (copied to little-endian if needed)."""
         shape = tuple(int(s) for s in shape)
         if values.typecode not in ("f", "d"):
@@ -122,7 +121,7 @@ class Tensor:
         return cls(shape, dtype, memoryview(values).cast("B"))
 
     @classmethod
-    def from_floats(cls, values: Iterable[float], shape: Iterable[int], dtype: str = "F32") -> "Tensor":
+    def from_floats(cls, values: Iterable[float], shape: Iterable[int], dtype: str = "F32") -> Tensor:
         if dtype not in ("F32", "F64"):
             raise TensorError(f"from_floats makes F32 or F64, not {dtype}")
         return cls.from_array(array.array("f" if dtype == "F32" else "d", values), shape)

@@ -16,7 +16,7 @@ The output projection is tied to `wte`.
 from __future__ import annotations
 
 import math
-from typing import Mapping
+from collections.abc import Mapping
 
 import torch
 import torch.nn as nn
@@ -141,7 +141,7 @@ class GPT2(nn.Module):
         return out
 
     @classmethod
-    def from_params(cls, config: Config, params: Mapping[str, Tensor]) -> "GPT2":
+    def from_params(cls, config: Config, params: Mapping[str, Tensor]) -> GPT2:
         model = cls(config)
         model.load_params(params)
         return model

@@ -3,7 +3,8 @@
 For each component (each op, one block, the decoder, the full forward pass,
 cached against uncached decoding) the pure engine and a reference written with
 NumPy (float64) and with PyTorch (float32) run on the same random inputs and
-weights; then the NumPy and PyTorch engines are checked against the pure engine. The error measure is max |pure - reference| / max |reference|; it
+weights; then the NumPy and PyTorch engines are checked against the pure engine.
+The error measure is max |pure - reference| / max |reference|; it
 must stay within 1e-9 for NumPy and 1e-4 for PyTorch.
 
 >>> report = run_verification(references=())   # pure-only checks, no NumPy/PyTorch needed
@@ -15,16 +16,17 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 from . import references as refs
-from .references import composite
 from .config import Config
 from .engines.pure import PureEngine
 from .params import param_shapes
 from .pure import model, ops
 from .pure.parallel import can_fork
+from .references import composite
 from .tensor import Tensor
 
 # A small model whose every dimension differs, so a transposed or misplaced axis cannot pass.
@@ -57,8 +59,13 @@ class Report:
         return bool(ran) and all(r.status == "pass" for r in ran)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"ok": self.ok, "config": self.config, "seed": self.seed,
-                "unavailable": self.unavailable, "rows": [asdict(r) for r in self.rows]}
+        return {
+            "ok": self.ok,
+            "config": self.config,
+            "seed": self.seed,
+            "unavailable": self.unavailable,
+            "rows": [asdict(r) for r in self.rows],
+        }
 
 
 def random_params(config: Config, rng: random.Random) -> dict[str, Tensor]:
@@ -119,29 +126,53 @@ def components(config: Config, rng: random.Random, params: dict[str, Tensor]):
     yield "transpose", ops.transpose(A), lambda r: r.transpose(r.asarray(A))
     yield "softmax", [ops.softmax(row) for row in S2], lambda r: r.softmax(r.asarray(S2))
     yield "causal softmax", ops.causal_softmax(S2), lambda r: r.causal_softmax(r.asarray(S2))
-    yield ("layer norm", [ops.layer_norm(x, gain, bias, eps) for x in X],
-           lambda r: r.layer_norm(r.asarray(X), r.asarray(gain), r.asarray(bias), eps))
+    yield (
+        "layer norm",
+        [ops.layer_norm(x, gain, bias, eps) for x in X],
+        lambda r: r.layer_norm(r.asarray(X), r.asarray(gain), r.asarray(bias), eps),
+    )
     yield "GELU (tanh)", [ops.gelu_vector(row) for row in S2], lambda r: r.gelu(r.asarray(S2))
     yield "linear", ops.linear(X, W, b), lambda r: r.linear(r.asarray(X), r.asarray(W), r.asarray(b))
 
     def weights(r):
         return {name: r.asarray(value) for name, value in w.items()}
 
-    yield ("token + position embeddings", model.embed(ids, w["wte.weight"], w["wpe.weight"]),
-           lambda r: r.embed(ids, r.asarray(w["wte.weight"]), r.asarray(w["wpe.weight"])))
-    yield ("scaled dot-product attention", model.attention(Q, K, V),
-           lambda r: r.attention(r.asarray(Q), r.asarray(K), r.asarray(V)))
-    yield ("multi-head attention", model.multi_head_attention(X, w, "h.0.attn.", config.n_head),
-           lambda r: r.multi_head_attention(r.asarray(X), weights(r), "h.0.attn.", config.n_head))
+    yield (
+        "token + position embeddings",
+        model.embed(ids, w["wte.weight"], w["wpe.weight"]),
+        lambda r: r.embed(ids, r.asarray(w["wte.weight"]), r.asarray(w["wpe.weight"])),
+    )
+    yield (
+        "scaled dot-product attention",
+        model.attention(Q, K, V),
+        lambda r: r.attention(r.asarray(Q), r.asarray(K), r.asarray(V)),
+    )
+    yield (
+        "multi-head attention",
+        model.multi_head_attention(X, w, "h.0.attn.", config.n_head),
+        lambda r: r.multi_head_attention(r.asarray(X), weights(r), "h.0.attn.", config.n_head),
+    )
     yield "MLP", model.mlp(X, w, "h.0.mlp."), lambda r: composite.mlp(r, r.asarray(X), weights(r), "h.0.mlp.")
-    yield ("transformer block", model.transformer_block(X, w, 1, config),
-           lambda r: composite.block(r, r.asarray(X), weights(r), 1, config))
-    yield ("decoder stack", model.decoder(X, w, config),
-           lambda r: composite.decoder(r, r.asarray(X), weights(r), config))
-    yield ("final layer norm", model.norm_rows(X, w["ln_f.weight"], w["ln_f.bias"], eps),
-           lambda r: r.layer_norm(r.asarray(X), r.asarray(w["ln_f.weight"]), r.asarray(w["ln_f.bias"]), eps))
-    yield ("output projection", model.output_projection(X, w["wte.weight"]),
-           lambda r: r.output_projection(r.asarray(X), r.asarray(w["wte.weight"])))
+    yield (
+        "transformer block",
+        model.transformer_block(X, w, 1, config),
+        lambda r: composite.block(r, r.asarray(X), weights(r), 1, config),
+    )
+    yield (
+        "decoder stack",
+        model.decoder(X, w, config),
+        lambda r: composite.decoder(r, r.asarray(X), weights(r), config),
+    )
+    yield (
+        "final layer norm",
+        model.norm_rows(X, w["ln_f.weight"], w["ln_f.bias"], eps),
+        lambda r: r.layer_norm(r.asarray(X), r.asarray(w["ln_f.weight"]), r.asarray(w["ln_f.bias"]), eps),
+    )
+    yield (
+        "output projection",
+        model.output_projection(X, w["wte.weight"]),
+        lambda r: r.output_projection(r.asarray(X), r.asarray(w["wte.weight"])),
+    )
     reference_logits = lambda r: composite.forward(r, ids, weights(r), config)  # noqa: E731
     yield "forward pass (logits)", model.forward(ids, w, config), reference_logits
     engine = PureEngine(config, params, workers=2 if can_fork() else 1)
@@ -169,8 +200,16 @@ def run_verification(
     ids = [rng.randrange(config.vocab_size) for _ in range(9)]
     uncached = model.forward(ids, model.nested_params(params), config)
     err, rel = compare(cached_logits(engine, ids), uncached)
-    report.rows.append(Row("cached vs uncached decoding", "pure, uncached", err, rel, PURE_TOLERANCE,
-                           "pass" if rel <= PURE_TOLERANCE else "fail"))
+    report.rows.append(
+        Row(
+            "cached vs uncached decoding",
+            "pure, uncached",
+            err,
+            rel,
+            PURE_TOLERANCE,
+            "pass" if rel <= PURE_TOLERANCE else "fail",
+        )
+    )
     engine.close()
 
     loaded = {}
@@ -194,8 +233,9 @@ def run_verification(
     return report
 
 
-def check_other_engines(config: Config, params: dict[str, Tensor], rng: random.Random,
-                        engines: Sequence[str]) -> list[Row]:
+def check_other_engines(
+    config: Config, params: dict[str, Tensor], rng: random.Random, engines: Sequence[str]
+) -> list[Row]:
     """All three engines give the same logits: the NumPy and PyTorch engines (float32)
     against the pure engine's float64 forward pass, prefill and cached decoding."""
     from .engines import load_engine
@@ -209,8 +249,16 @@ def check_other_engines(config: Config, params: dict[str, Tensor], rng: random.R
         got = [list(map(float, row)) for row in engine.forward(ids[:4], cache, all_logits=True)]
         got += [list(map(float, engine.forward([t], cache))) for t in ids[4:]]
         err, rel = compare(got, expected)
-        rows.append(Row(f"{name} engine, cached decoding", "pure float64", err, rel, ENGINE_TOLERANCE,
-                        "pass" if rel <= ENGINE_TOLERANCE else "fail"))
+        rows.append(
+            Row(
+                f"{name} engine, cached decoding",
+                "pure float64",
+                err,
+                rel,
+                ENGINE_TOLERANCE,
+                "pass" if rel <= ENGINE_TOLERANCE else "fail",
+            )
+        )
     return rows
 
 
@@ -220,10 +268,17 @@ def format_table(report: Report) -> str:
     lines = []
     for r in report.rows:
         fmt = lambda v: "-" if v is None else f"{v:.2e}"  # noqa: E731
-        lines.append((r.component, r.reference, fmt(r.max_abs_error), fmt(r.max_rel_error), fmt(r.tolerance),
-                      "PASS" if r.status == "pass" else "FAIL" if r.status == "fail" else "n/a"))
+        lines.append(
+            (
+                r.component,
+                r.reference,
+                fmt(r.max_abs_error),
+                fmt(r.max_rel_error),
+                fmt(r.tolerance),
+                "PASS" if r.status == "pass" else "FAIL" if r.status == "fail" else "n/a",
+            )
+        )
     widths = [max(len(str(x)) for x in col) for col in zip(header, *lines)]
-    out = ["  ".join(h.ljust(wd) for h, wd in zip(header, widths)),
-           "  ".join("-" * wd for wd in widths)]
+    out = ["  ".join(h.ljust(wd) for h, wd in zip(header, widths)), "  ".join("-" * wd for wd in widths)]
     out += ["  ".join(str(x).ljust(wd) for x, wd in zip(line, widths)) for line in lines]
     return "\n".join(out)

@@ -22,7 +22,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "`gpt2 tokenize --json` works too).",
     )
     p.add_argument("ids", nargs="*", metavar="IDS", help="token ids, e.g. 15496 995 or '[15496, 995]'")
-    p.add_argument("--vocab", metavar="PATH", help="a directory or .tiktoken file (default: the shipped GPT-2 vocabulary)")
+    p.add_argument(
+        "--vocab", metavar="PATH", help="a directory or .tiktoken file (default: the shipped GPT-2 vocabulary)"
+    )
     p.set_defaults(run=run)
 
 

@@ -1,7 +1,7 @@
 """`gpt2 eval`: validation loss and perplexity of any model on a text file.
 
-    gpt2 eval --model gpt2 --data ../shared/data/the-verdict.txt
-    gpt2 eval --model runs/tiny --data input.txt --json
+gpt2 eval --model gpt2 --data ../shared/data/the-verdict.txt
+gpt2 eval --model runs/tiny --data input.txt --json
 """
 
 from __future__ import annotations
@@ -20,9 +20,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description="Mean cross-entropy (nats per token) and perplexity of MODEL over "
         "non-overlapping windows of the text.",
     )
-    p.add_argument("--model", required=True, metavar="MODEL", help="hub name (gpt2, ...), a directory or a weights file")
+    p.add_argument(
+        "--model", required=True, metavar="MODEL", help="hub name (gpt2, ...), a directory or a weights file"
+    )
     p.add_argument("--data", required=True, metavar="FILE_OR_DIR", help="UTF-8 text file, or a directory of them")
-    p.add_argument("--context-length", type=int, default=None, metavar="N", help="tokens per window (default: the model's n_ctx)")
+    p.add_argument(
+        "--context-length", type=int, default=None, metavar="N", help="tokens per window (default: the model's n_ctx)"
+    )
     p.add_argument("--batch-size", type=int, default=8, metavar="N", help="windows per forward pass (default 8)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | mps (default auto)")
     p.add_argument("--cache-dir", metavar="DIR", help="token cache (default $XDG_CACHE_HOME/gpt2/tokens)")
@@ -54,8 +58,9 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"model": args.model, "data": str(args.data), **result.to_dict()}))
     else:
-        print(f"loss {result.loss:.4f}  perplexity {result.perplexity:.2f}  "
-              f"({result.tokens:,} tokens in {result.sequences:,} window{'s' * (result.sequences != 1)} "
-              f"of {result.context_length})")
+        print(
+            f"loss {result.loss:.4f}  perplexity {result.perplexity:.2f}  "
+            f"({result.tokens:,} tokens in {result.sequences:,} window{'s' * (result.sequences != 1)} "
+            f"of {result.context_length})"
+        )
     return 0
-

@@ -31,18 +31,30 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
             "The text streams to stdout; a summary (tokens, tokens/s, prefill time) goes to stderr."
         ),
     )
-    p.add_argument("prompt", nargs="*", help="prompt text (words are joined by spaces); '-' or nothing "
-                                             "reads it from stdin")
-    p.add_argument("--prompt", "-p", dest="more_prompts", action="append", default=[], metavar="TEXT",
-                   help="another prompt, generated in the same batch (repeatable)")
+    p.add_argument(
+        "prompt", nargs="*", help="prompt text (words are joined by spaces); '-' or nothing reads it from stdin"
+    )
+    p.add_argument(
+        "--prompt",
+        "-p",
+        dest="more_prompts",
+        action="append",
+        default=[],
+        metavar="TEXT",
+        help="another prompt, generated in the same batch (repeatable)",
+    )
     add_engine_arguments(p)
     s = p.add_argument_group("sampling")
     s.add_argument("--max-new-tokens", "-n", type=int, default=50, metavar="N", help="tokens to add (default 50)")
     s.add_argument("--temperature", type=float, default=1.0, help="0 = greedy (default 1.0)")
     s.add_argument("--top-k", type=int, default=40, help="sample among the k most likely tokens; 0 = all (default 40)")
     s.add_argument("--top-p", type=float, default=1.0, help="nucleus mass in (0, 1]; 1 = off (default 1.0)")
-    s.add_argument("--seed", type=int, default=None, help="seed of the sampler (the same seed picks the same "
-                                                           "tokens in every engine)")
+    s.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="seed of the sampler (the same seed picks the same tokens in every engine)",
+    )
     s.add_argument("--num-samples", type=int, default=1, metavar="N", help="samples per prompt, run as a batch")
     s.add_argument("--num-beams", type=int, default=1, metavar="K", help="beam search with K beams (deterministic)")
     s.add_argument("--length-penalty", type=float, default=1.0, help="beam rank = logprob / length**penalty")
@@ -53,13 +65,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def add_engine_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model and engine")
-    g.add_argument("--model", "-m", default="gpt2", help="hub name (gpt2, gpt2-medium, ...), directory or file "
-                                                         "(default gpt2)")
+    g.add_argument(
+        "--model", "-m", default="gpt2", help="hub name (gpt2, gpt2-medium, ...), directory or file (default gpt2)"
+    )
     g.add_argument("--engine", "-e", default=None, help="pure | numpy | torch (default: the fastest installed)")
     g.add_argument("--device", default=None, help="torch engine: cpu | cuda | mps (default: the best available)")
     g.add_argument("--dtype", default=None, help="numpy: float32 | float64; torch: float32 | bfloat16 | float16")
-    g.add_argument("--threads", type=int, default=None,
-                   help="numpy (needs threadpoolctl) and torch engines: compute threads (default: the library's)")
+    g.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="numpy (needs threadpoolctl) and torch engines: compute threads (default: the library's)",
+    )
 
 
 # --- shared with `gpt2 score` -------------------------------------------------------------
@@ -75,8 +92,10 @@ def engine_name(args: argparse.Namespace) -> str:
         raise Gpt2Error(f"unknown engine {name!r}; choose one of {', '.join(ENGINES)}")
     if name not in available_engines():
         needs = ENGINES[name][2]
-        raise EngineUnavailable(f"the {name} engine needs {needs}: pip install 'gpt2[{needs}]' "
-                                f"(installed engines: {', '.join(available_engines())})")
+        raise EngineUnavailable(
+            f"the {name} engine needs {needs}: pip install 'gpt2[{needs}]' "
+            f"(installed engines: {', '.join(available_engines())})"
+        )
     return name
 
 
@@ -113,8 +132,11 @@ def open_engine(args: argparse.Namespace) -> Any:
     options = engine_options(name, args)
     config, params = load_model(args.model, progress=DownloadBar(sys.stderr))
     if name == "pure" and config.num_parameters() >= 20_000_000:  # tens of seconds: say so
-        print(f"laying out {config.num_parameters() / 1e6:.0f}M parameters as Python floats "
-              "for the pure engine ...", file=sys.stderr, flush=True)
+        print(
+            f"laying out {config.num_parameters() / 1e6:.0f}M parameters as Python floats for the pure engine ...",
+            file=sys.stderr,
+            flush=True,
+        )
     return load_engine(name, config, params, **options)
 
 
@@ -170,8 +192,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _stream(engine, ids, prompt, args, settings, stop_ids, tokenizer) -> dict[str, Any]:
-    from ..sampling import Sampler
     from ..generation import generate
+    from ..sampling import Sampler
     from ..tokenizer import StreamDecoder
 
     sampler = Sampler(settings, seed=args.seed)
@@ -194,9 +216,13 @@ def _stream(engine, ids, prompt, args, settings, stop_ids, tokenizer) -> dict[st
         sys.stdout.write(stream.flush() + "\n")
         sys.stdout.flush()
     decode_s = end - first
-    return {"prompt_ids": ids, "ids": out, "seconds": end - start,
-            "prefill_ms": 1e3 * (first - start) if out else None,
-            "tokens_per_s": (len(out) - 1) / decode_s if len(out) > 1 and decode_s > 0 else None}
+    return {
+        "prompt_ids": ids,
+        "ids": out,
+        "seconds": end - start,
+        "prefill_ms": 1e3 * (first - start) if out else None,
+        "tokens_per_s": (len(out) - 1) / decode_s if len(out) > 1 and decode_s > 0 else None,
+    }
 
 
 def _batch(engine, prompt_ids, args, settings, stop_ids) -> list[dict[str, Any]]:
@@ -210,9 +236,16 @@ def _batch(engine, prompt_ids, args, settings, stop_ids) -> list[dict[str, Any]]
     outputs = generate_batch(engine, rows, args.max_new_tokens, samplers, stop_ids)
     seconds = time.perf_counter() - start
     total = sum(len(o) for o in outputs)
-    return [{"prompt_ids": ids, "ids": out, "seed": seed, "seconds": seconds,
-             "tokens_per_s": total / seconds if seconds > 0 else None}
-            for ids, out, seed in zip(rows, outputs, seeds)]
+    return [
+        {
+            "prompt_ids": ids,
+            "ids": out,
+            "seed": seed,
+            "seconds": seconds,
+            "tokens_per_s": total / seconds if seconds > 0 else None,
+        }
+        for ids, out, seed in zip(rows, outputs, seeds)
+    ]
 
 
 def _beam(engine, ids, args, stop_ids) -> dict[str, Any]:
@@ -221,8 +254,14 @@ def _beam(engine, ids, args, stop_ids) -> dict[str, Any]:
     start = time.perf_counter()
     best = beam_search(engine, ids, args.num_beams, args.max_new_tokens, args.length_penalty, stop_ids)
     seconds = time.perf_counter() - start
-    return {"prompt_ids": ids, "ids": best.ids, "logprob": best.logprob, "score": best.score,
-            "seconds": seconds, "tokens_per_s": len(best.ids) / seconds if seconds > 0 else None}
+    return {
+        "prompt_ids": ids,
+        "ids": best.ids,
+        "logprob": best.logprob,
+        "score": best.score,
+        "seconds": seconds,
+        "tokens_per_s": len(best.ids) / seconds if seconds > 0 else None,
+    }
 
 
 def _report(results: list[dict[str, Any]], prompts: list[str], args: argparse.Namespace, engine: Any) -> None:
@@ -242,9 +281,13 @@ def _report(results: list[dict[str, Any]], prompts: list[str], args: argparse.Na
     r = results[0]
     tokens = sum(len(x["ids"]) for x in results)
     rate = f"{r['tokens_per_s']:.1f} tokens/s" if r.get("tokens_per_s") else "- tokens/s"
-    prefill = f", prefill {r['prefill_ms']:.0f} ms ({plural(len(r['prompt_ids']), 'token')})" if r.get("prefill_ms") else ""
-    print(f"{plural(tokens, 'token')} in {r['seconds']:.2f} s, {rate}{prefill} [{engine.name}, {args.model}]",
-          file=sys.stderr)
+    prefill = (
+        f", prefill {r['prefill_ms']:.0f} ms ({plural(len(r['prompt_ids']), 'token')})" if r.get("prefill_ms") else ""
+    )
+    print(
+        f"{plural(tokens, 'token')} in {r['seconds']:.2f} s, {rate}{prefill} [{engine.name}, {args.model}]",
+        file=sys.stderr,
+    )
 
 
 def plural(n: int, noun: str) -> str:

@@ -34,8 +34,10 @@ def run(args: argparse.Namespace) -> int:
     rows = [
         ("model", info.source),
         ("format", f"{info.format}: {info.weights}"),
-        ("config", f"n_layer={c.n_layer} n_embd={c.n_embd} n_head={c.n_head} "
-                   f"vocab_size={c.vocab_size} n_ctx={c.n_ctx}"),
+        (
+            "config",
+            f"n_layer={c.n_layer} n_embd={c.n_embd} n_head={c.n_head} vocab_size={c.vocab_size} n_ctx={c.n_ctx}",
+        ),
         ("config from", str(info.config_file) if info.config_file else "inferred from the tensor shapes"),
         ("parameters", f"{info.parameters:,}"),
         ("dtype", dtypes),

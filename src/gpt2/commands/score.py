@@ -30,10 +30,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("text", nargs="*", help="the text (words are joined by spaces); '-' or nothing reads stdin")
     p.add_argument("--file", "-f", default=None, help="read the text from this file (UTF-8)")
     add_engine_arguments(p)
-    p.add_argument("--stride", type=int, default=None,
-                   help="sliding-window step for long texts (default n_ctx // 2)")
-    p.add_argument("--bos", action="store_true",
-                   help="prepend <|endoftext|> so that the first token is scored too")
+    p.add_argument("--stride", type=int, default=None, help="sliding-window step for long texts (default n_ctx // 2)")
+    p.add_argument("--bos", action="store_true", help="prepend <|endoftext|> so that the first token is scored too")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(run=run)
 
@@ -64,14 +62,26 @@ def run(args: argparse.Namespace) -> int:
         close_engine(engine)
     pieces = [tokenizer.decode([t]) for t in result.ids[1:]]
     if args.json:
-        print(json.dumps({
-            "ids": result.ids, "tokens": pieces, "logprobs": result.logprobs,
-            "nll": result.nll, "perplexity": result.perplexity, "windows": result.windows,
-            "engine": engine.name, "model": args.model,
-        }, ensure_ascii=False))
+        print(
+            json.dumps(
+                {
+                    "ids": result.ids,
+                    "tokens": pieces,
+                    "logprobs": result.logprobs,
+                    "nll": result.nll,
+                    "perplexity": result.perplexity,
+                    "windows": result.windows,
+                    "engine": engine.name,
+                    "model": args.model,
+                },
+                ensure_ascii=False,
+            )
+        )
         return 0
     for piece, lp in zip(pieces, result.logprobs):
         print(f"{lp:10.4f}  {piece!r}")
-    print(f"{plural(len(result.logprobs), 'token')} scored, mean NLL {result.nll:.4f} nats, "
-          f"perplexity {result.perplexity:.3f} [{engine.name}, {args.model}]")
+    print(
+        f"{plural(len(result.logprobs), 'token')} scored, mean NLL {result.nll:.4f} nats, "
+        f"perplexity {result.perplexity:.3f} [{engine.name}, {args.model}]"
+    )
     return 0

@@ -19,11 +19,21 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "(coloured on a terminal, in [brackets] otherwise). Reads stdin when TEXT is not given.",
     )
     p.add_argument("text", nargs="?", metavar="TEXT", help="the text (default: read stdin)")
-    p.add_argument("--json", action="store_true", help='print one JSON object: {"ids": [...], "tokens": [...], "count": n}')
+    p.add_argument(
+        "--json", action="store_true", help='print one JSON object: {"ids": [...], "tokens": [...], "count": n}'
+    )
     p.add_argument("--ids", action="store_true", help="print only the ids (pipe them into `gpt2 detokenize`)")
-    p.add_argument("--allow-special", action="store_true", help="encode <|endoftext|> as the special token 50256 instead of refusing it")
-    p.add_argument("--vocab", metavar="PATH", help="a directory (encoder.json + vocab.bpe, vocab.json + merges.txt) "
-                   "or a .tiktoken file (default: the GPT-2 vocabulary shipped with the package)")
+    p.add_argument(
+        "--allow-special",
+        action="store_true",
+        help="encode <|endoftext|> as the special token 50256 instead of refusing it",
+    )
+    p.add_argument(
+        "--vocab",
+        metavar="PATH",
+        help="a directory (encoder.json + vocab.bpe, vocab.json + merges.txt) "
+        "or a .tiktoken file (default: the GPT-2 vocabulary shipped with the package)",
+    )
     p.set_defaults(run=run)
 
 
@@ -90,7 +100,9 @@ def show_piece(piece: str) -> str:
 
 def render(pieces: list[str], colour: bool) -> str:
     if colour:
-        return "".join(f"\x1b[30;48;5;{_COLOURS[i % len(_COLOURS)]}m{show_piece(p)}\x1b[0m" for i, p in enumerate(pieces))
+        return "".join(
+            f"\x1b[30;48;5;{_COLOURS[i % len(_COLOURS)]}m{show_piece(p)}\x1b[0m" for i, p in enumerate(pieces)
+        )
     return "".join(f"[{show_piece(p)}]" for p in pieces)
 
 
@@ -102,7 +114,9 @@ def run(args: argparse.Namespace) -> int:
     if not args.allow_special:
         for special in sorted(tokenizer.special_tokens_set):
             if special in text:
-                raise TokenizerError(f"the text contains the special token {special}; pass --allow-special to encode it as one token")
+                raise TokenizerError(
+                    f"the text contains the special token {special}; pass --allow-special to encode it as one token"
+                )
     ids = tokenizer.encode(text, allowed_special="all" if args.allow_special else frozenset())
     pieces = tokenizer.decode_pieces(ids)
     if args.json:
@@ -113,5 +127,7 @@ def run(args: argparse.Namespace) -> int:
         colour = sys.stdout.isatty() and "NO_COLOR" not in os.environ
         print(" ".join(map(str, ids)))
         write_text(render(pieces, colour) + "\n")
-        print(f"{len(ids)} token{'s' * (len(ids) != 1)}, {len(text)} character{'s' * (len(text) != 1)}", file=sys.stderr)
+        print(
+            f"{len(ids)} token{'s' * (len(ids) != 1)}, {len(text)} character{'s' * (len(text) != 1)}", file=sys.stderr
+        )
     return 0

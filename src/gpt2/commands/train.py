@@ -53,13 +53,26 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--data", required=True, metavar="FILE_OR_DIR", help="UTF-8 text file, or a directory of them")
     p.add_argument("--out", required=True, metavar="DIR", help="run directory")
-    p.add_argument("--config", metavar="PRESET|JSON", help="model size: a preset (tiny, gpt2, ...), a JSON file or a model directory (default tiny)")
+    p.add_argument(
+        "--config",
+        metavar="PRESET|JSON",
+        help="model size: a preset (tiny, gpt2, ...), a JSON file or a model directory (default tiny)",
+    )
     p.add_argument("--init", metavar="MODEL", help="fine-tune this model (hub name such as gpt2, or a path)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
-    p.add_argument("--qkv-bias", dest="qkv_bias", action=argparse.BooleanOptionalAction, default=None,
-                   help="new models: bias on the query/key/value projection (default on)")
-    p.add_argument("--position-embedding", choices=("learned", "sinusoidal"), default=None,
-                   help="new models: learned (GPT-2) or fixed sinusoidal positions")
+    p.add_argument(
+        "--qkv-bias",
+        dest="qkv_bias",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="new models: bias on the query/key/value projection (default on)",
+    )
+    p.add_argument(
+        "--position-embedding",
+        choices=("learned", "sinusoidal"),
+        default=None,
+        help="new models: learned (GPT-2) or fixed sinusoidal positions",
+    )
     for flag, field, kind, text in HYPER:
         metavar = {int: "N", float: "X"}.get(kind, field.upper())
         choices = ("float32", "bfloat16", "float16") if field == "dtype" else None
@@ -79,12 +92,16 @@ def model_config(args: argparse.Namespace):
     """The requested model shape, or None to take it from --init / the checkpoint."""
     from ..config import Config
 
-    flags = {k: v for k, v in (("qkv_bias", args.qkv_bias), ("position_embedding", args.position_embedding)) if v is not None}
+    flags = {
+        k: v for k, v in (("qkv_bias", args.qkv_bias), ("position_embedding", args.position_embedding)) if v is not None
+    }
     if args.config is None:
         if not flags:
             return None
         if args.init or args.resume:
-            raise Gpt2Error("--qkv-bias and --position-embedding shape a new model; they cannot change --init or --resume")
+            raise Gpt2Error(
+                "--qkv-bias and --position-embedding shape a new model; they cannot change --init or --resume"
+            )
         return Config.preset("tiny").replace(**flags)
     return Config.from_spec(args.config).replace(**flags)
 
@@ -121,8 +138,11 @@ def run(args: argparse.Namespace) -> int:
     if os.environ.get("RANK", "0") == "0":
         progress.finish()
         val = f", validation loss {result.val_loss:.4f}" if result.val_loss is not None else ""
-        print(f"trained to step {result.step}{val}; model in {result.directory} "
-              f"(gpt2 generate --model {result.directory})", file=sys.stderr)
+        print(
+            f"trained to step {result.step}{val}; model in {result.directory} "
+            f"(gpt2 generate --model {result.directory})",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -164,9 +184,11 @@ class Progress:
         if self.quiet:
             return
         verb = "resuming at step" if e.resumed else "training from step"
-        self.line(f"{verb} {e.step} of {e.max_steps}: {e.parameters / 1e6:.2f}M parameters on {e.device}"
-                  f"{f' x{e.world_size}' if e.world_size > 1 else ''}, {e.train_tokens:,} training and "
-                  f"{e.val_tokens:,} validation tokens, {e.tokens_per_step:,} tokens per step")
+        self.line(
+            f"{verb} {e.step} of {e.max_steps}: {e.parameters / 1e6:.2f}M parameters on {e.device}"
+            f"{f' x{e.world_size}' if e.world_size > 1 else ''}, {e.train_tokens:,} training and "
+            f"{e.val_tokens:,} validation tokens, {e.tokens_per_step:,} tokens per step"
+        )
 
     def on_StepDone(self, e) -> None:
         self.rate = e.tokens_per_s if self.rate is None else 0.9 * self.rate + 0.1 * e.tokens_per_s

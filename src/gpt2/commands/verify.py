@@ -22,10 +22,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--json", action="store_true", help="print the table as one JSON object")
     p.add_argument("--seed", type=int, default=0, help="seed of the random inputs and weights (default 0)")
-    p.add_argument("--reference", action="append", choices=["numpy", "torch"],
-                   help="compare against this reference only (repeatable; default both)")
-    p.add_argument("--config", metavar="PRESET|JSON|DIR",
-                   help="model size to verify at: a preset name, a config.json or a model directory (default: a small 2-layer model)")
+    p.add_argument(
+        "--reference",
+        action="append",
+        choices=["numpy", "torch"],
+        help="compare against this reference only (repeatable; default both)",
+    )
+    p.add_argument(
+        "--config",
+        metavar="PRESET|JSON|DIR",
+        help="model size to verify at: a preset name, a config.json or a model directory "
+        "(default: a small 2-layer model)",
+    )
     p.set_defaults(run=run)
 
 
@@ -37,16 +45,19 @@ def run(args: argparse.Namespace) -> int:
     progress = None
     if not args.json and sys.stderr.isatty():
         progress = lambda name: print(f"\r\033[Kchecking {name} ...", end="", file=sys.stderr, flush=True)  # noqa: E731
-    report = run_verification(references=tuple(args.reference or ("numpy", "torch")), config=config,
-                              seed=args.seed, progress=progress)
+    report = run_verification(
+        references=tuple(args.reference or ("numpy", "torch")), config=config, seed=args.seed, progress=progress
+    )
     if progress:
         print("\r\033[K", end="", file=sys.stderr)
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
     else:
         c = config
-        print(f"Pure engine vs references: {c.n_layer} layers, n_embd {c.n_embd}, {c.n_head} heads, "
-              f"vocab {c.vocab_size}, seed {args.seed}\n")
+        print(
+            f"Pure engine vs references: {c.n_layer} layers, n_embd {c.n_embd}, {c.n_head} heads, "
+            f"vocab {c.vocab_size}, seed {args.seed}\n"
+        )
         print(format_table(report))
         for name, why in report.unavailable.items():
             print(f"\nreference {name} unavailable: {why}")

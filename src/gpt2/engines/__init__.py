@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-from typing import Any, Mapping, Protocol, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
 
 from ..config import Config
 from ..errors import EngineUnavailable, Gpt2Error
@@ -68,9 +69,9 @@ class BatchKVCache:
     def batch_size(self) -> int:
         return len(self.lengths)
 
-    def row(self, b: int) -> "BatchKVCache":
+    def row(self, b: int) -> BatchKVCache:
         """Row `b` as a one-row cache sharing this one's memory (filling it fills this)."""
-        return type(self)(self.keys[b:b + 1], self.values[b:b + 1], self.lengths[b:b + 1])
+        return type(self)(self.keys[b : b + 1], self.values[b : b + 1], self.lengths[b : b + 1])
 
 
 def available_engines() -> list[str]:

@@ -30,16 +30,17 @@ share each read of the weights, and may hold different numbers of positions.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
 from ..config import Config
 from ..errors import GenerationError, Gpt2Error
 from ..generation import check_window
-from ..sampling import check_logits
 from ..params import validate_params
+from ..sampling import check_logits
 from ..tensor import Tensor
 from . import BatchKVCache
 
@@ -68,7 +69,7 @@ class KVCache(BatchKVCache):
     """
 
     @classmethod
-    def empty(cls, config: Config, batch: int, dtype: Any) -> "KVCache":
+    def empty(cls, config: Config, batch: int, dtype: Any) -> KVCache:
         shape = (batch, config.n_layer, config.n_head, config.n_ctx, config.head_dim)
         return cls(np.zeros(shape, dtype), np.zeros(shape, dtype), np.zeros(batch, np.int64))
 
@@ -192,8 +193,9 @@ class Buffers:
 class NumpyEngine:
     name = "numpy"
 
-    def __init__(self, config: Config, params: Mapping[str, Tensor], dtype: str = "float32",
-                 threads: int | None = None) -> None:
+    def __init__(
+        self, config: Config, params: Mapping[str, Tensor], dtype: str = "float32", threads: int | None = None
+    ) -> None:
         """`threads`: set the BLAS thread count (process-wide, through threadpoolctl) -- only
         when asked. One thread is steadier on a machine whose cores are shared."""
         if dtype not in DTYPES:
@@ -216,14 +218,22 @@ class NumpyEngine:
         self.blocks = []
         for i in range(config.n_layer):
             p = f"h.{i}."
-            self.blocks.append(Block(
-                array(p + "ln_1.weight"), array(p + "ln_1.bias"),
-                out_by_in(p + "attn.c_attn.weight"), array(p + "attn.c_attn.bias"),
-                out_by_in(p + "attn.c_proj.weight"), array(p + "attn.c_proj.bias"),
-                array(p + "ln_2.weight"), array(p + "ln_2.bias"),
-                out_by_in(p + "mlp.c_fc.weight"), array(p + "mlp.c_fc.bias"),
-                out_by_in(p + "mlp.c_proj.weight"), array(p + "mlp.c_proj.bias"),
-            ))
+            self.blocks.append(
+                Block(
+                    array(p + "ln_1.weight"),
+                    array(p + "ln_1.bias"),
+                    out_by_in(p + "attn.c_attn.weight"),
+                    array(p + "attn.c_attn.bias"),
+                    out_by_in(p + "attn.c_proj.weight"),
+                    array(p + "attn.c_proj.bias"),
+                    array(p + "ln_2.weight"),
+                    array(p + "ln_2.bias"),
+                    out_by_in(p + "mlp.c_fc.weight"),
+                    array(p + "mlp.c_fc.bias"),
+                    out_by_in(p + "mlp.c_proj.weight"),
+                    array(p + "mlp.c_proj.bias"),
+                )
+            )
         self.ln_f_gain, self.ln_f_bias = array("ln_f.weight"), array("ln_f.bias")
         self._buffers: Buffers | None = None
 
@@ -256,8 +266,13 @@ class NumpyEngine:
         if not all_logits:
             x = x[:, -1:]  # only the last position is projected onto the vocabulary
         B, T, d = x.shape
-        h = layer_norm(x.reshape(B * T, d), self.ln_f_gain, self.ln_f_bias, self.config.layer_norm_epsilon,
-                       out=np.empty((B * T, d), self.dtype))
+        h = layer_norm(
+            x.reshape(B * T, d),
+            self.ln_f_gain,
+            self.ln_f_bias,
+            self.config.layer_norm_epsilon,
+            out=np.empty((B * T, d), self.dtype),
+        )
         logits = linear(h, self.wte, None, out=np.empty((self.config.vocab_size, B * T), self.dtype).T)
         logits = logits.reshape(B, T, -1).astype(np.float32, copy=False)
         return logits if all_logits else logits[:, 0]
@@ -301,15 +316,16 @@ class NumpyEngine:
         cache.lengths += T
         return x.reshape(B, T, -1)
 
-    def _attention(self, qkv: np.ndarray, cache: KVCache, layer: int, past: np.ndarray,
-                   B: int, T: int, mask: np.ndarray | None) -> np.ndarray:
+    def _attention(
+        self, qkv: np.ndarray, cache: KVCache, layer: int, past: np.ndarray, B: int, T: int, mask: np.ndarray | None
+    ) -> np.ndarray:
         H, hd = self.config.n_head, self.config.head_dim
         # [N, 3d] -> 3 x [B, H, T, hd]
         q, k, v = qkv.reshape(B, T, 3, H, hd).transpose(2, 0, 3, 1, 4)
         keys, values = cache.keys[:, layer], cache.values[:, layer]  # [B, H, n_ctx, hd]
         for b in range(B):  # append this step's keys and values after each row's past
-            keys[b, :, past[b]:past[b] + T] = k[b]
-            values[b, :, past[b]:past[b] + T] = v[b]
+            keys[b, :, past[b] : past[b] + T] = k[b]
+            values[b, :, past[b] : past[b] + T] = v[b]
         seen = int(past.max()) + T
         q = q * self.dtype.type(1.0 / math.sqrt(hd))
         y = attend(q, keys[:, :, :seen], values[:, :, :seen], mask)  # [B, H, T, hd]

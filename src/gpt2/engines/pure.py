@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 import operator
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 from ..config import Config
 from ..errors import GenerationError, Gpt2Error
@@ -54,8 +54,9 @@ class KVCache:
         self.config = config
         self.length = 0
         self.keys = [[[] for _ in range(config.n_head)] for _ in range(config.n_layer)]
-        self.values = [[[[] for _ in range(config.head_dim)] for _ in range(config.n_head)]
-                       for _ in range(config.n_layer)]
+        self.values = [
+            [[[] for _ in range(config.head_dim)] for _ in range(config.n_head)] for _ in range(config.n_layer)
+        ]
 
     def __len__(self) -> int:
         return self.length
@@ -64,11 +65,19 @@ class KVCache:
 class PureEngine:
     name = "pure"
 
-    def __init__(self, config: Config, params: Mapping[str, Tensor], *, workers: int | None = None,
-                 storage: str = "auto", method: str = BEST_METHOD) -> None:
+    def __init__(
+        self,
+        config: Config,
+        params: Mapping[str, Tensor],
+        *,
+        workers: int | None = None,
+        storage: str = "auto",
+        method: str = BEST_METHOD,
+    ) -> None:
         """`workers`: processes sharing the matrix products (None: one per core, at most 8,
         for models of 20M parameters or more, else 1). `storage`: "fast", "compact", "fp16" or "auto"
-        (fast up to 400M parameters, compact above); see `gpt2.pure.layout`. `method`: the inner product, see `gpt2.pure.layout`."""
+        (fast up to 400M parameters, compact above); see `gpt2.pure.layout`. `method`: the inner
+        product, see `gpt2.pure.layout`."""
         validate_params(params, config)
         if storage == "auto":
             storage = "fast" if config.num_parameters() <= FAST_STORAGE_MAX_PARAMS else "compact"
@@ -87,10 +96,21 @@ class PureEngine:
         for i in range(config.n_layer):
             p = f"h.{i}."
             self.norms.append(tuple(vec(p + n) for n in ("ln_1.weight", "ln_1.bias", "ln_2.weight", "ln_2.bias")))
-            for name, n_in, n_out in (("attn.c_attn", c, 3 * c), ("attn.c_proj", c, c),
-                                      ("mlp.c_fc", c, 4 * c), ("mlp.c_proj", 4 * c, c)):
-                specs.append(MatrixSpec(params[p + name + ".weight"].as_floats(), n_in, n_out,
-                                        transposed=True, bias=vec(p + name + ".bias")))
+            for name, n_in, n_out in (
+                ("attn.c_attn", c, 3 * c),
+                ("attn.c_proj", c, c),
+                ("mlp.c_fc", c, 4 * c),
+                ("mlp.c_proj", 4 * c, c),
+            ):
+                specs.append(
+                    MatrixSpec(
+                        params[p + name + ".weight"].as_floats(),
+                        n_in,
+                        n_out,
+                        transposed=True,
+                        bias=vec(p + name + ".bias"),
+                    )
+                )
         specs.append(MatrixSpec(self.wte, c, config.vocab_size, transposed=False, bias=None))
         self.ln_f = (vec("ln_f.weight"), vec("ln_f.bias"))
         self.matrices = ShardedMatrices(specs, workers=workers, storage=storage, method=method)
@@ -127,7 +147,9 @@ class PureEngine:
     def embed(self, token: int, position: int) -> list[float]:
         """wte[token] + wpe[position]: [C]."""
         c = self.config.n_embd
-        return list(map(operator.add, self.wte[token * c:(token + 1) * c], self.wpe[position * c:(position + 1) * c]))
+        return list(
+            map(operator.add, self.wte[token * c : (token + 1) * c], self.wpe[position * c : (position + 1) * c])
+        )
 
     def block(self, xs: list[list[float]], layer: int, cache: KVCache) -> list[list[float]]:
         """One pre-norm transformer block over T new positions: [T][C] -> [T][C]."""
@@ -152,9 +174,9 @@ class PureEngine:
         scale = 1.0 / math.sqrt(d)
         out: list[float] = []
         for h in range(cfg.n_head):
-            q = qkv[h * d:(h + 1) * d]  # [D]
-            k = qkv[c + h * d:c + (h + 1) * d]  # [D]
-            v = qkv[2 * c + h * d:2 * c + (h + 1) * d]  # [D]
+            q = qkv[h * d : (h + 1) * d]  # [D]
+            k = qkv[c + h * d : c + (h + 1) * d]  # [D]
+            v = qkv[2 * c + h * d : 2 * c + (h + 1) * d]  # [D]
             keys, values = cache.keys[layer][h], cache.values[layer][h]
             keys.append(k)
             for component, value in zip(values, v):

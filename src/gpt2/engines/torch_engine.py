@@ -33,7 +33,8 @@ weights when it is built: for other weights, build another engine):
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -43,8 +44,8 @@ from ..errors import GenerationError, Gpt2Error
 from ..generation import check_ids, check_window
 from ..params import validate_params
 from ..tensor import Tensor
-from . import BatchKVCache
 from ..torch_model import GPT2, tensor_to_torch
+from . import BatchKVCache
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -139,8 +140,10 @@ class TorchEngine:
         # Each projection's (weight, bias) in the layout its kernel reads, made once: oneDNN
         # takes (out, in) = weight.t(), contiguous here; addmm takes the (in, out) weight.
         self._weights = [
-            [(conv.weight.t() if self._inner_product is not None else conv.weight, conv.bias)
-             for conv in (b.attn.c_attn, b.attn.c_proj, b.mlp.c_fc, b.mlp.c_proj)]
+            [
+                (conv.weight.t() if self._inner_product is not None else conv.weight, conv.bias)
+                for conv in (b.attn.c_attn, b.attn.c_proj, b.mlp.c_fc, b.mlp.c_proj)
+            ]
             for b in self.model.h
         ]
 
@@ -211,7 +214,7 @@ class TorchEngine:
         m, eps, d = self.model, self.config.layer_norm_epsilon, self.config.n_embd
         uniform = all(p == past[0] for p in past)
         if uniform:
-            pos = m.wpe.weight[past[0]:past[0] + T]  # [T, d]
+            pos = m.wpe.weight[past[0] : past[0] + T]  # [T, d]
         else:
             pos = m.wpe.weight[torch.tensor([[p + i for i in range(T)] for p in past], device=self.device)]
         x = (m.wte.weight[tokens] + pos).view(B * T, d)  # [N, d]
@@ -238,18 +241,28 @@ class TorchEngine:
         allowed = keys.view(1, 1, -1) <= seen.unsqueeze(-1)  # [B, T, S]
         return allowed.unsqueeze(1).to(self.device), False
 
-    def _attention(self, qkv: torch.Tensor, cache: KVCache, layer: int, past: list[int], uniform: bool,
-                   B: int, T: int, mask: torch.Tensor | None, causal: bool) -> torch.Tensor:
+    def _attention(
+        self,
+        qkv: torch.Tensor,
+        cache: KVCache,
+        layer: int,
+        past: list[int],
+        uniform: bool,
+        B: int,
+        T: int,
+        mask: torch.Tensor | None,
+        causal: bool,
+    ) -> torch.Tensor:
         H, hd = self.config.n_head, self.config.head_dim
         q, k, v = qkv.view(B, T, 3, H, hd).permute(2, 0, 3, 1, 4)  # 3 x [B, H, T, hd]
         keys, values = cache.keys[:, layer], cache.values[:, layer]  # [B, H, n_ctx, hd]
         if uniform:
-            keys[:, :, past[0]:past[0] + T] = k
-            values[:, :, past[0]:past[0] + T] = v
+            keys[:, :, past[0] : past[0] + T] = k
+            values[:, :, past[0] : past[0] + T] = v
         else:
             for b, p in enumerate(past):
-                keys[b, :, p:p + T] = k[b]
-                values[b, :, p:p + T] = v[b]
+                keys[b, :, p : p + T] = k[b]
+                values[b, :, p : p + T] = v[b]
         seen = max(past) + T
         y = F.scaled_dot_product_attention(
             q, keys[:, :, :seen], values[:, :, :seen], attn_mask=mask, is_causal=causal
@@ -266,7 +279,7 @@ def _onednn_linear() -> Any:
 
 
 def pick_kernel(kernel: str, device: torch.device, dtype: torch.dtype) -> str:
-    """"onednn" or "blas". "auto" takes oneDNN on the CPU in float32 with more than one
+    """ "onednn" or "blas". "auto" takes oneDNN on the CPU in float32 with more than one
     thread (its gain comes from using every core; on one thread MKL's matrix-vector
     product is faster: 30 vs 34 ms per token for 124M), if it is built in and gives the
     right answer on a small product. Asking for "onednn" where it cannot run is an error."""

@@ -31,8 +31,8 @@ import math
 import operator
 import struct
 import sys
+from collections.abc import Sequence
 from itertools import repeat
-from typing import Sequence
 
 STORAGES = ("fast", "compact", "fp16")
 METHODS = ("sumprod", "dist", "map")
@@ -87,8 +87,8 @@ class RowMatrix:
         storage: str = "fast",
         method: str = BEST_METHOD,
     ) -> None:
-        """`flat` holds the weight's values (a float memoryview or array) in checkpoint order: (n_in, n_out) Conv1D layout when
-        `transposed` (row j is the strided column flat[j::n_out]), else (n_out, n_in)
+        """`flat` holds the weight's values (a float memoryview or array) in checkpoint order:
+        (n_in, n_out) Conv1D layout when `transposed` (row j is the strided column flat[j::n_out]), else (n_out, n_in)
         rows (the tied output projection `wte`)."""
         if storage not in STORAGES:
             raise ValueError(f"storage must be one of {STORAGES}, got {storage!r}")

@@ -12,7 +12,7 @@ with a KV cache and faster inner products; `gpt2 verify` checks both.
 from __future__ import annotations
 
 import math
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 from ..config import Config
 from ..tensor import Tensor

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import operator
-from typing import Sequence
+from collections.abc import Sequence
 
 Vector = Sequence[float]
 Matrix = Sequence[Sequence[float]]

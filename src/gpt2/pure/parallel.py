@@ -18,8 +18,8 @@ import gc
 import multiprocessing
 import os
 import weakref
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from ..errors import Gpt2Error
 from .layout import BEST_METHOD, RowMatrix
@@ -51,8 +51,11 @@ def _build(specs: Sequence[MatrixSpec], shard: int, n_shards: int, storage: str,
     out = []
     for s in specs:
         lo, hi = s.n_out * shard // n_shards, s.n_out * (shard + 1) // n_shards
-        out.append(RowMatrix(s.flat, s.n_in, s.n_out, lo, hi, transposed=s.transposed,
-                             bias=s.bias, storage=storage, method=method))
+        out.append(
+            RowMatrix(
+                s.flat, s.n_in, s.n_out, lo, hi, transposed=s.transposed, bias=s.bias, storage=storage, method=method
+            )
+        )
     return out
 
 
@@ -97,8 +100,9 @@ def _shutdown(connections, processes) -> None:
 class ShardedMatrices:
     """A list of matrices whose matvecs run split across `workers` processes (this one included)."""
 
-    def __init__(self, specs: Sequence[MatrixSpec], *, workers: int = 1, storage: str = "fast",
-                 method: str = BEST_METHOD) -> None:
+    def __init__(
+        self, specs: Sequence[MatrixSpec], *, workers: int = 1, storage: str = "fast", method: str = BEST_METHOD
+    ) -> None:
         if workers < 1:
             raise Gpt2Error(f"workers must be >= 1, got {workers}")
         if workers > 1 and not can_fork():
@@ -110,8 +114,12 @@ class ShardedMatrices:
             ctx = multiprocessing.get_context("fork")
             for shard in range(1, workers):
                 parent_end, child_end = ctx.Pipe()
-                p = ctx.Process(target=_worker, args=(child_end, specs, shard, workers, storage, method),
-                                daemon=True, name=f"gpt2-pure-shard-{shard}")
+                p = ctx.Process(
+                    target=_worker,
+                    args=(child_end, specs, shard, workers, storage, method),
+                    daemon=True,
+                    name=f"gpt2-pure-shard-{shard}",
+                )
                 p.start()
                 child_end.close()
                 self._connections.append(parent_end)
@@ -125,8 +133,9 @@ class ShardedMatrices:
         try:
             answer = conn.recv()
         except (EOFError, OSError):
-            raise Gpt2Error("a pure-engine worker process died (out of memory?); "
-                            "try workers=1 or storage='compact'") from None
+            raise Gpt2Error(
+                "a pure-engine worker process died (out of memory?); try workers=1 or storage='compact'"
+            ) from None
         if isinstance(answer, BaseException):
             raise answer
         return answer

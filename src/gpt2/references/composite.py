@@ -15,8 +15,9 @@ def mlp(ops, x, w, prefix):
 
 def block(ops, x, w, i, config):
     p, eps = f"h.{i}.", config.layer_norm_epsilon
-    a = ops.multi_head_attention(ops.layer_norm(x, w[p + "ln_1.weight"], w[p + "ln_1.bias"], eps), w, p + "attn.",
-                                 config.n_head)
+    a = ops.multi_head_attention(
+        ops.layer_norm(x, w[p + "ln_1.weight"], w[p + "ln_1.bias"], eps), w, p + "attn.", config.n_head
+    )
     x = x + a
     return x + mlp(ops, ops.layer_norm(x, w[p + "ln_2.weight"], w[p + "ln_2.bias"], eps), w, p + "mlp.")
 

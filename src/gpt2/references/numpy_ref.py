@@ -63,8 +63,10 @@ def attention(q, k, v):
 
 def multi_head_attention(x, w, prefix, n_head):
     q, k, v = np.split(linear(x, w[prefix + "c_attn.weight"], w[prefix + "c_attn.bias"]), 3, axis=-1)
-    heads = [attention(qh, kh, vh) for qh, kh, vh in
-             zip(np.split(q, n_head, axis=-1), np.split(k, n_head, axis=-1), np.split(v, n_head, axis=-1))]
+    heads = [
+        attention(qh, kh, vh)
+        for qh, kh, vh in zip(np.split(q, n_head, axis=-1), np.split(k, n_head, axis=-1), np.split(v, n_head, axis=-1))
+    ]
     return linear(np.hstack(heads), w[prefix + "c_proj.weight"], w[prefix + "c_proj.bias"])
 
 

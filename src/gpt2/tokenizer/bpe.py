@@ -21,7 +21,7 @@ Two implementations give the same parts:
 from __future__ import annotations
 
 import heapq
-from typing import Mapping
+from collections.abc import Mapping
 
 # Above this many bytes a piece goes to the heap merge; below it the list merge is faster.
 LONG_PIECE = 128

@@ -12,10 +12,10 @@ import base64
 import binascii
 import json
 import struct
-from itertools import accumulate
+from collections.abc import Mapping
 from dataclasses import dataclass
+from itertools import accumulate
 from pathlib import Path
-from typing import Mapping
 
 from .bytes_unicode import CHAR_TO_BYTE, token_string_to_bytes
 from .errors import TokenizerError
@@ -81,7 +81,9 @@ def read_tiktoken(path: str | Path) -> dict[bytes, int]:
                     token, rank = line.split()
                     ranks[base64.b64decode(token, validate=True)] = int(rank)
                 except (ValueError, binascii.Error):
-                    raise TokenizerError(f"{path}:{line_number}: expected '<base64 token> <rank>', got {line[:60]!r}") from None
+                    raise TokenizerError(
+                        f"{path}:{line_number}: expected '<base64 token> <rank>', got {line[:60]!r}"
+                    ) from None
     except OSError as exc:
         raise TokenizerError(f"cannot read {path}: {exc.strerror or exc}") from None
     if not ranks:
@@ -116,7 +118,9 @@ def read_merges(path: str | Path) -> list[tuple[str, str]]:
                     continue
                 pair = line.split(" ")
                 if len(pair) != 2 or not all(pair):
-                    raise TokenizerError(f"{path}:{line_number}: expected two tokens separated by one space, got {line[:60]!r}")
+                    raise TokenizerError(
+                        f"{path}:{line_number}: expected two tokens separated by one space, got {line[:60]!r}"
+                    )
                 merges.append((pair[0], pair[1]))
     except OSError as exc:
         raise TokenizerError(f"cannot read {path}: {exc.strerror or exc}") from None
@@ -172,8 +176,11 @@ def find_vocabulary_files(directory: str | Path) -> dict[str, Path]:
     directory = Path(directory)
     if not directory.is_dir():
         raise TokenizerError(f"{directory}: not a directory")
-    found = {name: directory / name for name in ("encoder.json", "vocab.bpe", "vocab.json", "merges.txt")
-             if (directory / name).is_file()}
+    found = {
+        name: directory / name
+        for name in ("encoder.json", "vocab.bpe", "vocab.json", "merges.txt")
+        if (directory / name).is_file()
+    }
     tiktoken_files = sorted(directory.glob("*.tiktoken"))
     if tiktoken_files:
         found["tiktoken"] = tiktoken_files[0]

@@ -101,7 +101,7 @@ def gpt2_pattern_source() -> str:
     )
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def gpt2_pattern() -> re.Pattern[str]:
     """The compiled pattern, built once per process on first use (about 50 ms)."""
     return re.compile(gpt2_pattern_source())

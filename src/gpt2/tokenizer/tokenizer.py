@@ -18,9 +18,11 @@ from __future__ import annotations
 import functools
 import operator
 import re
+from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Set as AbstractSet
 from itertools import chain
 from pathlib import Path
-from typing import AbstractSet, Collection, Iterable, Literal, Mapping
+from typing import Literal
 
 from .bpe import bpe_merge
 from .errors import TokenizerError
@@ -111,7 +113,8 @@ class Tokenizer:
         if "tiktoken" in found:
             return cls.from_tiktoken_file(found["tiktoken"])
         raise TokenizerError(
-            f"{directory}: no vocabulary found (expected encoder.json + vocab.bpe, vocab.json + merges.txt, or a .tiktoken file)"
+            f"{directory}: no vocabulary found (expected encoder.json + vocab.bpe, vocab.json + merges.txt, "
+            "or a .tiktoken file)"
         )
 
     # --- facts ------------------------------------------------------------------------------
@@ -157,7 +160,9 @@ class Tokenizer:
         """
         text = _checked_text(text)
         allowed = self._special_set(allowed_special, "allowed_special", everything=self.special_tokens_set)
-        disallowed = self._special_set(disallowed_special, "disallowed_special", everything=self.special_tokens_set - allowed)
+        disallowed = self._special_set(
+            disallowed_special, "disallowed_special", everything=self.special_tokens_set - allowed
+        )
         if disallowed:
             found = _special_regex(frozenset(disallowed)).search(text)
             if found:
@@ -184,7 +189,10 @@ class Tokenizer:
             raise TokenizerError(f"{argument} must be 'all' or a collection of special-token strings, got {value!r}")
         unknown = set(value) - self.special_tokens_set  # type: ignore[arg-type]
         if unknown:
-            raise TokenizerError(f"{argument}: {sorted(unknown)} not special tokens of this tokenizer ({sorted(self.special_tokens_set)})")
+            raise TokenizerError(
+                f"{argument}: {sorted(unknown)} not special tokens of this tokenizer "
+                f"({sorted(self.special_tokens_set)})"
+            )
         return frozenset(value)  # type: ignore[arg-type]
 
     def _encode_text(self, text: str) -> list[int]:

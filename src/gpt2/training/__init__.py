@@ -16,7 +16,19 @@ from .loop import TrainResult, train
 from .settings import TrainConfig
 
 __all__ = [
-    "train", "TrainConfig", "TrainResult", "evaluate_text", "EvalResult",
-    "Tokenizing", "TrainStarted", "StepDone", "Evaluated", "CheckpointSaved", "Notice",
-    "DataError", "CheckpointError", "TrainConfigError", "TrainingInterrupted",
+    "train",
+    "TrainConfig",
+    "TrainResult",
+    "evaluate_text",
+    "EvalResult",
+    "Tokenizing",
+    "TrainStarted",
+    "StepDone",
+    "Evaluated",
+    "CheckpointSaved",
+    "Notice",
+    "DataError",
+    "CheckpointError",
+    "TrainConfigError",
+    "TrainingInterrupted",
 ]

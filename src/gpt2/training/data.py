@@ -28,9 +28,9 @@ from __future__ import annotations
 
 import array
 import hashlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -54,7 +54,8 @@ def data_files(path: str | Path) -> list[Path]:
         return [path]
     if path.is_dir():
         files = sorted(
-            p for p in path.rglob("*")
+            p
+            for p in path.rglob("*")
             if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts)
         )
         if not files:
@@ -175,7 +176,9 @@ def check_vocabulary(tokens: np.ndarray, vocab_size: int, name: str, tokenizer=N
 # --- 3. split --------------------------------------------------------------------------
 
 
-def split_tokens(tokens: np.ndarray, val_fraction: float, context: int, name: str = "the data") -> tuple[np.ndarray, np.ndarray]:
+def split_tokens(
+    tokens: np.ndarray, val_fraction: float, context: int, name: str = "the data"
+) -> tuple[np.ndarray, np.ndarray]:
     """(train, validation): the last `val_fraction` of the stream is validation; each part
     must hold at least one window of `context + 1` tokens."""
     n = len(tokens)
@@ -186,7 +189,7 @@ def split_tokens(tokens: np.ndarray, val_fraction: float, context: int, name: st
             f"{name} has {n} tokens, too short for context length {context} ({needs}); "
             f"use more text, a smaller --context-length or a smaller --val-fraction"
         )
-    return tokens[: n - n_val], tokens[n - n_val:]
+    return tokens[: n - n_val], tokens[n - n_val :]
 
 
 # --- 4. windows ------------------------------------------------------------------------
@@ -208,7 +211,7 @@ class Windows:
 
     def batch(self, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
         """Inputs and targets, both [len(indices), context] int64."""
-        rows = np.stack([self.tokens[self.starts[i]: self.starts[i] + self.context + 1] for i in indices])
+        rows = np.stack([self.tokens[self.starts[i] : self.starts[i] + self.context + 1] for i in indices])
         rows = torch.from_numpy(rows.astype(np.int64))  # [B, context + 1]
         return rows[:, :-1], rows[:, 1:]
 
@@ -241,7 +244,7 @@ class WindowSampler:
         out: list[int] = []
         while len(out) < n:
             order = self._permutation()
-            chunk = order[self.cursor: self.cursor + n - len(out)].tolist()
+            chunk = order[self.cursor : self.cursor + n - len(out)].tolist()
             out.extend(chunk)
             self.cursor += len(chunk)
             if self.cursor >= self.num_windows:

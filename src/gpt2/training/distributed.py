@@ -11,8 +11,9 @@ the processes talk over `gloo` on the CPU, which is how this is tested.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 import torch.distributed as dist

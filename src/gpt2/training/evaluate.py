@@ -9,21 +9,21 @@ from __future__ import annotations
 
 import contextlib
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 import torch
 
+from ..engines.torch_engine import pick_device as engine_pick_device
 from ..sampling import Sampler, SamplingConfig
 from . import distributed
-from ..engines.torch_engine import pick_device as engine_pick_device
 from .data import Windows, check_vocabulary, load_tokens
 from .errors import DataError, TrainConfigError
 
 
 def pick_device(name: str) -> torch.device:
-    """"auto": CUDA when present, else Apple's MPS, else the CPU (the engines' choice too)."""
+    """ "auto": CUDA when present, else Apple's MPS, else the CPU (the engines' choice too)."""
     return engine_pick_device(None if name == "auto" else name)
 
 
@@ -54,18 +54,19 @@ def windows_loss(
     batch_size: int,
     device: torch.device,
     dtype: str = "float32",
-    dist: distributed.Distributed = distributed.Distributed(),
+    dist: distributed.Distributed | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> float:
     """Mean loss over the given windows; under DDP each process scores its share.
     `progress(done, total)` is called after each batch with this process's window counts."""
+    dist = dist or distributed.Distributed()
     was_training = model.training
     model.eval()
-    mine = list(indices)[dist.rank:: dist.world_size]
+    mine = list(indices)[dist.rank :: dist.world_size]
     total = torch.zeros(2, dtype=torch.float64, device=device)  # [sum of losses, windows]
     try:
         for i in range(0, len(mine), batch_size):
-            x, y = windows.batch(mine[i: i + batch_size])
+            x, y = windows.batch(mine[i : i + batch_size])
             with autocast_context(device, dtype):
                 _, loss = model(x.to(device), y.to(device))
             total[0] += loss.double() * len(x)
@@ -79,7 +80,9 @@ def windows_loss(
 
 
 @torch.no_grad()
-def sample_text(model: torch.nn.Module, tokenizer, *, n_tokens: int, seed: int, device: torch.device, top_k: int = 40) -> str:
+def sample_text(
+    model: torch.nn.Module, tokenizer, *, n_tokens: int, seed: int, device: torch.device, top_k: int = 40
+) -> str:
     """A short unconditional sample (top-k, seeded so samples are comparable across steps).
     Uses its own random generator: sampling never disturbs the training RNG."""
     was_training = model.training
@@ -129,7 +132,9 @@ def evaluate_text(
     tokens, _ = load_tokens(data, tokenizer, cache_dir)
     check_vocabulary(tokens, config.vocab_size, str(data), tokenizer)
     if context_length is not None and context_length > config.n_ctx:
-        raise TrainConfigError(f"context length {context_length} is longer than the model's context window {config.n_ctx}")
+        raise TrainConfigError(
+            f"context length {context_length} is longer than the model's context window {config.n_ctx}"
+        )
     if len(tokens) < 2:
         raise DataError(f"{data} has {len(tokens)} token(s); scoring needs at least 2")
     context = min(context_length or config.n_ctx, len(tokens) - 1)  # a short text: one window

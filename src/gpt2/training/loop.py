@@ -22,15 +22,16 @@ import contextlib
 import math
 import random
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import torch
 
 from ..config import Config
 from . import checkpoint, distributed
-from .data import WindowSampler, Windows, check_vocabulary, load_tokens, split_tokens
+from .data import Windows, WindowSampler, check_vocabulary, load_tokens, split_tokens
 from .errors import CheckpointError, DataError, TrainingInterrupted
 from .evaluate import autocast_context, pick_device, sample_text, spread_indices, windows_loss
 from .events import CheckpointSaved, Evaluated, Notice, StepDone, Tokenizing, TrainStarted
@@ -85,14 +86,18 @@ def _model_config(config: Config | None, init: str | None, resume_state: dict | 
 
         loaded, params = load_pretrained(init)
         if config is not None and config.replace(dropout=0.0) != loaded.replace(dropout=0.0):
-            raise CheckpointError(f"--init {init} is {_describe(loaded)}, which differs from the requested {_describe(config)}")
+            raise CheckpointError(
+                f"--init {init} is {_describe(loaded)}, which differs from the requested {_describe(config)}"
+            )
         return loaded, params
     return (config or Config.preset("tiny")), None
 
 
 def _describe(c: Config) -> str:
-    return (f"n_layer={c.n_layer} n_embd={c.n_embd} n_head={c.n_head} n_ctx={c.n_ctx} "
-            f"vocab={c.vocab_size} qkv_bias={c.qkv_bias} positions={c.position_embedding}")
+    return (
+        f"n_layer={c.n_layer} n_embd={c.n_embd} n_head={c.n_head} n_ctx={c.n_ctx} "
+        f"vocab={c.vocab_size} qkv_bias={c.qkv_bias} positions={c.position_embedding}"
+    )
 
 
 def _settings(options: Mapping[str, Any], resume_state: dict | None) -> TrainConfig:
@@ -132,8 +137,18 @@ def train(
     new_directory = not Path(out_dir).exists()
     trainer = None
     try:
-        trainer = Trainer(data, Path(out_dir), tokenizer=tokenizer, config=config, init=init, resume=resume,
-                          options=dict(options or {}), cache_dir=cache_dir, dist=dist, on_event=on_event)
+        trainer = Trainer(
+            data,
+            Path(out_dir),
+            tokenizer=tokenizer,
+            config=config,
+            init=init,
+            resume=resume,
+            options=dict(options or {}),
+            cache_dir=cache_dir,
+            dist=dist,
+            on_event=on_event,
+        )
         return trainer.run()
     except KeyboardInterrupt:
         raise TrainingInterrupted(_interrupted(trainer, out_dir)) from None
@@ -143,15 +158,19 @@ def train(
         distributed.stop(dist)
 
 
-def _interrupted(trainer: "Trainer | None", out_dir: str | Path) -> str:
+def _interrupted(trainer: Trainer | None, out_dir: str | Path) -> str:
     """What a Ctrl-C left behind: checkpoints are atomic, so the last finished one is intact."""
     if trainer is None:
         return f"interrupted before training started; {out_dir} holds no new checkpoint"
     if trainer.saved_step is None:
-        return (f"interrupted at step {trainer.step}, before a checkpoint was complete; nothing was saved "
-                f"(checkpoints every {trainer.run_config.checkpoint_interval} steps: --checkpoint-interval)")
-    return (f"interrupted at step {trainer.step}; the last checkpoint (step {trainer.saved_step}) "
-            f"is in {out_dir}: continue it with --resume")
+        return (
+            f"interrupted at step {trainer.step}, before a checkpoint was complete; nothing was saved "
+            f"(checkpoints every {trainer.run_config.checkpoint_interval} steps: --checkpoint-interval)"
+        )
+    return (
+        f"interrupted at step {trainer.step}; the last checkpoint (step {trainer.saved_step}) "
+        f"is in {out_dir}: continue it with --resume"
+    )
 
 
 class Trainer:
@@ -165,7 +184,9 @@ class Trainer:
             checkpoint.remove_stale_temporaries(out)
         self.resume_state = checkpoint.load_state(out) if resume else None
         if not resume and checkpoint.has_state(out):
-            raise CheckpointError(f"{out} already holds a checkpoint; pass --resume to continue it or choose another --out")
+            raise CheckpointError(
+                f"{out} already holds a checkpoint; pass --resume to continue it or choose another --out"
+            )
         model_config, init_params = _model_config(config, init, self.resume_state)
         settings = _settings(options, self.resume_state)
         if settings.dropout is not None:
@@ -191,12 +212,15 @@ class Trainer:
 
     def _load_data(self, data, cache_dir) -> None:
         run = self.run_config
-        tokens, self.data_key = load_tokens(data, self.tokenizer, cache_dir,
-                                            on_tokenize=lambda files, chars: self.emit(Tokenizing(files, chars)))
+        tokens, self.data_key = load_tokens(
+            data, self.tokenizer, cache_dir, on_tokenize=lambda files, chars: self.emit(Tokenizing(files, chars))
+        )
         check_vocabulary(tokens, self.model_config.vocab_size, str(data), self.tokenizer)
         if self.resume_state is not None and self.resume_state["data_key"] != self.data_key:
-            raise DataError("--data is not the text this checkpoint was trained on; to train on new text, "
-                            f"start a new run with --init {self.out}")
+            raise DataError(
+                "--data is not the text this checkpoint was trained on; to train on new text, "
+                f"start a new run with --init {self.out}"
+            )
         train_tokens, val_tokens = split_tokens(tokens, run.val_fraction, run.context_length, name=str(data))
         self.train_windows = Windows(train_tokens, run.context_length, run.stride)
         self.val_windows = Windows(val_tokens, run.context_length, run.context_length) if len(val_tokens) else None
@@ -227,8 +251,12 @@ class Trainer:
             if len(state["rng"]) == self.dist.world_size:
                 set_rng_state(state["rng"][self.dist.rank], self.device)
             else:
-                self.emit(Notice(f"the checkpoint was written by {len(state['rng'])} process(es), this run has "
-                                 f"{self.dist.world_size}: training continues, but not bit for bit"))
+                self.emit(
+                    Notice(
+                        f"the checkpoint was written by {len(state['rng'])} process(es), this run has "
+                        f"{self.dist.world_size}: training continues, but not bit for bit"
+                    )
+                )
         model = torch.compile(self.raw_model) if run.compile else self.raw_model
         self.model = distributed.wrap(model, self.dist, self.device)
 
@@ -245,10 +273,20 @@ class Trainer:
 
     def run(self) -> TrainResult:
         run = self.run_config
-        self.emit(TrainStarted(self.step, run.max_steps, self.raw_model.num_parameters(),
-                               len(self.train_windows.tokens), len(self.val_windows.tokens) if self.val_windows else 0,
-                               self.per_step * run.context_length, str(self.device), self.dist.world_size,
-                               self.resume_state is not None, run.to_dict()))
+        self.emit(
+            TrainStarted(
+                self.step,
+                run.max_steps,
+                self.raw_model.num_parameters(),
+                len(self.train_windows.tokens),
+                len(self.val_windows.tokens) if self.val_windows else 0,
+                self.per_step * run.context_length,
+                str(self.device),
+                self.dist.world_size,
+                self.resume_state is not None,
+                run.to_dict(),
+            )
+        )
         if self.step >= run.max_steps:
             self.emit(Notice(f"already at step {self.step} of {run.max_steps}; pass a larger --max-steps to go on"))
         last_loss = last_val = None
@@ -274,7 +312,7 @@ class Trainer:
         loss_sum = torch.zeros((), device=self.device)
         for micro in range(run.grad_accum):
             first = (micro * dist.world_size + dist.rank) * run.batch_size  # this process's slice
-            x, y = self.train_windows.batch(indices[first: first + run.batch_size])  # [B, T] each
+            x, y = self.train_windows.batch(indices[first : first + run.batch_size])  # [B, T] each
             x, y = x.to(self.device), y.to(self.device)
             # DDP all-reduces gradients in backward(); only the last micro-batch needs it
             last_micro = micro == run.grad_accum - 1
@@ -297,8 +335,16 @@ class Trainer:
         tokens_per_s = self.per_step * run.context_length / max(time.perf_counter() - started, 1e-9)
         self.emit(StepDone(self.step, run.max_steps, loss, lr, tokens_per_s))
         if dist.is_main:
-            self.log.append({"kind": "train", "step": self.step, "loss": loss, "lr": lr,
-                             "tokens": self.step * self.per_step * run.context_length, "tokens_per_s": tokens_per_s})
+            self.log.append(
+                {
+                    "kind": "train",
+                    "step": self.step,
+                    "loss": loss,
+                    "lr": lr,
+                    "tokens": self.step * self.per_step * run.context_length,
+                    "tokens_per_s": tokens_per_s,
+                }
+            )
         return loss
 
     def evaluate(self, final: bool) -> float | None:
@@ -306,19 +352,33 @@ class Trainer:
         run, dist = self.run_config, self.dist
         n = run.eval_batches * run.batch_size * dist.world_size  # global batches, shared out
         measure = dict(batch_size=run.batch_size, device=self.device, dtype=run.dtype, dist=dist)
-        train_loss = windows_loss(self.raw_model, self.train_windows, spread_indices(len(self.train_windows), n), **measure)
+        train_loss = windows_loss(
+            self.raw_model, self.train_windows, spread_indices(len(self.train_windows), n), **measure
+        )
         val_loss = None
         if self.val_windows is not None:
-            val_loss = windows_loss(self.raw_model, self.val_windows, spread_indices(len(self.val_windows), n), **measure)
+            val_loss = windows_loss(
+                self.raw_model, self.val_windows, spread_indices(len(self.val_windows), n), **measure
+            )
         text = None
         wants_sample = self.step > 0 and run.sample_interval and (self.step % run.sample_interval == 0 or final)
         if dist.is_main and wants_sample and run.sample_tokens:
-            text = sample_text(self.raw_model, self.tokenizer, n_tokens=run.sample_tokens, seed=run.seed, device=self.device)
+            text = sample_text(
+                self.raw_model, self.tokenizer, n_tokens=run.sample_tokens, seed=run.seed, device=self.device
+            )
         perplexity = math.exp(min(val_loss, 700)) if val_loss is not None else None
         self.emit(Evaluated(self.step, train_loss, val_loss, perplexity, text))
         if dist.is_main:
-            self.log.append({"kind": "eval", "step": self.step, "train_loss": train_loss, "val_loss": val_loss,
-                             "val_perplexity": perplexity, "sample": text})
+            self.log.append(
+                {
+                    "kind": "eval",
+                    "step": self.step,
+                    "train_loss": train_loss,
+                    "val_loss": val_loss,
+                    "val_perplexity": perplexity,
+                    "sample": text,
+                }
+            )
             self.plot_ok = _plot(self.log, self.out, self.plot_ok, self.emit)
         return val_loss
 

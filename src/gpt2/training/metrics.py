@@ -14,8 +14,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from ..weights.atomic import atomic_write_bytes, atomic_writer
 

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from .errors import TrainConfigError
 
@@ -67,7 +68,9 @@ class TrainConfig:
             raise TrainConfigError(f"min-lr must be in [0, lr], got {self.min_lr!r}")
         for name in ("weight_decay", "grad_clip"):
             if not 0 <= getattr(self, name) < math.inf:
-                raise TrainConfigError(f"{name.replace('_', '-')} must be a finite number >= 0, got {getattr(self, name)!r}")
+                raise TrainConfigError(
+                    f"{name.replace('_', '-')} must be a finite number >= 0, got {getattr(self, name)!r}"
+                )
         if not isinstance(self.seed, int) or not 0 <= self.seed < MAX_SEED:
             raise TrainConfigError(f"seed must be an integer in [0, 2**32), got {self.seed!r}")
         if self.dropout is not None and not 0.0 <= self.dropout < 1.0:
@@ -77,10 +80,10 @@ class TrainConfig:
         if self.dtype not in DTYPES:
             raise TrainConfigError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
 
-    def replace(self, **changes: Any) -> "TrainConfig":
+    def replace(self, **changes: Any) -> TrainConfig:
         return dataclasses.replace(self, **changes)
 
-    def resolved(self, n_ctx: int) -> "TrainConfig":
+    def resolved(self, n_ctx: int) -> TrainConfig:
         """The same settings with every None default made concrete for a model of n_ctx."""
         context = self.context_length or n_ctx
         if context > n_ctx:
@@ -97,7 +100,7 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "TrainConfig":
+    def from_dict(cls, d: Mapping[str, Any]) -> TrainConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:

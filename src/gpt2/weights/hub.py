@@ -27,16 +27,14 @@ import os
 import re
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping
 
 from .errors import DownloadError, ModelNotFound
 
 # The four published sizes, under their current hub names.
-KNOWN_MODELS = {
-    name: f"openai-community/{name}" for name in ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")
-}
+KNOWN_MODELS = {name: f"openai-community/{name}" for name in ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")}
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")  # preferred first
 CHUNK_BYTES = 1 << 20
 
@@ -53,7 +51,7 @@ class HubSettings:
     timeout_s: float = 60.0
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> "HubSettings":
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> HubSettings:
         """HF_ENDPOINT, HF_HUB_CACHE or HF_HOME (cache = $HF_HOME/hub), HF_HUB_OFFLINE."""
         env = os.environ if environ is None else environ
         if env.get("HF_HUB_CACHE"):
@@ -132,9 +130,7 @@ def download_model(
             return snapshot
         except _NotOnHub:
             if i == len(WEIGHT_FILES) - 1:
-                raise ModelNotFound(
-                    f"{settings.endpoint}/{repo_id} has neither {' nor '.join(WEIGHT_FILES)}"
-                ) from None
+                raise ModelNotFound(f"{settings.endpoint}/{repo_id} has neither {' nor '.join(WEIGHT_FILES)}") from None
     raise AssertionError("unreachable")
 
 

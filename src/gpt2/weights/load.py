@@ -11,9 +11,9 @@ Tensors keep the dtype they are stored in; engines convert once when they load.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from ..config import Config
 from ..errors import ParamError
@@ -69,8 +69,7 @@ def resolve_model(
     repo_id = repo_id_for(str(name_or_path))
     if repo_id is None:
         raise ModelNotFound(
-            f"{name_or_path}: no such file or directory, and not a known model name "
-            f"({', '.join(KNOWN_MODELS)})"
+            f"{name_or_path}: no such file or directory, and not a known model name ({', '.join(KNOWN_MODELS)})"
         )
     snapshot = download_model(repo_id, hub or HubSettings.from_env(), progress)
     return _resolve_directory(snapshot)

@@ -24,7 +24,7 @@ projections as [1, in, out] (a 1x1 convolution), which we squeeze to [in, out]:
 from __future__ import annotations
 
 import re
-from typing import Mapping
+from collections.abc import Mapping
 
 from ..config import Config
 from ..errors import ConfigError
@@ -49,7 +49,7 @@ def hf_to_ours(name: str) -> str | None:
     """Our name for a Hugging Face tensor name, or None for a buffer to drop."""
     for prefix in HF_PREFIXES:
         if name.startswith(prefix):
-            name = name[len(prefix):]
+            name = name[len(prefix) :]
             break
     if HF_BUFFERS.match(name):
         return None

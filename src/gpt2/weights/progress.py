@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Callable, TextIO
+from collections.abc import Callable
+from typing import TextIO
 
 
 def human_bytes(n: float) -> str:
@@ -32,8 +33,13 @@ def human_bytes(n: float) -> str:
 class DownloadBar:
     """A `progress(filename, done, total)` callback drawing one line per file on `stream`."""
 
-    def __init__(self, stream: TextIO | None = None, width: int = 30, min_interval_s: float = 0.1,
-                 amount: Callable[[int], str] = human_bytes) -> None:
+    def __init__(
+        self,
+        stream: TextIO | None = None,
+        width: int = 30,
+        min_interval_s: float = 0.1,
+        amount: Callable[[int], str] = human_bytes,
+    ) -> None:
         self.stream = stream or sys.stderr
         self.width = width
         self.min_interval_s = min_interval_s

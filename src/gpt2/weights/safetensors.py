@@ -25,9 +25,9 @@ from __future__ import annotations
 import json
 import mmap
 import struct
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping
 
 from ..tensor import DTYPE_SIZES, Tensor
 from .atomic import atomic_writer
@@ -38,10 +38,21 @@ MAX_RANK = 32
 
 # Every dtype the format defines, with its size; we read the float ones GPT-2 uses.
 KNOWN_DTYPES = {
-    "BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1,
-    "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
-    "I32": 4, "U32": 4, "F32": 4,
-    "I64": 8, "U64": 8, "F64": 8,
+    "BOOL": 1,
+    "U8": 1,
+    "I8": 1,
+    "F8_E5M2": 1,
+    "F8_E4M3": 1,
+    "I16": 2,
+    "U16": 2,
+    "F16": 2,
+    "BF16": 2,
+    "I32": 4,
+    "U32": 4,
+    "F32": 4,
+    "I64": 8,
+    "U64": 8,
+    "F64": 8,
 }
 READABLE_DTYPES = DTYPE_SIZES  # F64, F32, F16, BF16
 
@@ -163,9 +174,7 @@ def _no_duplicate_keys(pairs: list[tuple[str, object]]) -> dict:
 def _parse_metadata(meta: object, where: str) -> dict[str, str]:
     if meta is None:
         return {}
-    if not isinstance(meta, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in meta.items()
-    ):
+    if not isinstance(meta, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in meta.items()):
         raise SafetensorsError(f"{where}: __metadata__ must map strings to strings")
     return meta
 
@@ -176,21 +185,17 @@ def _is_count(x: object) -> bool:
 
 def _parse_entry(name: str, spec: object, data_size: int, where: str) -> TensorInfo:
     if not isinstance(spec, dict) or set(spec) != {"dtype", "shape", "data_offsets"}:
-        raise SafetensorsError(
-            f"{where}: tensor {name!r} must have exactly the keys dtype, shape and data_offsets"
-        )
+        raise SafetensorsError(f"{where}: tensor {name!r} must have exactly the keys dtype, shape and data_offsets")
     dtype, shape, offsets = spec["dtype"], spec["shape"], spec["data_offsets"]
     if dtype not in KNOWN_DTYPES:
         raise SafetensorsError(f"{where}: tensor {name!r} has unknown dtype {dtype!r}")
     if dtype not in READABLE_DTYPES:
         raise SafetensorsError(
-            f"{where}: tensor {name!r} has dtype {dtype}; GPT-2 weights must be one of "
-            f"{', '.join(READABLE_DTYPES)}"
+            f"{where}: tensor {name!r} has dtype {dtype}; GPT-2 weights must be one of {', '.join(READABLE_DTYPES)}"
         )
     if not isinstance(shape, list) or len(shape) > MAX_RANK or not all(_is_count(s) for s in shape):
         raise SafetensorsError(
-            f"{where}: tensor {name!r} has shape {shape!r}; expected a list of at most "
-            f"{MAX_RANK} non-negative integers"
+            f"{where}: tensor {name!r} has shape {shape!r}; expected a list of at most {MAX_RANK} non-negative integers"
         )
     if not (isinstance(offsets, list) and len(offsets) == 2 and all(_is_count(o) for o in offsets)):
         raise SafetensorsError(f"{where}: tensor {name!r} has data_offsets {offsets!r}; expected [begin, end]")
@@ -213,8 +218,7 @@ def _parse_entry(name: str, spec: object, data_size: int, where: str) -> TensorI
             )
     if nbytes != end - begin:
         raise SafetensorsError(
-            f"{where}: tensor {name!r}: {dtype}{shape} needs {nbytes} bytes but data_offsets "
-            f"span {end - begin}"
+            f"{where}: tensor {name!r}: {dtype}{shape} needs {nbytes} bytes but data_offsets span {end - begin}"
         )
     return TensorInfo(name, dtype, tuple(shape), begin, end)
 
@@ -271,4 +275,3 @@ def write_safetensors(
             done += t.nbytes
             if progress is not None:
                 progress(done, total)
-

@@ -28,9 +28,9 @@ from __future__ import annotations
 import mmap
 import re
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 from ..tensor import DTYPE_SIZES, Tensor
 from .errors import TFCheckpointError
@@ -308,7 +308,9 @@ def _map_shards(prefix: Path, num_shards: int, wanted: set[int]) -> dict[int, me
         try:
             with open(path, "rb") as f:
                 size = f.seek(0, 2)
-                shards[shard] = memoryview(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)) if size else memoryview(b"")
+                shards[shard] = (
+                    memoryview(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)) if size else memoryview(b"")
+                )
         except OSError as exc:
             raise TFCheckpointError(f"cannot read data shard {path}: {exc.strerror or exc}") from None
     return shards
@@ -340,6 +342,5 @@ def _tensor_bytes(name: str, e: BundleEntry, shard: memoryview, verify_crc: bool
 def read_tf_checkpoint(prefix: str | Path, verify_crc: bool | None = None) -> dict[str, Tensor]:
     """All numeric tensors of a bundle, under their TensorFlow names, as `Tensor`s."""
     return {
-        name: Tensor(e.shape, TF_DTYPES[e.dtype], data)
-        for name, (e, data) in read_bundle(prefix, verify_crc).items()
+        name: Tensor(e.shape, TF_DTYPES[e.dtype], data) for name, (e, data) in read_bundle(prefix, verify_crc).items()
     }
