@@ -5,12 +5,16 @@ import importlib.util
 
 OPTIONAL_MODULES = {
     "torch": [
-        "src/gpt2/torch_model.py",
-        "src/gpt2/engines/torch_engine.py",
+        "src/gpt2/engines/torch/*",
         "src/gpt2/references/torch_ref.py",
         "src/gpt2/training/*",
     ],
-    "numpy": ["src/gpt2/engines/numpy_engine.py", "src/gpt2/references/numpy_ref.py", "src/gpt2/training/*"],
+    "numpy": [
+        "src/gpt2/engines/numpy_engine.py",
+        "src/gpt2/generation/vectorised.py",
+        "src/gpt2/references/numpy_ref.py",
+        "src/gpt2/training/*",
+    ],
 }
 
 collect_ignore_glob = sorted(

@@ -111,7 +111,7 @@ def peak_rss_mb() -> float:
 
 def run_engine(args, name: str) -> dict:
     from gpt2.engines import load_engine
-    from gpt2.sampling import Sampler, SamplingConfig
+    from gpt2.generation.sampling import Sampler, SamplingConfig
 
     label = name
     name, _, kernel = name.partition("+")  # "torch+blas": the torch engine's BLAS kernel
@@ -137,20 +137,17 @@ def run_engine(args, name: str) -> dict:
         cache = engine.new_cache()
         logits = engine.forward(ids, cache)
         for _ in range(4):
-            logits = engine.forward([engine.sample(logits, greedy)], cache)
+            logits = engine.forward([greedy.sample(logits)], cache)
     cache = engine.new_cache()
     t0 = time.perf_counter()
     logits = engine.forward(ids, cache)
     prefill_s = time.perf_counter() - t0
     steps = []
-    sample = getattr(engine, "sample", lambda logits, s: s.sample(logits))
     for _ in range(n_new - 1):  # as generate(max_new_tokens=n_new): one prefill, n_new - 1 steps
         t = time.perf_counter()
-        logits = engine.forward([sample(logits, greedy)], cache)
+        logits = engine.forward([greedy.sample(logits)], cache)
         steps.append(time.perf_counter() - t)
-    close = getattr(engine, "close", None)
-    if close:
-        close()
+    engine.close()
     count = f"{threads} thread{'s' if threads != '1' else ''}" if threads else ""
     if name == "torch":
         label = f"torch ({engine.kernel}{', ' + count if count else ''})"
@@ -175,7 +172,7 @@ def run_transformers(args, threads: str = "") -> dict:
         torch.set_num_threads(int(threads))
 
     config, params = load(args)
-    from gpt2.torch_model import tensor_to_torch
+    from gpt2.engines.torch.model import tensor_to_torch
 
     hf = transformers.GPT2LMHeadModel(transformers.GPT2Config(**config.to_hf_dict())).eval()
     hf.load_state_dict({"transformer." + k: tensor_to_torch(t).float() for k, t in params.items()}, strict=False)

@@ -24,9 +24,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from gpt2 import Config  # noqa: E402
-from gpt2.engines.pure import PureEngine  # noqa: E402
+from gpt2.engines.pure.engine import PureEngine  # noqa: E402
+from gpt2.generation.sampling import argmax  # noqa: E402
 from gpt2.params import init_params  # noqa: E402
-from gpt2.sampling import argmax  # noqa: E402
 
 
 def memory_of(pid: int) -> tuple[int, int]:
@@ -65,7 +65,7 @@ def numpy_random_params(config: Config) -> dict:
 
 def time_naive_token(config: Config, params: dict, prompt_tokens: int) -> float:
     """Seconds for one token the seeds' way: re-run the readable model on the whole sequence."""
-    from gpt2.pure.model import forward, nested_params
+    from gpt2.engines.pure.model import forward, nested_params
 
     weights = nested_params(params)
     prompt = [(7454 + 13 * i) % config.vocab_size for i in range(prompt_tokens)]

@@ -21,7 +21,7 @@ import time
 import torch
 
 from gpt2 import Config
-from gpt2.torch_model import GPT2
+from gpt2.engines.torch.model import GPT2
 from gpt2.training.evaluate import autocast_context, pick_device
 from gpt2.training.optim import make_optimizer
 

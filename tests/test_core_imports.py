@@ -31,8 +31,10 @@ BLOCKED = (
 # the verification references). Everything else is core.
 OPTIONAL = (
     "gpt2.engines.numpy_engine",
-    "gpt2.engines.torch_engine",
-    "gpt2.torch_model",
+    "gpt2.engines.torch.engine",
+    "gpt2.engines.torch.device",
+    "gpt2.engines.torch.model",
+    "gpt2.generation.vectorised",
     "gpt2.training",
     "gpt2.references",
 )

@@ -9,16 +9,19 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from gpt2.beam import beam_search, generate_batch  # noqa: E402
 from gpt2.config import Config  # noqa: E402
 from gpt2.engines import load_engine  # noqa: E402
-from gpt2.engines.numpy_engine import NumpyEngine, sample  # noqa: E402
-from gpt2.engines.torch_engine import TorchEngine  # noqa: E402
+from gpt2.engines.numpy_engine import NumpyEngine  # noqa: E402
+from gpt2.engines.torch.engine import TorchEngine  # noqa: E402
+from gpt2.engines.torch.model import GPT2  # noqa: E402
 from gpt2.errors import GenerationError, Gpt2Error  # noqa: E402
-from gpt2.generation import generate  # noqa: E402
-from gpt2.sampling import Sampler, SamplingConfig  # noqa: E402
+from gpt2.generation import (  # noqa: E402
+    beam_search,
+    generate,  # noqa: E402
+    generate_batch,
+)
+from gpt2.generation.sampling import Sampler, SamplingConfig  # noqa: E402
 from gpt2.scoring import score  # noqa: E402
-from gpt2.torch_model import GPT2  # noqa: E402
 
 CONFIG = Config(n_layer=2, n_embd=32, n_head=4, vocab_size=97, n_ctx=48)
 PROMPT = [3, 14, 15, 92, 65, 35, 8, 9, 79]
@@ -213,11 +216,16 @@ def test_the_same_greedy_tokens_everywhere(engines, params):
         assert greedy_tokens(engine) == expected, name
 
 
-class WithoutFastSampler:
-    """An engine seen without its vectorised sampler, so `generate` uses `Sampler.sample`."""
+class AsLists:
+    """An engine whose logits arrive as lists of floats, so the sampler takes its list path
+    (the algorithm as written) instead of its vectorised copy."""
 
     def __init__(self, engine):
-        self.config, self.new_cache, self.forward = engine.config, engine.new_cache, engine.forward
+        self.config, self.new_cache, self.engine = engine.config, engine.new_cache, engine
+
+    def forward(self, ids, cache, *, all_logits=False):
+        logits = self.engine.forward(ids, cache, all_logits=all_logits)
+        return logits if isinstance(logits, list) else logits.tolist()
 
 
 @pytest.mark.parametrize(
@@ -227,7 +235,7 @@ def test_the_same_seed_samples_the_same_tokens_in_every_engine(engines, settings
     runs = {}
     for name, engine in engines.items():
         runs[name] = list(generate(engine, PROMPT, 30, Sampler(settings, seed=11), stop_ids=()))
-        plain = list(generate(WithoutFastSampler(engine), PROMPT, 30, Sampler(settings, seed=11), stop_ids=()))
+        plain = list(generate(AsLists(engine), PROMPT, 30, Sampler(settings, seed=11), stop_ids=()))
         assert plain == runs[name], name
     assert runs["numpy"] == runs["torch"] == runs["pure"]
 
@@ -261,7 +269,7 @@ def test_vectorised_sampling_picks_what_the_sampler_picks(settings):
         logits = rng.standard_normal(n).astype(np.float32) * float(rng.uniform(0.1, 6))
         if trial % 3 == 0:  # many exact ties
             logits = np.round(logits).astype(np.float32)
-        assert sample(logits, fast) == reference.sample(logits.tolist())
+        assert fast.sample(logits) == reference.sample(logits.tolist())
     assert fast.rng.random() == reference.rng.random()  # the same number of draws
 
 
@@ -271,7 +279,7 @@ def test_vectorised_sampling_on_a_full_vocabulary():
     reference, fast = Sampler(settings, seed=2), Sampler(settings, seed=2)
     for _ in range(5):
         logits = (rng.standard_normal(50257) * 3).astype(np.float32)
-        assert sample(logits, fast) == reference.sample(logits)
+        assert fast.sample(logits) == reference.sample(logits.tolist())
 
 
 # --- batches and beams ----------------------------------------------------------------------

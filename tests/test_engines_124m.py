@@ -10,10 +10,10 @@ transformers = pytest.importorskip("transformers")
 
 from gpt2.config import Config  # noqa: E402
 from gpt2.engines.numpy_engine import NumpyEngine  # noqa: E402
-from gpt2.engines.torch_engine import TorchEngine  # noqa: E402
+from gpt2.engines.torch.engine import TorchEngine  # noqa: E402
+from gpt2.engines.torch.model import GPT2  # noqa: E402
 from gpt2.generation import generate  # noqa: E402
-from gpt2.sampling import Sampler, SamplingConfig  # noqa: E402
-from gpt2.torch_model import GPT2  # noqa: E402
+from gpt2.generation.sampling import Sampler, SamplingConfig  # noqa: E402
 
 pytestmark = pytest.mark.slow
 

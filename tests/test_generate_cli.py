@@ -1,5 +1,6 @@
 """`gpt2 generate` and `gpt2 score` end to end, on a tiny random model written to disk."""
 
+import dataclasses
 import io
 import json
 import math
@@ -11,7 +12,7 @@ torch = pytest.importorskip("torch")
 from gpt2 import engines as engines_module  # noqa: E402
 from gpt2.cli import main  # noqa: E402
 from gpt2.config import Config  # noqa: E402
-from gpt2.torch_model import GPT2  # noqa: E402
+from gpt2.engines.torch.model import GPT2  # noqa: E402
 from gpt2.weights import save_model  # noqa: E402
 
 CONFIG = Config(n_layer=2, n_embd=32, n_head=2, n_ctx=64)  # the real vocabulary, tiny everything else
@@ -166,7 +167,9 @@ def test_bad_options_exit_2_with_one_line(capsys, model_dir, argv, message):
 
 
 def test_a_missing_library_is_one_line(capsys, model_dir, monkeypatch):
-    monkeypatch.setattr(engines_module, "available_engines", lambda: ["pure"])
+    for name in ("numpy", "torch"):  # as if neither NumPy nor PyTorch were installed
+        missing = dataclasses.replace(engines_module.ENGINES[name], needs="a_package_that_is_not_installed")
+        monkeypatch.setitem(engines_module.ENGINES, name, missing)
     code, out, err = run(capsys, "generate", "Hi", "--model", model_dir, "--engine", "torch")
     assert code == 2 and len(err.strip().splitlines()) == 1 and "pip install" in err
     code, out, err = run(capsys, "score", "Hi there", "--model", model_dir, "--engine", "numpy")

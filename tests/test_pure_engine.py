@@ -8,12 +8,12 @@ import pytest
 
 from gpt2 import Config
 from gpt2.engines import load_engine
-from gpt2.engines.pure import PureEngine
+from gpt2.engines.pure import model, ops
+from gpt2.engines.pure.engine import PureEngine
+from gpt2.engines.pure.layout import METHODS
+from gpt2.engines.pure.parallel import can_fork
 from gpt2.errors import Gpt2Error
-from gpt2.pure import model, ops
-from gpt2.pure.layout import METHODS
-from gpt2.pure.parallel import can_fork
-from gpt2.sampling import argmax
+from gpt2.generation.sampling import argmax
 from gpt2.verify import random_params, run_verification
 
 SMALL = Config(n_layer=2, n_embd=24, n_head=3, vocab_size=97, n_ctx=64)
@@ -179,7 +179,7 @@ def test_logits_equal_transformers_gpt2lmheadmodel(n_head):
     config = Config(n_layer=2, n_embd=4 * n_head, n_head=n_head, vocab_size=120, n_ctx=32)
     params = random_params(config, random.Random(11))  # random biases and gains too
     hf = transformers.GPT2LMHeadModel(transformers.GPT2Config(**config.to_hf_dict())).eval()
-    from gpt2.torch_model import tensor_to_torch
+    from gpt2.engines.torch.model import tensor_to_torch
 
     state = {"transformer." + k: tensor_to_torch(v).float() for k, v in params.items()}
     missing, unexpected = hf.load_state_dict(state, strict=False)

@@ -94,7 +94,7 @@ def test_split_refuses_text_too_short_for_the_context():
 
 
 def test_weight_decay_applies_to_matrices_only():
-    from gpt2.torch_model import GPT2
+    from gpt2.engines.torch.model import GPT2
 
     model = GPT2(Config(**SMALL, position_embedding="sinusoidal", qkv_bias=False))
     decay, no_decay = parameter_groups(model, 0.1)
@@ -208,7 +208,7 @@ def test_tiny_preset_learns_the_verdict(tmp_path, tokenizer):
     assert losses[0] > 10 and losses[-1] < losses[0] - 2.0, losses  # ln(50257) = 10.8 at the start
     assert result.step == 20 and isinstance(evals[-1].sample, str)
 
-    from gpt2.torch_model import GPT2
+    from gpt2.engines.torch.model import GPT2
     from gpt2.weights import load_model
 
     config, params = load_model(tmp_path / "tiny")  # what `gpt2 generate --model DIR` loads
@@ -374,7 +374,7 @@ def test_loss_plot_is_quiet_when_home_is_not_writable(tmp_path):
 def test_a_model_too_big_for_memory_is_a_clear_error(monkeypatch):
     # Not a real 25 TB allocation (an overcommitting kernel might grant it and then kill
     # us): the allocator's failure is simulated.
-    import gpt2.torch_model
+    import gpt2.engines.torch.model
     from gpt2.config import Config
     from gpt2.training.errors import TrainConfigError
     from gpt2.training.models import new_model
@@ -382,14 +382,14 @@ def test_a_model_too_big_for_memory_is_a_clear_error(monkeypatch):
     def refuse(config):
         raise RuntimeError("[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't allocate memory")
 
-    monkeypatch.setattr(gpt2.torch_model, "GPT2", refuse)
+    monkeypatch.setattr(gpt2.engines.torch.model, "GPT2", refuse)
     with pytest.raises(TrainConfigError, match="not enough memory for a model of 124M parameters"):
         new_model(Config.preset("gpt2"))
 
     def bug(config):
         raise RuntimeError("some other failure")
 
-    monkeypatch.setattr(gpt2.torch_model, "GPT2", bug)
+    monkeypatch.setattr(gpt2.engines.torch.model, "GPT2", bug)
     with pytest.raises(RuntimeError, match="some other failure"):  # real bugs still surface
         new_model(Config.preset("gpt2"))
 

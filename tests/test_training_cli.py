@@ -244,7 +244,7 @@ def test_an_unusable_out_directory_is_one_line_before_any_work(tmp_path, small_c
 def test_a_bar_counts_windows_as_well_as_bytes():
     import io
 
-    from gpt2.weights.progress import BytesBar
+    from gpt2.commands.progress import BytesBar
 
     out = io.StringIO()
     bar = BytesBar("scoring windows", out, amount="{:,}".format)

@@ -11,9 +11,9 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 from gpt2.config import Config  # noqa: E402
+from gpt2.engines.torch.model import GPT2  # noqa: E402
 from gpt2.errors import ParamError  # noqa: E402
 from gpt2.tensor import Tensor  # noqa: E402
-from gpt2.torch_model import GPT2  # noqa: E402
 from gpt2.weights import WeightsError, load_model, save_model, write_safetensors  # noqa: E402
 from gpt2.weights.safetensors import read_safetensors  # noqa: E402
 

@@ -20,6 +20,10 @@ from .errors import ConfigError
 
 POSITION_EMBEDDINGS = ("learned", "sinusoidal")
 
+# GPT-2's one special token, `<|endoftext|>`: the last id of its vocabulary. It separated the
+# documents GPT-2 was trained on, so it also starts unconditional samples and ends generation.
+END_OF_TEXT = 50256
+
 
 @dataclass(frozen=True)
 class Config:
@@ -64,20 +68,10 @@ class Config:
 
     def num_parameters(self) -> int:
         """Parameters in the tree (the output projection is tied to `wte`, so counted once)."""
-        d, v = self.n_embd, self.vocab_size
-        per_block = (
-            2 * d  # ln_1
-            + d * 3 * d
-            + 3 * d  # attn.c_attn
-            + d * d
-            + d  # attn.c_proj
-            + 2 * d  # ln_2
-            + d * 4 * d
-            + 4 * d  # mlp.c_fc
-            + 4 * d * d
-            + d  # mlp.c_proj
-        )
-        return v * d + self.n_ctx * d + self.n_layer * per_block + 2 * d
+        from .params import block_parameters  # the block's tensor list lives with the tree
+
+        d = self.n_embd
+        return self.vocab_size * d + self.n_ctx * d + self.n_layer * block_parameters(d) + 2 * d
 
     def replace(self, **changes: Any) -> Config:
         return dataclasses.replace(self, **changes)
@@ -123,8 +117,8 @@ class Config:
             "resid_pdrop": self.dropout,
             "embd_pdrop": self.dropout,
             "attn_pdrop": self.dropout,
-            "bos_token_id": 50256,
-            "eos_token_id": 50256,
+            "bos_token_id": END_OF_TEXT,
+            "eos_token_id": END_OF_TEXT,
             "tie_word_embeddings": True,
         }
         # Our own extensions; transformers ignores unknown keys.

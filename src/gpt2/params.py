@@ -31,28 +31,51 @@ from .tensor import Tensor
 
 Params = dict[str, Tensor]
 
+# One block's tensors, in checkpoint order: (name inside `h.{i}.`, shape in units of n_embd,
+# how GPT-2 initialises it). Every other list of the block derives from this one: the shapes,
+# the parameter count, the initialisation, and each engine's projections (`PROJECTIONS`).
+BLOCK_TENSORS: tuple[tuple[str, tuple[int, ...], str], ...] = (
+    ("ln_1.weight", (1,), "ones"),
+    ("ln_1.bias", (1,), "zeros"),
+    ("attn.c_attn.weight", (1, 3), "normal"),  # Conv1D layout: (in, out), y = x @ W + b
+    ("attn.c_attn.bias", (3,), "zeros"),
+    ("attn.c_proj.weight", (1, 1), "residual"),
+    ("attn.c_proj.bias", (1,), "zeros"),
+    ("ln_2.weight", (1,), "ones"),
+    ("ln_2.bias", (1,), "zeros"),
+    ("mlp.c_fc.weight", (1, 4), "normal"),
+    ("mlp.c_fc.bias", (4,), "zeros"),
+    ("mlp.c_proj.weight", (4, 1), "residual"),
+    ("mlp.c_proj.bias", (1,), "zeros"),
+)
+
+# The block's four projections (Conv1D layers) in the order the forward pass uses them, with
+# their (in, out) sizes in units of n_embd: "attn.c_attn" (1, 3), "attn.c_proj" (1, 1), ...
+PROJECTIONS: tuple[tuple[str, int, int], ...] = tuple(
+    (name.removesuffix(".weight"), dims[0], dims[1]) for name, dims, _ in BLOCK_TENSORS if len(dims) == 2
+)
+
 # Matrices that write into the residual stream; GPT-2 scales their init by 1/sqrt(2 * n_layer).
-RESIDUAL_PROJECTIONS = ("attn.c_proj.weight", "mlp.c_proj.weight")
+RESIDUAL_PROJECTIONS = tuple(name for name, _, init in BLOCK_TENSORS if init == "residual")
+
+
+def block_shapes(n_embd: int) -> dict[str, tuple[int, ...]]:
+    """One block's tensor names (inside `h.{i}.`) and shapes."""
+    return {name: tuple(k * n_embd for k in dims) for name, dims, _ in BLOCK_TENSORS}
+
+
+def block_parameters(n_embd: int) -> int:
+    """Parameters in one block: 12 n_embd^2 + 13 n_embd."""
+    return sum(math.prod(shape) for shape in block_shapes(n_embd).values())
 
 
 def param_shapes(config: Config) -> dict[str, tuple[int, ...]]:
     """Every tensor's name and shape, in checkpoint order."""
     d, v = config.n_embd, config.vocab_size
     shapes: dict[str, tuple[int, ...]] = {"wte.weight": (v, d), "wpe.weight": (config.n_ctx, d)}
+    block = block_shapes(d)
     for i in range(config.n_layer):
-        p = f"h.{i}."
-        shapes[p + "ln_1.weight"] = (d,)
-        shapes[p + "ln_1.bias"] = (d,)
-        shapes[p + "attn.c_attn.weight"] = (d, 3 * d)
-        shapes[p + "attn.c_attn.bias"] = (3 * d,)
-        shapes[p + "attn.c_proj.weight"] = (d, d)
-        shapes[p + "attn.c_proj.bias"] = (d,)
-        shapes[p + "ln_2.weight"] = (d,)
-        shapes[p + "ln_2.bias"] = (d,)
-        shapes[p + "mlp.c_fc.weight"] = (d, 4 * d)
-        shapes[p + "mlp.c_fc.bias"] = (4 * d,)
-        shapes[p + "mlp.c_proj.weight"] = (4 * d, d)
-        shapes[p + "mlp.c_proj.bias"] = (d,)
+        shapes.update((f"h.{i}.{name}", shape) for name, shape in block.items())
     shapes["ln_f.weight"] = (d,)
     shapes["ln_f.bias"] = (d,)
     return shapes
@@ -97,20 +120,22 @@ def init_params(config: Config, seed: int = 0) -> Params:
     """
     rng = random.Random(seed)
     residual_std = 0.02 / math.sqrt(2 * config.n_layer)
+    block_init = {name: init for name, _, init in BLOCK_TENSORS}
     params: Params = {}
     for name, shape in param_shapes(config).items():
         n = math.prod(shape)
+        init = block_init[name.split(".", 2)[2]] if name.startswith("h.") else _TOP_LEVEL_INIT[name]
         if name == "wpe.weight" and config.position_embedding == "sinusoidal":
             values = array.array("f", (x for row in sinusoidal_positions(*shape) for x in row))
-        elif len(shape) == 2:
-            std = residual_std if name.endswith(RESIDUAL_PROJECTIONS) else 0.02
-            values = array.array("f", _normal(rng, n, std))
-        elif name.endswith(".weight"):  # layer-norm gain
-            values = array.array("f", [1.0]) * n
+        elif init in ("normal", "residual"):
+            values = array.array("f", _normal(rng, n, residual_std if init == "residual" else 0.02))
         else:
-            values = array.array("f", [0.0]) * n
+            values = array.array("f", [1.0 if init == "ones" else 0.0]) * n
         params[name] = Tensor.from_array(values, shape)
     return params
+
+
+_TOP_LEVEL_INIT = {"wte.weight": "normal", "wpe.weight": "normal", "ln_f.weight": "ones", "ln_f.bias": "zeros"}
 
 
 def _normal(rng: random.Random, n: int, std: float) -> list[float]:

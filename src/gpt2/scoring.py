@@ -28,9 +28,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .config import END_OF_TEXT
+from .engines.base import Engine
 from .errors import Gpt2Error
-
-END_OF_TEXT = 50256
 
 
 class ScoringError(Gpt2Error, ValueError):
@@ -57,7 +57,7 @@ class ScoreResult:
         return math.fsum(self.logprobs)
 
 
-def score(engine: Any, ids: Sequence[int], *, stride: int | None = None, prepend_eot: bool = False) -> ScoreResult:
+def score(engine: Engine, ids: Sequence[int], *, stride: int | None = None, prepend_eot: bool = False) -> ScoreResult:
     """Per-token log-probabilities of `ids` under `engine`'s model (see the module docstring)."""
     ids = ([END_OF_TEXT] if prepend_eot else []) + list(ids)
     if len(ids) < 2:

@@ -22,10 +22,10 @@ from typing import Any
 
 from . import references as refs
 from .config import Config
-from .engines.pure import PureEngine
+from .engines.pure import model, ops
+from .engines.pure.engine import PureEngine
+from .engines.pure.parallel import can_fork
 from .params import param_shapes
-from .pure import model, ops
-from .pure.parallel import can_fork
 from .references import composite
 from .tensor import Tensor
 

@@ -27,7 +27,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..weights import WeightsError, load_model, save_model
-    from ..weights.progress import BytesBar, DownloadBar
+    from .progress import BytesBar, DownloadBar
 
     if not args.dst.strip():  # checked before loading, which may mean a download
         raise WeightsError("DST is empty; give the output directory")

@@ -7,7 +7,7 @@ import json
 import re
 import sys
 
-from .tokenize import load_tokenizer, read_stdin, write_text
+from .common import read_stdin, write_text
 
 # More digits than any id can have; also keeps int() far from Python's 4300-digit limit.
 _MAX_ID_DIGITS = 20
@@ -56,7 +56,9 @@ def parse_token_ids(text: str) -> list[int]:
 
 
 def run(args: argparse.Namespace) -> int:
-    tokenizer = load_tokenizer(args.vocab)
+    from ..tokenizer import Tokenizer
+
+    tokenizer = Tokenizer.load(args.vocab)
     ids = parse_token_ids(" ".join(args.ids) if args.ids else read_stdin())
     text = tokenizer.decode(ids)
     write_text(text)

@@ -40,8 +40,8 @@ def run(args: argparse.Namespace) -> int:
     except ImportError as exc:
         raise Gpt2Error(f"eval needs PyTorch and NumPy ({exc}); pip install 'gpt2[torch]'") from None
     from ..tokenizer import Tokenizer
-    from ..weights.progress import BytesBar
-    from .train import default_cache_dir
+    from ..training.data import default_cache_dir
+    from .progress import BytesBar
 
     if args.batch_size <= 0 or (args.context_length is not None and args.context_length <= 0):
         raise Gpt2Error("--batch-size and --context-length must be positive")

@@ -19,7 +19,7 @@ import sys
 import time
 from typing import Any
 
-ENGINE_DTYPES = {"numpy": ("float32", "float64"), "torch": ("float32", "bfloat16", "float16")}
+from .common import add_engine_arguments, engine_name, open_engine, plural, words_or_stdin
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -63,104 +63,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run)
 
 
-def add_engine_arguments(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("model and engine")
-    g.add_argument(
-        "--model", "-m", default="gpt2", help="hub name (gpt2, gpt2-medium, ...), directory or file (default gpt2)"
-    )
-    g.add_argument("--engine", "-e", default=None, help="pure | numpy | torch (default: the fastest installed)")
-    g.add_argument("--device", default=None, help="torch engine: cpu | cuda | mps (default: the best available)")
-    g.add_argument("--dtype", default=None, help="numpy: float32 | float64; torch: float32 | bfloat16 | float16")
-    g.add_argument(
-        "--threads",
-        type=int,
-        default=None,
-        help="numpy (needs threadpoolctl) and torch engines: compute threads (default: the library's)",
-    )
-
-
-# --- shared with `gpt2 score` -------------------------------------------------------------
-
-
-def engine_name(args: argparse.Namespace) -> str:
-    """The engine asked for (or the default), checked before any weights are read."""
-    from ..engines import ENGINES, available_engines, default_engine
-    from ..errors import EngineUnavailable, Gpt2Error
-
-    name = args.engine or default_engine()
-    if name not in ENGINES:
-        raise Gpt2Error(f"unknown engine {name!r}; choose one of {', '.join(ENGINES)}")
-    if name not in available_engines():
-        needs = ENGINES[name][2]
-        raise EngineUnavailable(
-            f"the {name} engine needs {needs}: pip install 'gpt2[{needs}]' "
-            f"(installed engines: {', '.join(available_engines())})"
-        )
-    return name
-
-
-def engine_options(name: str, args: argparse.Namespace) -> dict[str, Any]:
-    from ..errors import Gpt2Error
-
-    options: dict[str, Any] = {}
-    if args.dtype is not None:
-        if name not in ENGINE_DTYPES:
-            raise Gpt2Error(f"--dtype applies to the numpy and torch engines, not {name}")
-        if args.dtype not in ENGINE_DTYPES[name]:
-            raise Gpt2Error(f"the {name} engine runs in {' | '.join(ENGINE_DTYPES[name])}, not {args.dtype!r}")
-        options["dtype"] = args.dtype
-    if args.device is not None:
-        if name != "torch":
-            raise Gpt2Error(f"--device applies to the torch engine, not {name}")
-        options["device"] = args.device
-    if args.threads is not None:
-        if name == "pure":
-            raise Gpt2Error("--threads applies to the numpy and torch engines, not pure")
-        options["threads"] = args.threads
-    if options.get("threads") is not None and options["threads"] < 1:
-        raise Gpt2Error(f"--threads must be >= 1, got {options['threads']}")
-    return options
-
-
-def open_engine(args: argparse.Namespace) -> Any:
-    """Check the options, load the model (progress on stderr) and build the engine."""
-    from ..engines import load_engine
-    from ..weights import load_model
-    from ..weights.progress import DownloadBar
-
-    name = engine_name(args)
-    options = engine_options(name, args)
-    config, params = load_model(args.model, progress=DownloadBar(sys.stderr))
-    if name == "pure" and config.num_parameters() >= 20_000_000:  # tens of seconds: say so
-        print(
-            f"laying out {config.num_parameters() / 1e6:.0f}M parameters as Python floats for the pure engine ...",
-            file=sys.stderr,
-            flush=True,
-        )
-    return load_engine(name, config, params, **options)
-
-
-def close_engine(engine: Any) -> None:
-    close = getattr(engine, "close", None)  # the pure engine's worker processes
-    if close is not None:
-        close()
-
-
-def read_text(parts: list[str]) -> str:
-    if not parts or parts == ["-"]:
-        return sys.stdin.read()
-    return " ".join(parts)
-
-
 # --- generate -----------------------------------------------------------------------------
 
 
 def run(args: argparse.Namespace) -> int:
     from ..errors import GenerationError
-    from ..sampling import SamplingConfig
+    from ..generation.sampling import SamplingConfig
     from ..tokenizer import Tokenizer
 
-    settings = SamplingConfig(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
+    sampling = SamplingConfig(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
     for option in ("num_samples", "num_beams"):
         if getattr(args, option) < 1:
             raise GenerationError(f"--{option.replace('_', '-')} must be >= 1, got {getattr(args, option)}")
@@ -171,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     engine_name(args)  # fail fast, before reading stdin or weights
     prompts = list(args.more_prompts)
     if args.prompt or not prompts:
-        prompts.insert(0, read_text(args.prompt))
+        prompts.insert(0, words_or_stdin(args.prompt))
     tokenizer = Tokenizer.gpt2()
     prompt_ids = [tokenizer.encode(p, allowed_special="all") for p in prompts]
     stop_ids = () if args.ignore_eot else (tokenizer.eot_token,)
@@ -180,23 +91,23 @@ def run(args: argparse.Namespace) -> int:
         if args.num_beams > 1:
             results = [_beam(engine, ids, args, stop_ids) for ids in prompt_ids]
         elif len(prompt_ids) * args.num_samples > 1:
-            results = _batch(engine, prompt_ids, args, settings, stop_ids)
+            results = _batch(engine, prompt_ids, args, sampling, stop_ids)
         else:
-            results = [_stream(engine, prompt_ids[0], prompts[0], args, settings, stop_ids, tokenizer)]
+            results = [_stream(engine, prompt_ids[0], prompts[0], args, sampling, stop_ids, tokenizer)]
     finally:
-        close_engine(engine)
+        engine.close()
     for r in results:
         r["text"] = tokenizer.decode(r["ids"])
     _report(results, prompts, args, engine)
     return 0
 
 
-def _stream(engine, ids, prompt, args, settings, stop_ids, tokenizer) -> dict[str, Any]:
+def _stream(engine, ids, prompt, args, sampling, stop_ids, tokenizer) -> dict[str, Any]:
     from ..generation import generate
-    from ..sampling import Sampler
+    from ..generation.sampling import Sampler
     from ..tokenizer import StreamDecoder
 
-    sampler = Sampler(settings, seed=args.seed)
+    sampler = Sampler(sampling, seed=args.seed)
     out: list[int] = []
     stream = StreamDecoder(tokenizer)
     if not args.json:
@@ -225,13 +136,13 @@ def _stream(engine, ids, prompt, args, settings, stop_ids, tokenizer) -> dict[st
     }
 
 
-def _batch(engine, prompt_ids, args, settings, stop_ids) -> list[dict[str, Any]]:
-    from ..beam import generate_batch
-    from ..sampling import Sampler
+def _batch(engine, prompt_ids, args, sampling, stop_ids) -> list[dict[str, Any]]:
+    from ..generation.batch import generate_batch
+    from ..generation.sampling import Sampler
 
     rows = [ids for ids in prompt_ids for _ in range(args.num_samples)]
     seeds = [None if args.seed is None else args.seed + i for i in range(len(rows))]
-    samplers = [Sampler(settings, seed=seed) for seed in seeds]
+    samplers = [Sampler(sampling, seed=seed) for seed in seeds]
     start = time.perf_counter()
     outputs = generate_batch(engine, rows, args.max_new_tokens, samplers, stop_ids)
     seconds = time.perf_counter() - start
@@ -249,7 +160,7 @@ def _batch(engine, prompt_ids, args, settings, stop_ids) -> list[dict[str, Any]]
 
 
 def _beam(engine, ids, args, stop_ids) -> dict[str, Any]:
-    from ..beam import beam_search
+    from ..generation.beam import beam_search
 
     start = time.perf_counter()
     best = beam_search(engine, ids, args.num_beams, args.max_new_tokens, args.length_penalty, stop_ids)
@@ -288,8 +199,3 @@ def _report(results: list[dict[str, Any]], prompts: list[str], args: argparse.Na
         f"{plural(tokens, 'token')} in {r['seconds']:.2f} s, {rate}{prefill} [{engine.name}, {args.model}]",
         file=sys.stderr,
     )
-
-
-def plural(n: int, noun: str) -> str:
-    """'1 token', '2 tokens'."""
-    return f"{n} {noun}{'s' * (n != 1)}"

@@ -23,7 +23,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..weights.info import describe_model
-    from ..weights.progress import DownloadBar, human_bytes
+    from .progress import DownloadBar, human_bytes
 
     info = describe_model(args.model, progress=DownloadBar(sys.stderr))
     if args.json:

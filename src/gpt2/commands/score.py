@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from .generate import add_engine_arguments, close_engine, open_engine, plural, read_text
+from .common import add_engine_arguments, engine_name, open_engine, plural, words_or_stdin
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -40,7 +40,6 @@ def run(args: argparse.Namespace) -> int:
     from ..errors import Gpt2Error
     from ..scoring import score
     from ..tokenizer import Tokenizer
-    from .generate import engine_name
 
     engine_name(args)  # fail fast on a bad engine
     if args.file is not None:
@@ -52,14 +51,14 @@ def run(args: argparse.Namespace) -> int:
         except (OSError, UnicodeDecodeError) as exc:
             raise Gpt2Error(f"cannot read {args.file}: {exc}") from None
     else:
-        text = read_text(args.text)
+        text = words_or_stdin(args.text)
     tokenizer = Tokenizer.gpt2()
     ids = tokenizer.encode(text, allowed_special="all")
     engine = open_engine(args)
     try:
         result = score(engine, ids, stride=args.stride, prepend_eot=args.bos)
     finally:
-        close_engine(engine)
+        engine.close()
     pieces = [tokenizer.decode([t]) for t in result.ids[1:]]
     if args.json:
         print(

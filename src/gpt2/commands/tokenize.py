@@ -7,6 +7,8 @@ import json
 import os
 import sys
 
+from .common import plural, read_stdin, write_text
+
 # Alternating background colours for the pieces on a terminal (256-colour palette).
 _COLOURS = (153, 223, 194, 217, 189)
 
@@ -37,37 +39,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run)
 
 
-def load_tokenizer(vocab: str | None):
-    """The shipped GPT-2 tokenizer, or one read from a directory or a .tiktoken file."""
-    from pathlib import Path
-
-    from ..tokenizer import Tokenizer, TokenizerError
-
-    if vocab is None:
-        return Tokenizer.gpt2()
-    path = Path(vocab)
-    if path.is_dir():
-        return Tokenizer.from_directory(path)
-    if path.is_file():
-        return Tokenizer.from_tiktoken_file(path)
-    raise TokenizerError(f"--vocab {vocab}: no such file or directory")
-
-
-def read_stdin() -> str:
-    """All of stdin as UTF-8 text, whatever the locale says; bytes that are not UTF-8
-    are a clear error (a silent U+FFFD would change the ids)."""
-    from ..tokenizer import TokenizerError
-
-    stream = getattr(sys.stdin, "buffer", None)
-    if stream is None:  # already text (a StringIO in tests)
-        return sys.stdin.read()
-    data = stream.read()
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise TokenizerError(f"stdin is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start})") from None
-
-
 def check_argument(text: str) -> str:
     """TEXT from the command line: bytes that were not UTF-8 arrive as lone surrogates
     (Python's surrogateescape); refuse them as stdin's are refused."""
@@ -80,17 +51,6 @@ def check_argument(text: str) -> str:
         shown = f"byte 0x{byte:02x}" if 0x80 <= byte <= 0xFF else f"U+{ord(text[exc.start]):04X}"
         raise TokenizerError(f"TEXT is not UTF-8 text ({shown} at character {exc.start})") from None
     return text
-
-
-def write_text(text: str) -> None:
-    """Write to stdout; where its encoding cannot show the text (PYTHONIOENCODING=ascii,
-    a Latin-1 locale) write UTF-8 bytes rather than fail half-way with a traceback."""
-    try:
-        sys.stdout.write(text)
-    except UnicodeEncodeError:
-        sys.stdout.flush()
-        sys.stdout.buffer.write(text.encode("utf-8"))
-        sys.stdout.buffer.flush()
 
 
 def show_piece(piece: str) -> str:
@@ -107,9 +67,9 @@ def render(pieces: list[str], colour: bool) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..tokenizer import TokenizerError
+    from ..tokenizer import Tokenizer, TokenizerError
 
-    tokenizer = load_tokenizer(args.vocab)
+    tokenizer = Tokenizer.load(args.vocab)
     text = read_stdin() if args.text is None else check_argument(args.text)
     if not args.allow_special:
         for special in sorted(tokenizer.special_tokens_set):
@@ -127,7 +87,5 @@ def run(args: argparse.Namespace) -> int:
         colour = sys.stdout.isatty() and "NO_COLOR" not in os.environ
         print(" ".join(map(str, ids)))
         write_text(render(pieces, colour) + "\n")
-        print(
-            f"{len(ids)} token{'s' * (len(ids) != 1)}, {len(text)} character{'s' * (len(text) != 1)}", file=sys.stderr
-        )
+        print(f"{plural(len(ids), 'token')}, {plural(len(text), 'character')}", file=sys.stderr)
     return 0

@@ -14,7 +14,6 @@ import argparse
 import os
 import sys
 import time
-from pathlib import Path
 
 from ..errors import Gpt2Error
 
@@ -83,11 +82,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run)
 
 
-def default_cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "gpt2" / "tokens"
-
-
 def model_config(args: argparse.Namespace):
     """The requested model shape, or None to take it from --init / the checkpoint."""
     from ..config import Config
@@ -109,6 +103,7 @@ def model_config(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     try:
         from ..training import TrainingInterrupted, train
+        from ..training.data import default_cache_dir
     except ImportError as exc:
         raise Gpt2Error(f"training needs PyTorch and NumPy ({exc}); pip install 'gpt2[train]'") from None
     from ..tokenizer import Tokenizer

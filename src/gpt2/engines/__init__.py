@@ -1,101 +1,148 @@
 """The engines: three implementations of one model over one parameter tree.
 
-Every engine has the same small surface (see :class:`Engine`): build it from a
-`Config` and a parameter tree, make a KV cache, and call `forward` with new
-token ids to get the logits of the last position. `gpt2.generation.generate`
-drives any of them.
+    pure   standard library only: the readable, verifiable reference   engines/pure/
+    numpy  fast CPU inference                    (needs numpy)          engines/numpy_engine.py
+    torch  GPUs, half precision, training         (needs torch)          engines/torch/
 
-    pure   standard library only: the readable, verifiable reference
-    numpy  fast CPU inference              (needs numpy)
-    torch  GPUs, half precision, training  (needs torch)
+Every engine keeps the contract in :mod:`gpt2.engines.base` (`Engine`, and
+`BatchEngine` for the two that run batches); `gpt2.generation` drives any of them.
+The registry below says what each one needs and accepts, so that callers (the
+command line, a server) never hard-code it. Engines are imported only when asked
+for, so the core never imports NumPy or PyTorch.
 
-Engines are imported only when asked for, so the core never imports NumPy or PyTorch.
+>>> ENGINES["numpy"].dtypes
+('float32', 'float64')
+>>> engine_spec("pure").batches
+False
 """
 
 from __future__ import annotations
 
 import importlib
 import importlib.util
-from collections.abc import Mapping, Sequence
-from typing import Any, Protocol
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
 
 from ..config import Config
 from ..errors import EngineUnavailable, Gpt2Error
 from ..tensor import Tensor
+from .base import BatchEngine, BatchKVCache, Engine, check_ids, check_rows, check_window
 
-# name -> (module, class, the optional package it needs)
-ENGINES: dict[str, tuple[str, str, str | None]] = {
-    "pure": ("gpt2.engines.pure", "PureEngine", None),
-    "numpy": ("gpt2.engines.numpy_engine", "NumpyEngine", "numpy"),
-    "torch": ("gpt2.engines.torch_engine", "TorchEngine", "torch"),
+__all__ = [
+    "ENGINES",
+    "EngineSpec",
+    "Engine",
+    "BatchEngine",
+    "BatchKVCache",
+    "available_engines",
+    "check_ids",
+    "check_rows",
+    "check_window",
+    "default_engine",
+    "engine_spec",
+    "load_engine",
+]
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    """What an engine is, needs and accepts."""
+
+    name: str
+    target: str  # "module:Class"
+    needs: str | None  # the optional package it imports (None: the standard library)
+    extra: str | None  # the install extra that brings it: pip install -e ".[numpy]"
+    dtypes: tuple[str, ...]  # compute dtypes; the first is the default
+    devices: tuple[str, ...]  # where it runs
+    options: tuple[str, ...]  # keyword options of its constructor besides config and params
+    batches: bool  # a BatchEngine
+    summary: str
+
+    @property
+    def installed(self) -> bool:
+        return self.needs is None or importlib.util.find_spec(self.needs) is not None
+
+    def install_hint(self) -> str:
+        return f'pip install -e ".[{self.extra}]"' if self.extra else ""
+
+
+ENGINES: dict[str, EngineSpec] = {
+    spec.name: spec
+    for spec in (
+        EngineSpec(
+            "pure",
+            "gpt2.engines.pure.engine:PureEngine",
+            None,
+            None,
+            ("float64",),
+            ("cpu",),
+            ("workers", "storage", "method"),
+            False,
+            "the standard library only: readable and verifiable, about half a second a token at 124M",
+        ),
+        EngineSpec(
+            "numpy",
+            "gpt2.engines.numpy_engine:NumpyEngine",
+            "numpy",
+            "numpy",
+            ("float32", "float64"),
+            ("cpu",),
+            ("dtype", "threads"),
+            True,
+            "fast CPU inference at the speed of the memory bus",
+        ),
+        EngineSpec(
+            "torch",
+            "gpt2.engines.torch.engine:TorchEngine",
+            "torch",
+            "torch",
+            ("float32", "bfloat16", "float16"),
+            ("cpu", "cuda", "mps"),
+            ("dtype", "device", "threads", "kernel"),
+            True,
+            "PyTorch: GPUs, half precision, and the module training uses",
+        ),
+    )
 }
 FASTEST_FIRST = ("numpy", "torch", "pure")
 
 
-class Engine(Protocol):
-    name: str
-    config: Config
-
-    def new_cache(self) -> Any:
-        """An empty KV cache; `len(cache)` is the number of positions it holds."""
-
-    def forward(self, ids: Sequence[int], cache: Any, *, all_logits: bool = False) -> Any:
-        """Run `ids` at the positions after those already in `cache`, append their keys
-        and values to it, and return the logits of the last position (a sequence of
-        vocab_size floats), or of every new position when `all_logits` is true."""
-
-    # Optional, used when present (the NumPy and PyTorch engines have them):
-    #   sample(logits, sampler) -> int
-    #       `sampler.sample(logits)` vectorised: the same token from the same single draw.
-    #   new_batch_cache(n) and forward_batch(rows, cache, *, all_logits=False)
-    #       several sequences at once, each row with its own number of past positions; the
-    #       batch cache has `.row(b)` (a view) and `.reorder(rows)` (for beam search).
-    #       `gpt2.beam` uses them for batched sampling and beam search.
-
-
-class BatchKVCache:
-    """What the NumPy and PyTorch caches share: keys and values preallocated as
-    [batch, n_layer, n_head, n_ctx, head_dim] arrays of their framework, and
-    `lengths[b]`, the positions row b holds. Subclasses add `reorder`."""
-
-    def __init__(self, keys: Any, values: Any, lengths: Any) -> None:
-        self.keys, self.values, self.lengths = keys, values, lengths
-
-    def __len__(self) -> int:
-        """The longest row's length (for a one-row cache, simply the positions held)."""
-        return int(self.lengths.max())
-
-    @property
-    def batch_size(self) -> int:
-        return len(self.lengths)
-
-    def row(self, b: int) -> BatchKVCache:
-        """Row `b` as a one-row cache sharing this one's memory (filling it fills this)."""
-        return type(self)(self.keys[b : b + 1], self.values[b : b + 1], self.lengths[b : b + 1])
+def engine_spec(name: str) -> EngineSpec:
+    """The registry entry of engine `name`; an unknown name is a clear error."""
+    try:
+        return ENGINES[name]
+    except (KeyError, TypeError):
+        raise Gpt2Error(f"unknown engine {name!r}; choose one of {', '.join(ENGINES)}") from None
 
 
 def available_engines() -> list[str]:
     """Engine names whose dependencies are installed, fastest first."""
-    return [
-        name
-        for name in FASTEST_FIRST
-        if ENGINES[name][2] is None or importlib.util.find_spec(ENGINES[name][2]) is not None
-    ]
+    return [name for name in FASTEST_FIRST if ENGINES[name].installed]
 
 
 def default_engine() -> str:
     return available_engines()[0]
 
 
-def load_engine(name: str, config: Config, params: Mapping[str, Tensor], **options: Any) -> Engine:
-    """Build engine `name` ("pure", "numpy", "torch") over a parameter tree."""
-    if name not in ENGINES:
-        raise Gpt2Error(f"unknown engine {name!r}; choose one of {', '.join(ENGINES)}")
-    module_name, class_name, needs = ENGINES[name]
-    if needs is not None and importlib.util.find_spec(needs) is None:
+def require_engine(name: str) -> EngineSpec:
+    """The spec of an engine that can run here: unknown or not installed is a clear error."""
+    spec = engine_spec(name)
+    if not spec.installed:
         raise EngineUnavailable(
-            f"the {name} engine needs {needs}: pip install 'gpt2[{needs}]' "
+            f"the {name} engine needs {spec.needs}: {spec.install_hint()} "
             f"(installed engines: {', '.join(available_engines())})"
         )
-    module = importlib.import_module(module_name)
-    return getattr(module, class_name)(config, params, **options)
+    return spec
+
+
+def load_engine(name: str, config: Config, params: Mapping[str, Tensor], **options: Any) -> Engine:
+    """Build engine `name` ("pure", "numpy", "torch") over a parameter tree."""
+    spec = require_engine(name)
+    unknown = sorted(set(options) - set(spec.options))
+    if unknown:
+        raise Gpt2Error(f"the {name} engine has no option {unknown[0]!r} (it takes {', '.join(spec.options)})")
+    module_name, class_name = spec.target.split(":")
+    engine_class = getattr(importlib.import_module(module_name), class_name)
+    engine: Engine = engine_class(config, params, **options)
+    return engine

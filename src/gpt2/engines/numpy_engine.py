@@ -31,18 +31,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from ..config import Config
-from ..errors import GenerationError, Gpt2Error
-from ..generation import check_window
-from ..params import validate_params
-from ..sampling import check_logits
+from ..errors import Gpt2Error
+from ..params import BLOCK_TENSORS, PROJECTIONS, validate_params
 from ..tensor import Tensor
-from . import BatchKVCache
+from .base import BatchKVCache, check_rows
 
 DTYPES = {"float32": np.float32, "float64": np.float64}
 GELU_C = math.sqrt(2.0 / math.pi)
@@ -60,28 +57,14 @@ def tensor_to_numpy(t: Tensor) -> np.ndarray:
 
 
 class KVCache(BatchKVCache):
-    """Keys and values of every position seen so far, preallocated for the whole window.
-
-    keys, values: [batch, n_layer, n_head, n_ctx, head_dim]; lengths: [batch], the
-    positions each row holds. `len(cache)` is the longest row's length (for the
-    one-row cache of `new_cache()`, simply the positions held). Memory is touched
-    only as positions fill (np.zeros maps fresh pages lazily).
-    """
+    """The batched cache (see `gpt2.engines.base.BatchKVCache`) in NumPy arrays: keys and
+    values [batch, n_layer, n_head, n_ctx, head_dim] in the engine's dtype, lengths int64.
+    Memory is touched only as positions fill (np.zeros maps fresh pages lazily)."""
 
     @classmethod
     def empty(cls, config: Config, batch: int, dtype: Any) -> KVCache:
         shape = (batch, config.n_layer, config.n_head, config.n_ctx, config.head_dim)
         return cls(np.zeros(shape, dtype), np.zeros(shape, dtype), np.zeros(batch, np.int64))
-
-    def reorder(self, rows: Sequence[int]) -> None:
-        """Row i becomes a copy of old row rows[i] (beam search keeps its survivors)."""
-        index = np.asarray(rows, dtype=np.int64)
-        if np.array_equal(index, np.arange(self.batch_size)):
-            return
-        held = len(self)  # copy only the filled part of the window
-        self.keys[:, :, :, :held] = self.keys[index, :, :, :held]
-        self.values[:, :, :, :held] = self.values[index, :, :, :held]
-        self.lengths[:] = self.lengths[index]
 
 
 # --- the math, one concept per function ------------------------------------------------------
@@ -159,22 +142,6 @@ def causal_mask(past: np.ndarray, n_new: int, dtype: Any) -> np.ndarray | None:
 # --- the weights, laid out for the products ---------------------------------------------------
 
 
-@dataclass
-class Block:
-    ln_1_gain: np.ndarray
-    ln_1_bias: np.ndarray
-    attn_weight: np.ndarray  # [3d, d]
-    attn_bias: np.ndarray  # [3d]
-    attn_proj_weight: np.ndarray  # [d, d]
-    attn_proj_bias: np.ndarray
-    ln_2_gain: np.ndarray
-    ln_2_bias: np.ndarray
-    fc_weight: np.ndarray  # [4d, d]
-    fc_bias: np.ndarray
-    mlp_proj_weight: np.ndarray  # [d, 4d]
-    mlp_proj_bias: np.ndarray
-
-
 class Buffers:
     """The activations of a step with N rows, allocated once and reused while N stays the same."""
 
@@ -215,29 +182,16 @@ class NumpyEngine:
 
         self.wte = array("wte.weight")  # [V, d]: embedding rows, and the tied output projection
         self.wpe = array("wpe.weight")  # [n_ctx, d]
-        self.blocks = []
-        for i in range(config.n_layer):
-            p = f"h.{i}."
-            self.blocks.append(
-                Block(
-                    array(p + "ln_1.weight"),
-                    array(p + "ln_1.bias"),
-                    out_by_in(p + "attn.c_attn.weight"),
-                    array(p + "attn.c_attn.bias"),
-                    out_by_in(p + "attn.c_proj.weight"),
-                    array(p + "attn.c_proj.bias"),
-                    array(p + "ln_2.weight"),
-                    array(p + "ln_2.bias"),
-                    out_by_in(p + "mlp.c_fc.weight"),
-                    array(p + "mlp.c_fc.bias"),
-                    out_by_in(p + "mlp.c_proj.weight"),
-                    array(p + "mlp.c_proj.bias"),
-                )
-            )
-        self.ln_f_gain, self.ln_f_bias = array("ln_f.weight"), array("ln_f.bias")
+        # Each block under the tree's own names; the projections' weights stored (out, in).
+        projections = {name + ".weight" for name, _, _ in PROJECTIONS}
+        self.blocks: list[dict[str, np.ndarray]] = [
+            {name: (out_by_in if name in projections else array)(f"h.{i}.{name}") for name, _, _ in BLOCK_TENSORS}
+            for i in range(config.n_layer)
+        ]
+        self.ln_f = array("ln_f.weight"), array("ln_f.bias")
         self._buffers: Buffers | None = None
 
-    # --- the Engine protocol ---------------------------------------------------------------
+    # --- the Engine contract ---------------------------------------------------------------
 
     def new_cache(self) -> KVCache:
         return KVCache.empty(self.config, 1, self.dtype)
@@ -249,10 +203,8 @@ class NumpyEngine:
         logits = self.forward_batch([ids], cache, all_logits=all_logits)
         return logits[0]
 
-    def sample(self, logits: Any, sampler: Any) -> int:
-        return sample(logits, sampler)
-
-    # --- batches ---------------------------------------------------------------------------
+    def close(self) -> None:
+        """Nothing to release: the engine is arrays in this process."""
 
     def new_batch_cache(self, batch_size: int) -> KVCache:
         return KVCache.empty(self.config, batch_size, self.dtype)
@@ -261,75 +213,55 @@ class NumpyEngine:
         """Run T new tokens in each of B rows (rows may hold different numbers of past
         positions). Returns float32 logits [B, V] of each row's last new position, or
         [B, T, V] when all_logits."""
-        tokens = self._check(rows, cache)
-        x = self._hidden_states(tokens, cache)  # [B, T, d]
+        tokens = np.asarray(check_rows(rows, cache, self.config), dtype=np.int64)  # [B, T]
+        x = self.hidden_states(tokens, cache)  # [B, T, d]
         if not all_logits:
             x = x[:, -1:]  # only the last position is projected onto the vocabulary
         B, T, d = x.shape
-        h = layer_norm(
-            x.reshape(B * T, d),
-            self.ln_f_gain,
-            self.ln_f_bias,
-            self.config.layer_norm_epsilon,
-            out=np.empty((B * T, d), self.dtype),
-        )
-        logits = linear(h, self.wte, None, out=np.empty((self.config.vocab_size, B * T), self.dtype).T)
+        eps = self.config.layer_norm_epsilon
+        h = layer_norm(x.reshape(B * T, d), *self.ln_f, eps, out=np.empty((B * T, d), self.dtype))  # [N, d]
+        logits = linear(h, self.wte, None, out=np.empty((self.config.vocab_size, B * T), self.dtype).T)  # [N, V]
         logits = logits.reshape(B, T, -1).astype(np.float32, copy=False)
         return logits if all_logits else logits[:, 0]
 
-    def _check(self, rows: Sequence[Sequence[int]], cache: KVCache) -> np.ndarray:
-        try:
-            tokens = np.asarray(rows, dtype=np.int64)
-        except (TypeError, ValueError):  # ragged rows, or not integers
-            tokens = np.zeros((0,), np.int64)
-        if tokens.ndim != 2 or tokens.shape[1] == 0:
-            raise GenerationError("forward needs at least one token id in every row, all rows the same length")
-        if tokens.shape[0] != cache.batch_size:
-            raise GenerationError(f"{tokens.shape[0]} rows for a cache of {cache.batch_size}")
-        if tokens.min() < 0 or tokens.max() >= self.config.vocab_size:
-            raise GenerationError(f"token ids must be in [0, {self.config.vocab_size})")
-        check_window(len(cache), tokens.shape[1], self.config)
-        return tokens
+    # --- the forward pass ------------------------------------------------------------------
+
+    def hidden_states(self, tokens: np.ndarray, cache: KVCache) -> np.ndarray:
+        """Token ids [B, T] -> the residual stream [B, T, d] after every block; appends the new
+        positions' keys and values to the cache."""
+        B, T = tokens.shape
+        past = cache.past()  # [B] positions each row already holds
+        positions = np.asarray(past)[:, None] + np.arange(T)  # [B, T]
+        x = (self.wte[tokens] + self.wpe[positions]).reshape(B * T, -1)  # [N, d], N = B * T
+        mask = causal_mask(np.asarray(past), T, self.dtype)  # [B, 1, T, S] or None
+        buf = self._buffers_for(B * T)
+        eps = self.config.layer_norm_epsilon
+        for layer, w in enumerate(self.blocks):
+            h = layer_norm(x, w["ln_1.weight"], w["ln_1.bias"], eps, out=buf.h)  # [N, d]
+            qkv = linear(h, w["attn.c_attn.weight"], w["attn.c_attn.bias"], out=buf.qkv)  # [N, 3d]
+            a = self.attention(qkv, cache, layer, past, B, T, mask)  # [N, d]
+            x += linear(a, w["attn.c_proj.weight"], w["attn.c_proj.bias"], out=buf.proj)  # residual
+            h = layer_norm(x, w["ln_2.weight"], w["ln_2.bias"], eps, out=buf.h)  # [N, d]
+            f = gelu(linear(h, w["mlp.c_fc.weight"], w["mlp.c_fc.bias"], out=buf.fc), buf.scratch)  # [N, 4d]
+            x += linear(f, w["mlp.c_proj.weight"], w["mlp.c_proj.bias"], out=buf.proj)  # residual
+        cache.advance(T)
+        return x.reshape(B, T, -1)
+
+    def attention(
+        self, qkv: np.ndarray, cache: KVCache, layer: int, past: list[int], B: int, T: int, mask: np.ndarray | None
+    ) -> np.ndarray:
+        """Causal multi-head attention of the new positions over everything cached. [N, 3d] -> [N, d]."""
+        H, hd = self.config.n_head, self.config.head_dim
+        q, k, v = qkv.reshape(B, T, 3, H, hd).transpose(2, 0, 3, 1, 4)  # 3 x [B, H, T, hd]
+        keys, values = cache.write(layer, k, v, past)  # [B, H, S, hd], S = max(past) + T
+        q = q * self.dtype.type(1.0 / math.sqrt(hd))
+        y = attend(q, keys, values, mask)  # [B, H, T, hd]
+        return y.transpose(0, 2, 1, 3).reshape(B * T, H * hd)  # [N, d]
 
     def _buffers_for(self, n: int) -> Buffers:
         if self._buffers is None or self._buffers.h.shape[0] != n:
             self._buffers = Buffers(n, self.config.n_embd, self.dtype)
         return self._buffers
-
-    def _hidden_states(self, tokens: np.ndarray, cache: KVCache) -> np.ndarray:
-        """The residual stream [B, T, d] after every block; appends to the cache."""
-        B, T = tokens.shape
-        past = cache.lengths.copy()  # [B]
-        positions = past[:, None] + np.arange(T)  # [B, T]
-        x = (self.wte[tokens] + self.wpe[positions]).reshape(B * T, -1)  # [N, d]
-        mask = causal_mask(past, T, self.dtype)
-        buf = self._buffers_for(B * T)
-        eps = self.config.layer_norm_epsilon
-        for layer, block in enumerate(self.blocks):
-            h = layer_norm(x, block.ln_1_gain, block.ln_1_bias, eps, out=buf.h)
-            qkv = linear(h, block.attn_weight, block.attn_bias, out=buf.qkv)  # [N, 3d]
-            a = self._attention(qkv, cache, layer, past, B, T, mask)  # [N, d]
-            x += linear(a, block.attn_proj_weight, block.attn_proj_bias, out=buf.proj)
-            h = layer_norm(x, block.ln_2_gain, block.ln_2_bias, eps, out=buf.h)
-            f = gelu(linear(h, block.fc_weight, block.fc_bias, out=buf.fc), buf.scratch)  # [N, 4d]
-            x += linear(f, block.mlp_proj_weight, block.mlp_proj_bias, out=buf.proj)
-        cache.lengths += T
-        return x.reshape(B, T, -1)
-
-    def _attention(
-        self, qkv: np.ndarray, cache: KVCache, layer: int, past: np.ndarray, B: int, T: int, mask: np.ndarray | None
-    ) -> np.ndarray:
-        H, hd = self.config.n_head, self.config.head_dim
-        # [N, 3d] -> 3 x [B, H, T, hd]
-        q, k, v = qkv.reshape(B, T, 3, H, hd).transpose(2, 0, 3, 1, 4)
-        keys, values = cache.keys[:, layer], cache.values[:, layer]  # [B, H, n_ctx, hd]
-        for b in range(B):  # append this step's keys and values after each row's past
-            keys[b, :, past[b] : past[b] + T] = k[b]
-            values[b, :, past[b] : past[b] + T] = v[b]
-        seen = int(past.max()) + T
-        q = q * self.dtype.type(1.0 / math.sqrt(hd))
-        y = attend(q, keys[:, :, :seen], values[:, :, :seen], mask)  # [B, H, T, hd]
-        return y.transpose(0, 2, 1, 3).reshape(B * T, H * hd)  # [N, d]
 
 
 def set_blas_threads(threads: int) -> None:
@@ -340,49 +272,3 @@ def set_blas_threads(threads: int) -> None:
     if not isinstance(threads, int) or threads < 1:
         raise Gpt2Error(f"threads must be an integer >= 1, got {threads!r}")
     threadpool_limits(limits=threads, user_api="blas")
-
-
-# --- sampling, vectorised ---------------------------------------------------------------------
-
-
-def sample(logits: Any, sampler: Any) -> int:
-    """`gpt2.sampling.Sampler.sample`, the same algorithm step for step, vectorised.
-
-    Picks exactly the token `sampler.sample(logits)` picks (same order of
-    candidates, same float64 arithmetic, the same single `sampler.rng.random()`
-    draw) in a few milliseconds instead of ~60 ms of Python sorting per token:
-    the ordering by (-logit, id) is a stable NumPy sort; `math.exp` and
-    `math.fsum` are kept where NumPy's would round differently.
-    """
-    values = np.asarray(logits, dtype=np.float64).reshape(-1)  # float32 -> float64 is exact
-    if np.isnan(values).any() or values.max() == -np.inf:
-        check_logits(values.tolist())  # raises the same error as `Sampler.sample`
-    s = sampler.settings
-    if s.greedy:
-        return int(np.argmax(values))  # the first (lowest) id on a tie
-    ids = _ranked_candidates(values, s.top_k)
-    inv_t = 1.0 / s.temperature
-    scaled = values[ids] * inv_t
-    top = scaled[0]
-    weights = [math.exp(v) for v in (scaled - top).tolist()]
-    total = math.fsum(weights)
-    probs = np.asarray(weights) / total
-    if s.top_p < 1.0:
-        mass = np.cumsum(probs)  # sequential, as the reference walk adds
-        keep = int(np.argmax(mass >= s.top_p)) + 1 if (mass >= s.top_p).any() else len(probs)
-        ids, probs = ids[:keep], probs[:keep]
-    threshold = sampler.rng.random() * math.fsum(probs.tolist())
-    above = np.cumsum(probs) > threshold
-    return int(ids[int(np.argmax(above))]) if above.any() else int(ids[-1])
-
-
-def _ranked_candidates(values: np.ndarray, top_k: int) -> np.ndarray:
-    """Ids ordered by (-value, id); only the top_k first when 0 < top_k < len(values)."""
-    n = len(values)
-    if 0 < top_k < n:
-        kth = np.partition(values, n - top_k)[n - top_k]  # the k-th largest value
-        above = np.flatnonzero(values > kth)
-        tied = np.flatnonzero(values == kth)[: top_k - len(above)]  # lowest ids win the ties
-        ids = np.concatenate([above, tied])
-        return ids[np.lexsort((ids, -values[ids]))]
-    return np.argsort(-values, kind="stable")

@@ -117,6 +117,29 @@ class Tokenizer:
             "or a .tiktoken file)"
         )
 
+    @classmethod
+    def load(cls, vocab: str | Path | None = None) -> Tokenizer:
+        """The shipped GPT-2 tokenizer (None), or one read from a directory (see
+        `from_directory`) or a .tiktoken file."""
+        if vocab is None:
+            return cls.gpt2()
+        path = Path(vocab)
+        if path.is_dir():
+            return cls.from_directory(path)
+        if path.is_file():
+            return cls.from_tiktoken_file(path)
+        raise TokenizerError(f"{vocab}: no such file or directory")
+
+    @classmethod
+    def for_model(cls, model: str | Path) -> Tokenizer:
+        """The tokenizer of a model: the vocabulary files in its directory (or beside its weights
+        file) when there are any, else GPT-2's, which every published GPT-2 uses."""
+        path = Path(model).expanduser()
+        directory = path if path.is_dir() else path.parent if path.is_file() else None
+        if directory is not None and find_vocabulary_files(directory):
+            return cls.from_directory(directory)
+        return cls.gpt2()
+
     # --- facts ------------------------------------------------------------------------------
 
     @property

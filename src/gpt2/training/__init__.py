@@ -4,16 +4,16 @@
 >>> train("input.txt", "run/", tokenizer=Tokenizer.gpt2(), options={"max_steps": 200})  # doctest: +SKIP
 
 Modules, in the order data flows: `data` (text -> cached tokens -> windows ->
-seeded order), `settings` (TrainConfig), `schedule`, `optim`, `loop` (the
+seeded order), `config` (TrainConfig), `schedule`, `optim`, `loop` (the
 trainer), `checkpoint` (atomic files), `metrics` (log + plot), `evaluate`,
 `distributed` (torchrun / DDP), `events` (what the trainer reports).
 """
 
+from .config import TrainConfig
 from .errors import CheckpointError, DataError, TrainConfigError, TrainingInterrupted
 from .evaluate import EvalResult, evaluate_text
 from .events import CheckpointSaved, Evaluated, Notice, StepDone, Tokenizing, TrainStarted
 from .loop import TrainResult, train
-from .settings import TrainConfig
 
 __all__ = [
     "train",

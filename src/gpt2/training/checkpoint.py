@@ -19,9 +19,9 @@ import io
 from pathlib import Path
 from typing import Any
 
+from ..atomic import atomic_write_bytes
 from ..config import Config
 from ..errors import Gpt2Error
-from ..weights.atomic import atomic_write_bytes
 from .errors import CheckpointError
 
 STATE_FILE = "train_state.pt"

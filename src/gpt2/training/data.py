@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import array
 import hashlib
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..weights.atomic import atomic_write_bytes
+from ..atomic import atomic_write_bytes
 from .errors import DataError
 
 TOKEN_FILE_VERSION = b"gpt2-tokens-v1"
@@ -62,6 +63,12 @@ def data_files(path: str | Path) -> list[Path]:
             raise DataError(f"no files in directory {path}")
         return files
     raise DataError(f"no such file or directory: {path}")
+
+
+def default_cache_dir() -> Path:
+    """Where tokenized texts are kept between runs: $XDG_CACHE_HOME/gpt2/tokens (~/.cache/...)."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "gpt2" / "tokens"
 
 
 def read_text(path: Path) -> str:

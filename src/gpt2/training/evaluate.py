@@ -15,16 +15,11 @@ from pathlib import Path
 
 import torch
 
-from ..engines.torch_engine import pick_device as engine_pick_device
-from ..sampling import Sampler, SamplingConfig
+from ..engines.torch.device import pick_device
+from ..generation.sampling import Sampler, SamplingConfig
 from . import distributed
 from .data import Windows, check_vocabulary, load_tokens
 from .errors import DataError, TrainConfigError
-
-
-def pick_device(name: str) -> torch.device:
-    """ "auto": CUDA when present, else Apple's MPS, else the CPU (the engines' choice too)."""
-    return engine_pick_device(None if name == "auto" else name)
 
 
 def autocast_context(device: torch.device, dtype: str):
@@ -125,7 +120,7 @@ def evaluate_text(
     """Validation loss and perplexity of any loadable model on a text file (or directory),
     over non-overlapping windows of `context_length` tokens (default: the model's n_ctx).
     `progress(windows_done, windows_total)` is called after each batch."""
-    from ..torch_model import GPT2
+    from ..engines.torch.model import GPT2
     from .models import load_pretrained
 
     config, params = load_pretrained(model_name_or_path)

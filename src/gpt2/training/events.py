@@ -25,7 +25,7 @@ class TrainStarted:
     device: str
     world_size: int
     resumed: bool
-    settings: dict = field(default_factory=dict)
+    train_config: dict = field(default_factory=dict)  # the resolved TrainConfig, as a dict
 
 
 @dataclass(frozen=True)

@@ -30,15 +30,16 @@ from typing import Any
 import torch
 
 from ..config import Config
+from ..engines.torch.device import pick_device
 from . import checkpoint, distributed
+from .config import TrainConfig
 from .data import Windows, WindowSampler, check_vocabulary, load_tokens, split_tokens
 from .errors import CheckpointError, DataError, TrainingInterrupted
-from .evaluate import autocast_context, pick_device, sample_text, spread_indices, windows_loss
+from .evaluate import autocast_context, sample_text, spread_indices, windows_loss
 from .events import CheckpointSaved, Evaluated, Notice, StepDone, Tokenizing, TrainStarted
 from .metrics import METRICS_FILE, PLOT_FILE, MetricsLog, plot_losses
 from .optim import make_optimizer, set_learning_rate
 from .schedule import learning_rate
-from .settings import TrainConfig
 
 EventHandler = Callable[[Any], None]
 
@@ -100,7 +101,7 @@ def _describe(c: Config) -> str:
     )
 
 
-def _settings(options: Mapping[str, Any], resume_state: dict | None) -> TrainConfig:
+def _train_config(options: Mapping[str, Any], resume_state: dict | None) -> TrainConfig:
     if resume_state is None:
         return TrainConfig.from_dict(options)
     return TrainConfig.from_dict({**resume_state["settings_given"], **options})
@@ -174,7 +175,7 @@ def _interrupted(trainer: Trainer | None, out_dir: str | Path) -> str:
 
 
 class Trainer:
-    """One run: its settings, data, model, optimizer, sampler and log."""
+    """One run: its TrainConfig, data, model, optimizer, sampler and log."""
 
     def __init__(self, data, out: Path, *, tokenizer, config, init, resume, options, cache_dir, dist, on_event) -> None:
         self.out, self.tokenizer, self.dist, self.options = out, tokenizer, dist, options
@@ -188,11 +189,11 @@ class Trainer:
                 f"{out} already holds a checkpoint; pass --resume to continue it or choose another --out"
             )
         model_config, init_params = _model_config(config, init, self.resume_state)
-        settings = _settings(options, self.resume_state)
-        if settings.dropout is not None:
-            model_config = model_config.replace(dropout=settings.dropout)
+        train_config = _train_config(options, self.resume_state)
+        if train_config.dropout is not None:
+            model_config = model_config.replace(dropout=train_config.dropout)
         self.model_config = model_config
-        self.run_config = run = settings.resolved(model_config.n_ctx)
+        self.run_config = run = train_config.resolved(model_config.n_ctx)
         self.device = self._pick_device()
         self._load_data(data, cache_dir)
         distributed.start(dist, self.device)
@@ -403,6 +404,7 @@ class Trainer:
             "step": self.step,
             "model_config": self.model_config.to_hf_dict(),
             "dropout": self.model_config.dropout,
+            # The file's key names predate TrainConfig's; they stay so older runs still resume.
             "settings_given": {**(self.resume_state or {}).get("settings_given", {}), **self.options},
             "settings": self.run_config.to_dict(),
             "model": {k: v.detach().cpu().clone() for k, v in self.raw_model.state_dict().items()},

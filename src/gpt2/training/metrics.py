@@ -17,7 +17,7 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from ..weights.atomic import atomic_write_bytes, atomic_writer
+from ..atomic import atomic_write_bytes, atomic_writer
 
 METRICS_FILE = "metrics.jsonl"
 PLOT_FILE = "loss.png"

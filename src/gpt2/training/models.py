@@ -19,7 +19,7 @@ def new_model(config: Config):
     (a config.json with n_embd 160000 asks for tens of gigabytes), not an allocator traceback."""
     import torch
 
-    from ..torch_model import GPT2
+    from ..engines.torch.model import GPT2
 
     try:
         return GPT2(config)

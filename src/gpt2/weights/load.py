@@ -15,11 +15,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..atomic import atomic_write_bytes
 from ..config import Config
 from ..errors import ParamError
 from ..params import Params, param_shapes, validate_params
 from ..tensor import Tensor
-from .atomic import atomic_write_bytes
 from .errors import ModelNotFound, TFCheckpointError, WeightsError
 from .hub import KNOWN_MODELS, DownloadProgress, HubSettings, download_model, repo_id_for
 from .names import from_hf_names, infer_config, tf_to_ours

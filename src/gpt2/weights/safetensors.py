@@ -29,8 +29,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..atomic import atomic_writer
 from ..tensor import DTYPE_SIZES, Tensor
-from .atomic import atomic_writer
 from .errors import SafetensorsError
 
 MAX_HEADER_BYTES = 100 * 1024 * 1024  # the reference implementation's bound

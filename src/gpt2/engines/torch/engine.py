@@ -1,6 +1,6 @@
 """The PyTorch engine: GPUs, half precision, and a fast CPU path.
 
-The weights live in a `gpt2.torch_model.GPT2` module (`engine.model`), named
+The weights live in a `gpt2.engines.torch.model.GPT2` module (`engine.model`), named
 exactly as the checkpoints are, so a parameter tree loads by name. Inference
 does not call the module's `forward` (which recomputes every position); it runs
 the same blocks over their parameters with a KV cache (it takes its views of the
@@ -39,18 +39,18 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ..config import Config
-from ..errors import GenerationError, Gpt2Error
-from ..generation import check_ids, check_window
-from ..params import validate_params
-from ..tensor import Tensor
-from ..torch_model import GPT2, tensor_to_torch
-from . import BatchKVCache
+from ...config import Config
+from ...errors import Gpt2Error
+from ...params import PROJECTIONS, validate_params
+from ...tensor import Tensor
+from ..base import BatchKVCache, check_rows
+from .device import pick_device
+from .model import GPT2, tensor_to_torch
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 KERNELS = ("auto", "onednn", "blas")
-PROJECTIONS = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+PROJECTION_WEIGHTS = tuple(name + ".weight" for name, _, _ in PROJECTIONS)
 
 # Per-token times of the 124M model's matrices at batch 1 on a 2-core x86 machine
 # (12 layers each; ms, best of 21): (in, out) = the checkpoint layout with addmm,
@@ -67,42 +67,10 @@ PROJECTIONS = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "m
 BLAS_TRANSPOSED = ("wte.weight", "mlp.c_proj.weight")
 
 
-def pick_device(device: str | None) -> torch.device:
-    """`None` picks the best available: cuda, then mps, then cpu."""
-    if device is None:
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        mps = getattr(torch.backends, "mps", None)
-        return torch.device("mps" if mps is not None and mps.is_available() else "cpu")
-    try:
-        chosen = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise Gpt2Error(f"unknown device {device!r}; use cpu, cuda or mps") from None
-    if chosen.type == "cuda" and not torch.cuda.is_available():
-        raise Gpt2Error("device cuda was asked for, but PyTorch sees no CUDA GPU")
-    if chosen.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise Gpt2Error("device mps was asked for, but this PyTorch has no MPS support here")
-    if chosen.type not in ("cpu", "cuda", "mps"):
-        raise Gpt2Error(f"unsupported device {device!r}; use cpu, cuda or mps")
-    return chosen
-
-
 class KVCache(BatchKVCache):
-    """keys, values: [batch, n_layer, n_head, n_ctx, head_dim] on the engine's device;
-    lengths: [batch] int64 on the host (positions each row holds). `len(cache)` is
-    the longest row's length."""
-
-    @torch.inference_mode()
-    def reorder(self, rows: Sequence[int]) -> None:
-        """Row i becomes a copy of old row rows[i] (beam search keeps its survivors)."""
-        if list(rows) == list(range(self.batch_size)):
-            return
-        held = len(self)
-        index = torch.as_tensor(list(rows), dtype=torch.long)
-        on_device = index.to(self.keys.device)
-        self.keys[:, :, :, :held] = self.keys[on_device, :, :, :held]
-        self.values[:, :, :, :held] = self.values[on_device, :, :, :held]
-        self.lengths[:] = self.lengths[index]
+    """The batched cache (see `gpt2.engines.base.BatchKVCache`) in torch tensors: keys and
+    values [batch, n_layer, n_head, n_ctx, head_dim] on the engine's device, lengths int64
+    on the host, so a step never waits on the device to learn where to write."""
 
 
 class TorchEngine:
@@ -133,21 +101,21 @@ class TorchEngine:
         self.model = _load_module(config, params, self.device, self.dtype)
         self.kernel = pick_kernel(kernel, self.device, self.dtype)
         if self.kernel == "onednn":
-            _transpose_storage(self.model, PROJECTIONS)
+            _transpose_storage(self.model, PROJECTION_WEIGHTS)
         elif self.device.type == "cpu":
             _transpose_storage(self.model, BLAS_TRANSPOSED)
         self._inner_product = _onednn_linear() if self.kernel == "onednn" else None
         # Each projection's (weight, bias) in the layout its kernel reads, made once: oneDNN
         # takes (out, in) = weight.t(), contiguous here; addmm takes the (in, out) weight.
         self._weights = [
-            [
-                (conv.weight.t() if self._inner_product is not None else conv.weight, conv.bias)
-                for conv in (b.attn.c_attn, b.attn.c_proj, b.mlp.c_fc, b.mlp.c_proj)
-            ]
-            for b in self.model.h
+            {
+                name: (conv.weight.t() if self._inner_product is not None else conv.weight, conv.bias)
+                for name, conv in ((name, block.get_submodule(name)) for name, _, _ in PROJECTIONS)
+            }
+            for block in self.model.h
         ]
 
-    # --- the Engine protocol ---------------------------------------------------------------
+    # --- the Engine contract ---------------------------------------------------------------
 
     def new_cache(self) -> KVCache:
         return self.new_batch_cache(1)
@@ -158,12 +126,8 @@ class TorchEngine:
             raise Gpt2Error("forward takes a one-row cache; use forward_batch for a batch")
         return self.forward_batch([ids], cache, all_logits=all_logits)[0]
 
-    def sample(self, logits: Any, sampler: Any) -> int:
-        from .numpy_engine import sample  # the vectorised `Sampler.sample`
-
-        return sample(logits.detach().to("cpu", torch.float32).numpy(), sampler)
-
-    # --- batches ---------------------------------------------------------------------------
+    def close(self) -> None:
+        """Nothing to release: the weights are freed with the engine."""
 
     def new_batch_cache(self, batch_size: int) -> KVCache:
         c = self.config
@@ -176,9 +140,9 @@ class TorchEngine:
     def forward_batch(self, rows: Sequence[Sequence[int]], cache: KVCache, *, all_logits: bool = False) -> torch.Tensor:
         """T new tokens in each of B rows (rows may hold different numbers of past
         positions) -> float32 logits [B, V] of each row's last position ([B, T, V] if all_logits)."""
-        past = cache.lengths.tolist()
-        tokens = self._check(rows, cache, past)
-        x = self._hidden_states(tokens, cache, past)  # [B, T, d]
+        checked = check_rows(rows, cache, self.config)
+        tokens = torch.tensor(checked, dtype=torch.long).to(self.device, non_blocking=True)  # [B, T]
+        x = self.hidden_states(tokens, cache)  # [B, T, d]
         if not all_logits:
             x = x[:, -1:]
         B, T, d = x.shape
@@ -198,36 +162,30 @@ class TorchEngine:
             return self._inner_product(x, weight, bias, "none", [], "")  # weight [out, in]
         return torch.addmm(bias, x, weight)  # weight [in, out]
 
-    def _check(self, rows: Sequence[Sequence[int]], cache: KVCache, past: list[int]) -> torch.Tensor:
-        lengths = {len(r) for r in rows}
-        if len(lengths) != 1 or 0 in lengths:
-            raise GenerationError("forward needs at least one token id in every row, all rows the same length")
-        if len(rows) != cache.batch_size:
-            raise GenerationError(f"{len(rows)} rows for a cache of {cache.batch_size}")
-        rows = [check_ids(r, self.config) for r in rows]
-        T = lengths.pop()
-        check_window(max(past), T, self.config)
-        return torch.tensor(rows, dtype=torch.long).to(self.device, non_blocking=True)
+    # --- the forward pass ------------------------------------------------------------------
 
-    def _hidden_states(self, tokens: torch.Tensor, cache: KVCache, past: list[int]) -> torch.Tensor:
+    def hidden_states(self, tokens: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        """Token ids [B, T] -> the residual stream [B, T, d] after every block; appends the new
+        positions' keys and values to the cache."""
         B, T = tokens.shape
+        past = cache.past()  # [B] positions each row already holds
         m, eps, d = self.model, self.config.layer_norm_epsilon, self.config.n_embd
         uniform = all(p == past[0] for p in past)
         if uniform:
             pos = m.wpe.weight[past[0] : past[0] + T]  # [T, d]
         else:
             pos = m.wpe.weight[torch.tensor([[p + i for i in range(T)] for p in past], device=self.device)]
-        x = (m.wte.weight[tokens] + pos).view(B * T, d)  # [N, d]
+        x = (m.wte.weight[tokens] + pos).view(B * T, d)  # [N, d], N = B * T
         mask, causal = self._mask(past, T, uniform)
-        for layer, (block, (c_attn, attn_proj, c_fc, mlp_proj)) in enumerate(zip(m.h, self._weights)):
-            h = F.layer_norm(x, (d,), block.ln_1.weight, block.ln_1.bias, eps)
-            qkv = self._project(h, c_attn)  # [N, 3d]
-            a = self._attention(qkv, cache, layer, past, uniform, B, T, mask, causal)  # [N, d]
-            x = x + self._project(a, attn_proj)
-            h = F.layer_norm(x, (d,), block.ln_2.weight, block.ln_2.bias, eps)
-            f = F.gelu(self._project(h, c_fc), approximate="tanh")  # [N, 4d]
-            x = x + self._project(f, mlp_proj)
-        cache.lengths += T
+        for layer, (block, w) in enumerate(zip(m.h, self._weights)):
+            h = F.layer_norm(x, (d,), block.ln_1.weight, block.ln_1.bias, eps)  # [N, d]
+            qkv = self._project(h, w["attn.c_attn"])  # [N, 3d]
+            a = self.attention(qkv, cache, layer, past, B, T, mask, causal)  # [N, d]
+            x = x + self._project(a, w["attn.c_proj"])  # residual
+            h = F.layer_norm(x, (d,), block.ln_2.weight, block.ln_2.bias, eps)  # [N, d]
+            f = F.gelu(self._project(h, w["mlp.c_fc"]), approximate="tanh")  # [N, 4d]
+            x = x + self._project(f, w["mlp.c_proj"])  # residual
+        cache.advance(T)
         return x.view(B, T, d)
 
     def _mask(self, past: list[int], T: int, uniform: bool) -> tuple[torch.Tensor | None, bool]:
@@ -241,33 +199,23 @@ class TorchEngine:
         allowed = keys.view(1, 1, -1) <= seen.unsqueeze(-1)  # [B, T, S]
         return allowed.unsqueeze(1).to(self.device), False
 
-    def _attention(
+    def attention(
         self,
         qkv: torch.Tensor,
         cache: KVCache,
         layer: int,
         past: list[int],
-        uniform: bool,
         B: int,
         T: int,
         mask: torch.Tensor | None,
         causal: bool,
     ) -> torch.Tensor:
+        """Causal multi-head attention of the new positions over everything cached. [N, 3d] -> [N, d]."""
         H, hd = self.config.n_head, self.config.head_dim
         q, k, v = qkv.view(B, T, 3, H, hd).permute(2, 0, 3, 1, 4)  # 3 x [B, H, T, hd]
-        keys, values = cache.keys[:, layer], cache.values[:, layer]  # [B, H, n_ctx, hd]
-        if uniform:
-            keys[:, :, past[0] : past[0] + T] = k
-            values[:, :, past[0] : past[0] + T] = v
-        else:
-            for b, p in enumerate(past):
-                keys[b, :, p : p + T] = k[b]
-                values[b, :, p : p + T] = v[b]
-        seen = max(past) + T
-        y = F.scaled_dot_product_attention(
-            q, keys[:, :, :seen], values[:, :, :seen], attn_mask=mask, is_causal=causal
-        )  # [B, H, T, hd]
-        return y.transpose(1, 2).reshape(B * T, H * hd)
+        keys, values = cache.write(layer, k, v, past)  # [B, H, S, hd], S = max(past) + T
+        y = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, is_causal=causal)  # [B, H, T, hd]
+        return y.transpose(1, 2).reshape(B * T, H * hd)  # [N, d]
 
 
 def _onednn_linear() -> Any:

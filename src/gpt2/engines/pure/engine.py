@@ -22,17 +22,18 @@ import math
 import operator
 from collections.abc import Mapping, Sequence
 
-from ..config import Config
-from ..errors import GenerationError, Gpt2Error
-from ..generation import check_ids, check_window
-from ..params import validate_params
-from ..pure.layout import BEST_METHOD, STORAGES
-from ..pure.ops import dot, gelu_vector, layer_norm, softmax
-from ..pure.parallel import MatrixSpec, ShardedMatrices, usable_cpus
-from ..tensor import Tensor
+from ...config import Config
+from ...errors import GenerationError, Gpt2Error
+from ...params import PROJECTIONS, validate_params
+from ...tensor import Tensor
+from ..base import check_ids, check_window
+from .layout import BEST_METHOD, STORAGES
+from .ops import dot, gelu_vector, layer_norm, softmax
+from .parallel import MatrixSpec, ShardedMatrices, usable_cpus
 
-# Matrices per block, in the order they are stored in ShardedMatrices.
-C_ATTN, ATTN_PROJ, C_FC, MLP_PROJ = range(4)
+# The block's projections are stored in ShardedMatrices layer by layer, in PROJECTIONS order,
+# then the tied output projection.
+PROJECTION_INDEX = {name: i for i, (name, _, _) in enumerate(PROJECTIONS)}
 
 # Below this many parameters a second process costs more in messages than it saves.
 PARALLEL_MIN_PARAMS = 20_000_000
@@ -96,21 +97,9 @@ class PureEngine:
         for i in range(config.n_layer):
             p = f"h.{i}."
             self.norms.append(tuple(vec(p + n) for n in ("ln_1.weight", "ln_1.bias", "ln_2.weight", "ln_2.bias")))
-            for name, n_in, n_out in (
-                ("attn.c_attn", c, 3 * c),
-                ("attn.c_proj", c, c),
-                ("mlp.c_fc", c, 4 * c),
-                ("mlp.c_proj", 4 * c, c),
-            ):
-                specs.append(
-                    MatrixSpec(
-                        params[p + name + ".weight"].as_floats(),
-                        n_in,
-                        n_out,
-                        transposed=True,
-                        bias=vec(p + name + ".bias"),
-                    )
-                )
+            for name, n_in, n_out in PROJECTIONS:  # sizes in units of C
+                weight = params[p + name + ".weight"].as_floats()  # (in, out) checkpoint layout
+                specs.append(MatrixSpec(weight, n_in * c, n_out * c, transposed=True, bias=vec(p + name + ".bias")))
         specs.append(MatrixSpec(self.wte, c, config.vocab_size, transposed=False, bias=None))
         self.ln_f = (vec("ln_f.weight"), vec("ln_f.bias"))
         self.matrices = ShardedMatrices(specs, workers=workers, storage=storage, method=method)
@@ -155,16 +144,19 @@ class PureEngine:
         """One pre-norm transformer block over T new positions: [T][C] -> [T][C]."""
         eps = self.config.layer_norm_epsilon
         g1, b1, g2, b2 = self.norms[layer]
-        base = 4 * layer
         h = [layer_norm(x, g1, b1, eps) for x in xs]  # [T][C]
-        qkv = self.matrices.matvecs(base + C_ATTN, h)  # [T][3C]
+        qkv = self.project(layer, "attn.c_attn", h)  # [T][3C]
         a = [self.attend(row, layer, cache) for row in qkv]  # [T][C]
-        a = self.matrices.matvecs(base + ATTN_PROJ, a)  # [T][C]
+        a = self.project(layer, "attn.c_proj", a)  # [T][C]
         xs = [list(map(operator.add, x, y)) for x, y in zip(xs, a)]  # residual
         h = [layer_norm(x, g2, b2, eps) for x in xs]  # [T][C]
-        h = [gelu_vector(row) for row in self.matrices.matvecs(base + C_FC, h)]  # [T][4C]
-        m = self.matrices.matvecs(base + MLP_PROJ, h)  # [T][C]
+        h = [gelu_vector(row) for row in self.project(layer, "mlp.c_fc", h)]  # [T][4C]
+        m = self.project(layer, "mlp.c_proj", h)  # [T][C]
         return [list(map(operator.add, x, y)) for x, y in zip(xs, m)]  # residual
+
+    def project(self, layer: int, name: str, xs: list[list[float]]) -> list[list[float]]:
+        """x @ W + b for each row of xs, W the projection `h.{layer}.{name}`: [T][in] -> [T][out]."""
+        return self.matrices.matvecs(len(PROJECTIONS) * layer + PROJECTION_INDEX[name], xs)
 
     def attend(self, qkv: list[float], layer: int, cache: KVCache) -> list[float]:
         """Append this position's keys and values to the cache and attend over every cached

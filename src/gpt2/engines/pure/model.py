@@ -3,7 +3,7 @@
 This is the model, whole sequences at a time, written to be read: every tensor
 line carries its shape ([T] = sequence length, C = n_embd, H = n_head,
 D = head_dim = C / H, V = vocab_size). The decoding engine in
-`gpt2.pure.engine` computes exactly the same numbers one position at a time
+`gpt2.engines.pure.engine` computes exactly the same numbers one position at a time
 with a KV cache and faster inner products; `gpt2 verify` checks both.
 
 `weights` below is the parameter tree as nested lists: `nested_params(params)`.
@@ -14,8 +14,8 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
-from ..config import Config
-from ..tensor import Tensor
+from ...config import Config
+from ...tensor import Tensor
 from .ops import Matrix, Vector, add_matrices, causal_softmax, gelu_vector, layer_norm, linear, matmul, transpose
 
 Weights = Mapping[str, list]

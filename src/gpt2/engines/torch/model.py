@@ -22,9 +22,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .config import Config
-from .params import Params, param_shapes, validate_params
-from .tensor import Tensor
+from ...config import Config
+from ...params import Params, param_shapes, validate_params
+from ...tensor import Tensor
 
 
 class Conv1D(nn.Module):
@@ -160,7 +160,7 @@ class GPT2(nn.Module):
                 else:
                     p.zero_()
             if self.config.position_embedding == "sinusoidal":
-                from .params import sinusoidal_positions
+                from ...params import sinusoidal_positions
 
                 self.wpe.weight.copy_(torch.tensor(sinusoidal_positions(self.config.n_ctx, self.config.n_embd)))
 

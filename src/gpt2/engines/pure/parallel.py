@@ -21,7 +21,7 @@ import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ..errors import Gpt2Error
+from ...errors import Gpt2Error
 from .layout import BEST_METHOD, RowMatrix
 
 

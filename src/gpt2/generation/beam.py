@@ -1,29 +1,18 @@
-"""Several sequences at once: batched sampling and beam search.
+"""Beam search: the most probable continuation a breadth-limited search finds.
 
-Both need an engine with a batched cache (the NumPy and PyTorch engines:
-`new_batch_cache(n)`, `forward_batch(rows, cache)`, `cache.row(b)`,
-`cache.reorder(rows)`). At batch 1 a decoding step is bound by reading the
-weights; B rows share that read, so B samples cost far less than B runs.
-
-`generate_batch` gives each row its own sampler, so row i of a batch draws
-exactly what `gpt2.generation.generate` draws alone with the same sampler
-(up to float rounding in the logits). Engines without a batched cache (the
-pure engine) fall back to generating the rows one after another.
-
-Both keep every row inside the context window: a prompt keeps its last
-n_ctx - max_new_tokens tokens (the window does not slide here).
+It needs a batched engine (NumPy or PyTorch): the beams are the rows of one
+batch cache, reordered after each step to follow the survivors. Every row
+stays inside the context window: a prompt keeps its last n_ctx - max_new_tokens
+tokens.
 
 >>> from gpt2.config import Config
 >>> from gpt2.params import init_params
 >>> from gpt2.engines import load_engine
->>> from gpt2.sampling import Sampler, SamplingConfig
+>>> from gpt2.generation import generate, Sampler, SamplingConfig
 >>> cfg = Config(n_layer=1, n_embd=8, n_head=2, vocab_size=11, n_ctx=16)
 >>> engine = load_engine("numpy", cfg, init_params(cfg, seed=0))
->>> greedy = [Sampler(SamplingConfig(temperature=0)) for _ in range(2)]
->>> rows = generate_batch(engine, [[1, 2], [3, 4, 5]], 4, greedy, stop_ids=())
->>> [len(r) for r in rows]
-[4, 4]
->>> beam_search(engine, [1, 2], num_beams=1, max_new_tokens=4, stop_ids=()).ids == rows[0]
+>>> greedy = list(generate(engine, [1, 2], 4, Sampler(SamplingConfig(temperature=0)), stop_ids=()))
+>>> beam_search(engine, [1, 2], num_beams=1, max_new_tokens=4, stop_ids=()).ids == greedy
 True
 """
 
@@ -34,76 +23,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import GenerationError
-from .generation import END_OF_TEXT, generate, pick, prompt_or_start
-from .sampling import Sampler
-from .scoring import log_softmax
-
-
-def supports_batches(engine: Any) -> bool:
-    return hasattr(engine, "new_batch_cache") and hasattr(engine, "forward_batch")
-
-
-def fit_prompt(ids: Sequence[int], max_new_tokens: int, engine: Any) -> list[int]:
-    """The prompt (empty: <|endoftext|>), cropped so that it and the new tokens fit the window."""
-    n_ctx = engine.config.n_ctx
-    if not isinstance(max_new_tokens, int) or max_new_tokens < 0:
-        raise GenerationError(f"max_new_tokens must be an integer >= 0, got {max_new_tokens!r}")
-    if max_new_tokens >= n_ctx:
-        raise GenerationError(
-            f"max_new_tokens ({max_new_tokens}) must be below the context window ({n_ctx}) "
-            "when generating several sequences at once"
-        )
-    return prompt_or_start(ids, engine.config)[-(n_ctx - max_new_tokens) :]
-
-
-# --- batched sampling ---------------------------------------------------------------------
-
-
-def generate_batch(
-    engine: Any,
-    prompts: Sequence[Sequence[int]],
-    max_new_tokens: int,
-    samplers: Sequence[Sampler],
-    stop_ids: Iterable[int] = (END_OF_TEXT,),
-) -> list[list[int]]:
-    """New ids for each prompt (one sampler per prompt); a row ends at a stop id (not included)."""
-    if len(samplers) != len(prompts):
-        raise GenerationError(f"{len(prompts)} prompts but {len(samplers)} samplers")
-    stop = frozenset(stop_ids)
-    prompts = [fit_prompt(p, max_new_tokens, engine) for p in prompts]
-    if not prompts or max_new_tokens == 0:
-        return [[] for _ in prompts]
-    if not supports_batches(engine):
-        return [list(generate(engine, p, max_new_tokens, s, stop)) for p, s in zip(prompts, samplers)]
-    cache = engine.new_batch_cache(len(prompts))
-    logits = _prefill(engine, prompts, cache)
-    outputs: list[list[int]] = [[] for _ in prompts]
-    done = [False] * len(prompts)
-    for step in range(max_new_tokens):
-        last = []
-        for b, sampler in enumerate(samplers):
-            token = END_OF_TEXT if done[b] else pick(engine, logits[b], sampler)
-            if not done[b]:
-                if token in stop:
-                    done[b] = True
-                else:
-                    outputs[b].append(token)
-            last.append([token])  # finished rows keep stepping; their output is ignored
-        if all(done) or step == max_new_tokens - 1:
-            break
-        logits = engine.forward_batch(last, cache)
-    return outputs
-
-
-def _prefill(engine: Any, prompts: list[list[int]], cache: Any) -> list[Any]:
-    """Logits of each prompt's last position; one batched pass when the lengths agree."""
-    if len({len(p) for p in prompts}) == 1:
-        return list(engine.forward_batch(prompts, cache))
-    return [engine.forward_batch([p], cache.row(b))[0] for b, p in enumerate(prompts)]
-
-
-# --- beam search --------------------------------------------------------------------------
+from ..config import END_OF_TEXT
+from ..engines.base import BatchEngine, Engine
+from ..errors import GenerationError
+from ..scoring import log_softmax
+from .batch import fit_prompt
 
 
 @dataclass(frozen=True)
@@ -115,7 +39,7 @@ class Beam:
 
 
 def beam_search(
-    engine: Any,
+    engine: Engine,
     prompt_ids: Sequence[int],
     num_beams: int,
     max_new_tokens: int,
@@ -136,7 +60,7 @@ def beam_search(
 
     if not isinstance(num_beams, int) or num_beams < 1:
         raise GenerationError(f"num_beams must be an integer >= 1, got {num_beams!r}")
-    if not supports_batches(engine):
+    if not isinstance(engine, BatchEngine):
         raise GenerationError(f"beam search needs an engine with batches (numpy or torch), not {engine.name}")
     stop = frozenset(stop_ids)
     prompt = fit_prompt(prompt_ids, max_new_tokens, engine)

@@ -32,7 +32,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import GenerationError
+from ..errors import GenerationError
 
 
 @dataclass(frozen=True)
@@ -70,22 +70,24 @@ def check_logits(logits: Sequence[float]) -> None:
         )
 
 
-def _as_list(logits: Any) -> Sequence[float]:
-    tolist = getattr(logits, "tolist", None)  # NumPy arrays and torch tensors
-    return tolist() if tolist is not None else logits
-
-
 class Sampler:
     """Picks token ids from logits according to a :class:`SamplingConfig`."""
 
-    def __init__(self, settings: SamplingConfig | None = None, seed: int | None = None) -> None:
-        self.settings = settings or SamplingConfig()
+    def __init__(self, config: SamplingConfig | None = None, seed: int | None = None) -> None:
+        self.config = config or SamplingConfig()
         self.rng = random.Random(seed)
 
     def sample(self, logits: Any) -> int:
-        logits = _as_list(logits)
+        """The next token. A list of floats goes through the algorithm above as written; a
+        NumPy array or torch tensor through its vectorised copy (`gpt2.generation.vectorised`),
+        which picks the same token from the same single draw without sorting 50257 Python
+        floats."""
+        if not isinstance(logits, (list, tuple)):
+            from .vectorised import sample_array  # NumPy: imported only for array logits
+
+            return sample_array(logits, self)
         check_logits(logits)
-        s = self.settings
+        s = self.config
         if s.greedy:
             return argmax(logits)
         candidates = self.candidates(logits)
@@ -93,7 +95,7 @@ class Sampler:
 
     def candidates(self, logits: Sequence[float]) -> list[tuple[int, float]]:
         """(id, probability) of the tokens that may be drawn, most probable first (steps 2 to 5)."""
-        s = self.settings
+        s = self.config
         inv_t = 1.0 / s.temperature
         n = len(logits)
         if 0 < s.top_k < n:

@@ -1,0 +1,39 @@
+"""Generation: choosing tokens and the loops that drive an engine to produce them.
+
+    sampling    Sampler, SamplingConfig: greedy, temperature, top-k, top-p, with its own RNG
+    vectorised  the sampler's algorithm on NumPy arrays (the same token from the same draw)
+    loop        generate(): one sequence, streaming, sliding past the context window
+    batch       generate_batch(): several sequences sharing each read of the weights
+    beam        beam_search()
+
+This package sits above the engines: it drives any `gpt2.engines.base.Engine`,
+and no engine imports it.
+
+>>> from gpt2.config import Config
+>>> from gpt2.params import init_params
+>>> from gpt2.engines import load_engine
+>>> cfg = Config(n_layer=1, n_embd=8, n_head=2, vocab_size=11, n_ctx=16)
+>>> engine = load_engine("pure", cfg, init_params(cfg, seed=0))
+>>> len(list(generate(engine, [1, 2, 3], 4, Sampler(SamplingConfig(temperature=0)))))
+4
+"""
+
+from ..config import END_OF_TEXT
+from .batch import generate_batch, row_samplers, row_seeds
+from .beam import Beam, beam_search
+from .loop import generate, prompt_or_start, start_token
+from .sampling import Sampler, SamplingConfig
+
+__all__ = [
+    "END_OF_TEXT",
+    "Beam",
+    "Sampler",
+    "SamplingConfig",
+    "beam_search",
+    "generate",
+    "generate_batch",
+    "prompt_or_start",
+    "row_samplers",
+    "row_seeds",
+    "start_token",
+]
