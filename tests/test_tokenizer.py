@@ -10,7 +10,6 @@ from gpt2.tokenizer.bpe import merge_long, merge_short
 from gpt2.tokenizer.loaders import read_compact, read_tiktoken
 from gpt2.tokenizer.pretokenize import pretokenize
 from gpt2.tokenizer.tokenizer import SHIPPED_VOCABULARY
-from test_tokenizer_support import data_file, tiktoken_gpt2
 
 
 @pytest.fixture(scope="module")
@@ -19,8 +18,8 @@ def tok():
 
 
 @pytest.fixture(scope="module")
-def enc():
-    return tiktoken_gpt2()
+def enc(tiktoken_gpt2):
+    return tiktoken_gpt2
 
 
 EDGE_CASES = [
@@ -58,10 +57,10 @@ EDGE_CASES = [
 ]
 
 
-def test_shipped_vocabulary_is_openais(enc):
+def test_shipped_vocabulary_is_openais(enc, vocab_dir):
     """The compact file in the package holds exactly the ranks of gpt2.tiktoken."""
     shipped = read_compact(SHIPPED_VOCABULARY)
-    assert shipped == read_tiktoken(data_file("gpt2.tiktoken"))
+    assert shipped == read_tiktoken(vocab_dir / "gpt2.tiktoken")
     assert len(shipped) == 50256
     assert SHIPPED_VOCABULARY.stat().st_size < 1_000_000
 
@@ -74,9 +73,9 @@ def test_facts(tok):
     assert Tokenizer.gpt2() is tok  # loaded once
 
 
-@pytest.mark.parametrize("name", ["the-verdict.txt", "tinyshakespeare.txt"])
-def test_files_match_tiktoken(tok, enc, name):
-    text = data_file(name).read_text(encoding="utf-8")
+@pytest.mark.parametrize("name", ["verdict", "shakespeare"])
+def test_files_match_tiktoken(tok, enc, name, request):
+    text = request.getfixturevalue(name).read_text(encoding="utf-8")
     ids = tok.encode(text)
     assert ids == enc.encode(text)
     assert tok.decode(ids) == text
@@ -214,9 +213,9 @@ def test_bad_ids(tok, bad, message):
         tok.decode_single_token_bytes(bad)
 
 
-def test_cache_is_bounded(enc):
+def test_cache_is_bounded(enc, verdict):
     small = Tokenizer(read_compact(SHIPPED_VOCABULARY), {"<|endoftext|>": 50256}, cache_size=16)
-    text = data_file("the-verdict.txt").read_text(encoding="utf-8")
+    text = verdict.read_text(encoding="utf-8")
     assert small.encode(text) == enc.encode(text)
     assert len(small._cache) <= 16
     uncached = Tokenizer(read_compact(SHIPPED_VOCABULARY), cache_size=0)

@@ -12,14 +12,13 @@ from gpt2.tokenizer import Tokenizer, TokenizerError
 from gpt2.tokenizer.bytes_unicode import BYTE_TO_CHAR, bytes_to_token_string, token_string_to_bytes
 from gpt2.tokenizer.loaders import read_byte_level_bpe, read_compact, read_merges, write_compact
 from gpt2.tokenizer.pretokenize import pretokenize
-from test_tokenizer_support import data_file, tiktoken_gpt2
 
 SAMPLE = "Hello world! It's 2½ o'clock;   naïve café 😀 日本語\n\n<|endoftext|> THE END'S"
 
 
 @pytest.fixture(scope="module")
-def openai_tok():
-    return Tokenizer.from_encoder_json(data_file("encoder.json"), data_file("vocab.bpe"))
+def openai_tok(vocab_dir):
+    return Tokenizer.from_encoder_json(vocab_dir / "encoder.json", vocab_dir / "vocab.bpe")
 
 
 def test_byte_to_unicode_table():
@@ -39,9 +38,9 @@ def test_openai_files_give_the_shipped_vocabulary(openai_tok):
     assert openai_tok.n_vocab == 50257
 
 
-def test_merge_rank_is_token_id():
+def test_merge_rank_is_token_id(vocab_dir):
     """Merge i of vocab.bpe makes token 256 + i: so a token's id is its merge priority (tiktoken's rule)."""
-    vocab = read_byte_level_bpe(data_file("encoder.json"), data_file("vocab.bpe"))
+    vocab = read_byte_level_bpe(vocab_dir / "encoder.json", vocab_dir / "vocab.bpe")
     assert len(vocab.merge_ranks) == 50000
     assert all(vocab.encoder[merged] == 256 + rank for merged, rank in vocab.merge_ranks.items())
 
@@ -67,12 +66,12 @@ def openai_bpe(piece: bytes, pair_ranks: dict[tuple[str, str], int]) -> list[str
     return word
 
 
-def test_ranks_reproduce_openais_pair_bpe(openai_tok):
+def test_ranks_reproduce_openais_pair_bpe(openai_tok, vocab_dir, verdict, shakespeare):
     """Every distinct piece of the-verdict.txt and part of tinyshakespeare: the same ids as OpenAI's algorithm."""
-    pair_ranks = {pair: rank for rank, pair in enumerate(read_merges(data_file("vocab.bpe")))}
-    encoder = json.loads(data_file("encoder.json").read_text(encoding="utf-8"))
-    text = data_file("the-verdict.txt").read_text(encoding="utf-8")
-    text += data_file("tinyshakespeare.txt").read_text(encoding="utf-8")[:200_000] + SAMPLE
+    pair_ranks = {pair: rank for rank, pair in enumerate(read_merges(vocab_dir / "vocab.bpe"))}
+    encoder = json.loads((vocab_dir / "encoder.json").read_text(encoding="utf-8"))
+    text = verdict.read_text(encoding="utf-8")
+    text += shakespeare.read_text(encoding="utf-8")[:200_000] + SAMPLE
     pieces = set(pretokenize(text))
     assert len(pieces) > 5000
     for piece in pieces:
@@ -80,17 +79,17 @@ def test_ranks_reproduce_openais_pair_bpe(openai_tok):
         assert openai_tok.encode_ordinary(piece) == expected, piece
 
 
-def test_openai_loader_matches_tiktoken(openai_tok):
-    enc = tiktoken_gpt2()
-    text = data_file("the-verdict.txt").read_text(encoding="utf-8") + SAMPLE
+def test_openai_loader_matches_tiktoken(openai_tok, verdict, tiktoken_gpt2):
+    enc = tiktoken_gpt2
+    text = verdict.read_text(encoding="utf-8") + SAMPLE
     assert openai_tok.encode(text, allowed_special="all") == enc.encode(text, allowed_special="all")
 
 
-def test_hugging_face_files_and_directories(tmp_path, openai_tok):
+def test_hugging_face_files_and_directories(tmp_path, openai_tok, vocab_dir):
     hf = tmp_path / "hf"
     hf.mkdir()
-    shutil.copy(data_file("encoder.json"), hf / "vocab.json")
-    shutil.copy(data_file("vocab.bpe"), hf / "merges.txt")
+    shutil.copy(vocab_dir / "encoder.json", hf / "vocab.json")
+    shutil.copy(vocab_dir / "vocab.bpe", hf / "merges.txt")
     expected = openai_tok.encode(SAMPLE, allowed_special="all")
     assert (
         Tokenizer.from_hf_files(hf / "vocab.json", hf / "merges.txt").encode(SAMPLE, allowed_special="all") == expected
@@ -99,7 +98,7 @@ def test_hugging_face_files_and_directories(tmp_path, openai_tok):
 
     tt = tmp_path / "tt"
     tt.mkdir()
-    shutil.copy(data_file("gpt2.tiktoken"), tt / "gpt2.tiktoken")
+    shutil.copy(vocab_dir / "gpt2.tiktoken", tt / "gpt2.tiktoken")
     from_dir = Tokenizer.from_directory(tt)
     assert from_dir.encode(SAMPLE, allowed_special="all") == expected
     assert from_dir.eot_token == 50256 and from_dir.n_vocab == 50257
@@ -110,9 +109,9 @@ def test_hugging_face_files_and_directories(tmp_path, openai_tok):
         Tokenizer.from_directory(tmp_path / "missing")
 
 
-def test_tiktoken_file_with_custom_special_tokens():
+def test_tiktoken_file_with_custom_special_tokens(vocab_dir):
     tok = Tokenizer.from_tiktoken_file(
-        data_file("gpt2.tiktoken"), special_tokens={"<|endoftext|>": 50256, "<|pad|>": 50257}
+        vocab_dir / "gpt2.tiktoken", special_tokens={"<|endoftext|>": 50256, "<|pad|>": 50257}
     )
     assert tok.n_vocab == 50258
     assert tok.encode("a<|pad|>", allowed_special="all") == [64, 50257]

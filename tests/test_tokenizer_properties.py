@@ -11,10 +11,8 @@ from hypothesis import strategies as st  # noqa: E402
 from gpt2.tokenizer import StreamDecoder, Tokenizer  # noqa: E402
 from gpt2.tokenizer.bpe import merge_long, merge_short  # noqa: E402
 from gpt2.tokenizer.pretokenize import letter_and_number_ranges  # noqa: E402
-from test_tokenizer_support import tiktoken_gpt2  # noqa: E402
 
 TOK = Tokenizer.gpt2()
-ENC = tiktoken_gpt2()
 
 # Characters that exercise the pre-tokenisation rules most: contractions, spaces of every kind, numbers
 # of other scripts, combining marks, emoji with joiners, control characters.
@@ -31,17 +29,17 @@ tricky_text = st.lists(st.sampled_from(TRICKY), max_size=60).map("".join)
 
 @settings(max_examples=300, deadline=None)
 @given(st.one_of(any_text, tricky_text))
-def test_same_ids_as_tiktoken_and_round_trip(text):
+def test_same_ids_as_tiktoken_and_round_trip(tiktoken_gpt2, text):
     ids = TOK.encode_ordinary(text)
-    assert ids == ENC.encode_ordinary(text)
+    assert ids == tiktoken_gpt2.encode_ordinary(text)
     assert TOK.decode(ids) == text
 
 
 @settings(max_examples=100, deadline=None)
 @given(tricky_text)
-def test_special_tokens_like_tiktoken(text):
-    assert TOK.encode(text, allowed_special="all") == ENC.encode(text, allowed_special="all")
-    assert TOK.encode(text, disallowed_special=()) == ENC.encode(text, disallowed_special=())
+def test_special_tokens_like_tiktoken(tiktoken_gpt2, text):
+    assert TOK.encode(text, allowed_special="all") == tiktoken_gpt2.encode(text, allowed_special="all")
+    assert TOK.encode(text, disallowed_special=()) == tiktoken_gpt2.encode(text, disallowed_special=())
 
 
 @settings(max_examples=100, deadline=None)

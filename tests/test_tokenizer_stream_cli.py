@@ -142,10 +142,8 @@ def test_colour_rendering():
     assert render(["a", "\t"], colour=False) == "[a][\\t]"
 
 
-def test_vocab_option(capsys):
-    from test_tokenizer_support import data_file
-
-    directory = data_file("encoder.json").parent
+def test_vocab_option(capsys, vocab_dir):
+    directory = vocab_dir
     assert main(["tokenize", "--ids", "--vocab", str(directory), "Hello world"]) == 0
     assert main(["tokenize", "--ids", "--vocab", str(directory / "gpt2.tiktoken"), "Hello world"]) == 0
     assert capsys.readouterr().out == "15496 995\n15496 995\n"

@@ -15,6 +15,7 @@ torch = pytest.importorskip("torch")
 np = pytest.importorskip("numpy")
 
 from gpt2 import Config  # noqa: E402
+from gpt2.tokenizer import Tokenizer  # noqa: E402
 from gpt2.training import (  # noqa: E402
     CheckpointError,
     DataError,
@@ -27,25 +28,30 @@ from gpt2.training import (  # noqa: E402
 from gpt2.training.data import Windows, WindowSampler, load_tokens, split_tokens  # noqa: E402
 from gpt2.training.optim import parameter_groups  # noqa: E402
 from gpt2.training.schedule import learning_rate  # noqa: E402
-from test_training_support import FAST, SMALL, make_tokenizer, need_verdict  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    return make_tokenizer()
+    return Tokenizer.gpt2()
 
 
-def small_run(tmp_path, tokenizer, out="run", on_event=None, resume=False, config=None, **options):
-    return train(
-        need_verdict(),
-        tmp_path / out,
-        tokenizer=tokenizer,
-        config=config or Config(**SMALL),
-        resume=resume,
-        options={**FAST, **options},
-        cache_dir=tmp_path / "cache",
-        on_event=on_event,
-    )
+@pytest.fixture
+def small_run(tmp_path, tokenizer, verdict, small_shape, quick_training):
+    """`small_run(out="run", ...)`: a few quick steps of the small shape on the-verdict.txt."""
+
+    def run(out="run", on_event=None, resume=False, config=None, **options):
+        return train(
+            verdict,
+            tmp_path / out,
+            tokenizer=tokenizer,
+            config=config or Config(**small_shape),
+            resume=resume,
+            options={**quick_training, **options},
+            cache_dir=tmp_path / "cache",
+            on_event=on_event,
+        )
+
+    return run
 
 
 # --- pieces ---------------------------------------------------------------------------------
@@ -93,10 +99,10 @@ def test_split_refuses_text_too_short_for_the_context():
         split_tokens(tokens[:5], 0.0, 16)
 
 
-def test_weight_decay_applies_to_matrices_only():
+def test_weight_decay_applies_to_matrices_only(small_shape):
     from gpt2.engines.torch.model import GPT2
 
-    model = GPT2(Config(**SMALL, position_embedding="sinusoidal", qkv_bias=False))
+    model = GPT2(Config(**small_shape, position_embedding="sinusoidal", qkv_bias=False))
     decay, no_decay = parameter_groups(model, 0.1)
     assert all(p.ndim == 2 for p in decay["params"]) and all(p.ndim == 1 for p in no_decay["params"])
     assert not any(p is model.wpe.weight for p in decay["params"])  # the fixed table is not trained
@@ -181,11 +187,11 @@ def _raise(exc):
 # --- learning -------------------------------------------------------------------------------
 
 
-def test_tiny_preset_learns_the_verdict(tmp_path, tokenizer):
+def test_tiny_preset_learns_the_verdict(tmp_path, tokenizer, verdict):
     """The issue's proof: the tiny preset, a few dozen CPU steps, validation loss falls."""
     evals = []
     result = train(
-        need_verdict(),
+        verdict,
         tmp_path / "tiny",
         tokenizer=tokenizer,
         config=Config.preset("tiny"),
@@ -229,10 +235,10 @@ class Killed(Exception):
     pass
 
 
-def test_resume_continues_exactly_like_a_straight_run(tmp_path, tokenizer):
+def test_resume_continues_exactly_like_a_straight_run(tmp_path, tokenizer, small_run):
     options = dict(max_steps=8, dropout=0.1)  # dropout: the RNG must be restored too
     straight: list[float] = []
-    small_run(tmp_path, tokenizer, "straight", on_event=_record(straight), **options)
+    small_run("straight", on_event=_record(straight), **options)
 
     first: list[float] = []
 
@@ -242,11 +248,11 @@ def test_resume_continues_exactly_like_a_straight_run(tmp_path, tokenizer):
             raise Killed  # the state of step 5 dies with the process; step 4 was saved
 
     with pytest.raises(Killed):
-        small_run(tmp_path, tokenizer, "interrupted", on_event=kill_after_step_5, **options)
+        small_run("interrupted", on_event=kill_after_step_5, **options)
     assert first == straight[:5]
 
     resumed: list[float] = []
-    result = small_run(tmp_path, tokenizer, "interrupted", on_event=_record(resumed), resume=True, **options)
+    result = small_run("interrupted", on_event=_record(resumed), resume=True, **options)
     assert result.step == 8
     assert resumed == straight[4:]  # steps 5..8, bit for bit
     a = torch.load(tmp_path / "straight" / checkpoint.STATE_FILE, weights_only=True)["model"]
@@ -270,14 +276,14 @@ def checkpoint_metrics(directory):
     return read_metrics(directory / "metrics.jsonl")
 
 
-def test_resume_refuses_another_model_config_and_other_data(tmp_path, tokenizer):
-    small_run(tmp_path, tokenizer, max_steps=2, checkpoint_interval=2)
+def test_resume_refuses_another_model_config_and_other_data(tmp_path, tokenizer, small_run, verdict, small_shape):
+    small_run(max_steps=2, checkpoint_interval=2)
     with pytest.raises(CheckpointError, match="different model"):
-        small_run(tmp_path, tokenizer, resume=True, config=Config(**{**SMALL, "n_layer": 3}), max_steps=4)
+        small_run(resume=True, config=Config(**{**small_shape, "n_layer": 3}), max_steps=4)
     with pytest.raises(CheckpointError, match="already holds a checkpoint"):
-        small_run(tmp_path, tokenizer, max_steps=4)
+        small_run(max_steps=4)
     other = tmp_path / "other.txt"
-    other.write_text(need_verdict().read_text()[:-100])
+    other.write_text(verdict.read_text()[:-100])
     with pytest.raises(DataError, match="not the text this checkpoint was trained on"):
         train(other, tmp_path / "run", tokenizer=tokenizer, resume=True, options={"max_steps": 4}, cache_dir=None)
     assert checkpoint.load_state(tmp_path / "run")["step"] == 2
@@ -286,7 +292,7 @@ def test_resume_refuses_another_model_config_and_other_data(tmp_path, tokenizer)
 # --- crash safety ---------------------------------------------------------------------------
 
 
-def test_full_disk_while_saving_keeps_the_previous_checkpoint(tmp_path, tokenizer, monkeypatch):
+def test_full_disk_while_saving_keeps_the_previous_checkpoint(tmp_path, tokenizer, monkeypatch, small_run):
     real_fsync = os.fsync
 
     def on_event(event):
@@ -299,20 +305,19 @@ def test_full_disk_while_saving_keeps_the_previous_checkpoint(tmp_path, tokenize
             monkeypatch.setattr(os, "fsync", full_disk)
 
     with pytest.raises(CheckpointError, match="no space left on device.*previous checkpoint is intact"):
-        small_run(tmp_path, tokenizer, on_event=on_event, max_steps=8)
+        small_run(on_event=on_event, max_steps=8)
     monkeypatch.undo()
     assert checkpoint.load_state(tmp_path / "run")["step"] == 4
     assert not list((tmp_path / "run").glob(".*.tmp"))
-    result = small_run(tmp_path, tokenizer, resume=True, max_steps=8)
+    result = small_run(resume=True, max_steps=8)
     assert result.step == 8
 
 
 KILL_DURING_SAVE = """
 import os, signal, sys
-sys.path.insert(0, {tests!r})
 from gpt2 import Config
+from gpt2.tokenizer import Tokenizer
 from gpt2.training import train, checkpoint
-from test_training_support import FAST, SMALL, make_tokenizer, VERDICT
 real_replace = os.replace
 saves = []
 def replace_then_die(src, dst):
@@ -322,15 +327,18 @@ def replace_then_die(src, dst):
             os.kill(os.getpid(), signal.SIGKILL)
     return real_replace(src, dst)
 os.replace = replace_then_die
-train(VERDICT, {out!r}, tokenizer=make_tokenizer(), config=Config(**SMALL),
-      options={{**FAST, "max_steps": 8}}, cache_dir={cache!r})
+train({verdict!r}, {out!r}, tokenizer=Tokenizer.gpt2(), config=Config(**{small!r}),
+      options={{**{fast!r}, "max_steps": 8}}, cache_dir={cache!r})
 """
 
 
-def test_sigkill_during_save_leaves_the_last_good_checkpoint(tmp_path, tokenizer):
-    need_verdict()
+def test_sigkill_during_save_leaves_the_last_good_checkpoint(
+    tmp_path, tokenizer, small_run, verdict, small_shape, quick_training
+):
     out = tmp_path / "run"
-    script = KILL_DURING_SAVE.format(tests=os.path.dirname(__file__), out=str(out), cache=str(tmp_path / "cache"))
+    script = KILL_DURING_SAVE.format(
+        verdict=str(verdict), small=small_shape, fast=quick_training, out=str(out), cache=str(tmp_path / "cache")
+    )
     proc = subprocess.run([sys.executable, "-c", textwrap.dedent(script)], capture_output=True, text=True)
     assert proc.returncode == -9, proc.stderr[-2000:]
     assert list(out.glob(".train_state.pt.*.tmp"))  # the kill really landed mid-save
@@ -339,16 +347,16 @@ def test_sigkill_during_save_leaves_the_last_good_checkpoint(tmp_path, tokenizer
     from gpt2.weights import load_model
 
     load_model(out)  # the exported model of step 4 is whole too
-    result = small_run(tmp_path, tokenizer, resume=True, max_steps=8)
+    result = small_run(resume=True, max_steps=8)
     assert result.step == 8 and not list(out.glob(".*.tmp"))
 
 
-def test_gradient_accumulation_matches_one_big_batch(tmp_path, tokenizer):
+def test_gradient_accumulation_matches_one_big_batch(tmp_path, tokenizer, small_run):
     big: list[float] = []
     accumulated: list[float] = []
     common = dict(max_steps=3, eval_interval=3, checkpoint_interval=3, sample_interval=0)
-    small_run(tmp_path, tokenizer, "big", on_event=_record(big), batch_size=4, **common)
-    small_run(tmp_path, tokenizer, "accum", on_event=_record(accumulated), batch_size=2, grad_accum=2, **common)
+    small_run("big", on_event=_record(big), batch_size=4, **common)
+    small_run("accum", on_event=_record(accumulated), batch_size=2, grad_accum=2, **common)
     assert accumulated == pytest.approx(big, abs=1e-5)
 
 

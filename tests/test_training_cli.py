@@ -12,7 +12,6 @@ import pytest
 pytest.importorskip("torch")
 
 from gpt2.cli import main  # noqa: E402
-from test_training_support import SMALL, TiktokenStandIn, need_verdict, real_tokenizer_class  # noqa: E402
 
 FAST_FLAGS = [
     "--batch-size",
@@ -33,18 +32,14 @@ FAST_FLAGS = [
 
 
 @pytest.fixture(autouse=True)
-def tokenizer_available(monkeypatch, tmp_path):
-    if real_tokenizer_class() is None:  # until gpt2.tokenizer lands
-        import gpt2.tokenizer
-
-        monkeypatch.setattr(gpt2.tokenizer, "Tokenizer", TiktokenStandIn, raising=False)
+def private_cache(monkeypatch, tmp_path):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
 
 
 @pytest.fixture
-def small_config(tmp_path):
+def small_config(tmp_path, small_shape):
     path = tmp_path / "small.json"
-    path.write_text(json.dumps(SMALL))
+    path.write_text(json.dumps(small_shape))
     return str(path)
 
 
@@ -58,7 +53,7 @@ def one_error_line(capsys, command="train"):
     return err[0]
 
 
-def test_train_resume_and_eval_from_the_command_line(tmp_path, small_config, capsys, monkeypatch):
+def test_train_resume_and_eval_from_the_command_line(tmp_path, small_config, capsys, monkeypatch, verdict):
     import gpt2.training.loop as loop
 
     def no_matplotlib(*args, **kwargs):
@@ -68,7 +63,7 @@ def test_train_resume_and_eval_from_the_command_line(tmp_path, small_config, cap
     out = tmp_path / "run"
     assert (
         train_cli(
-            need_verdict(),
+            verdict,
             out,
             "--config",
             small_config,
@@ -87,7 +82,7 @@ def test_train_resume_and_eval_from_the_command_line(tmp_path, small_config, cap
     config = json.loads((out / "config.json").read_text())
     assert config["qkv_bias"] is False and config["position_embedding"] == "sinusoidal"
 
-    assert train_cli(need_verdict(), out, "--resume", "--max-steps", "6") == 0
+    assert train_cli(verdict, out, "--resume", "--max-steps", "6") == 0
     assert "resuming at step 4 of 6" in capsys.readouterr().err
 
     assert (
@@ -97,7 +92,7 @@ def test_train_resume_and_eval_from_the_command_line(tmp_path, small_config, cap
                 "--model",
                 str(out),
                 "--data",
-                str(need_verdict()),
+                str(verdict),
                 "--context-length",
                 "32",
                 "--device",
@@ -112,10 +107,10 @@ def test_train_resume_and_eval_from_the_command_line(tmp_path, small_config, cap
     assert result["perplexity"] == pytest.approx(2.718281828 ** result["loss"], rel=1e-6)
 
     # fine-tune the run's model into a new run: same shape, weights carried over
-    assert train_cli(need_verdict(), tmp_path / "ft", "--init", str(out), "--max-steps", "1", "--quiet") == 0
+    assert train_cli(verdict, tmp_path / "ft", "--init", str(out), "--max-steps", "1", "--quiet") == 0
     assert json.loads((tmp_path / "ft" / "config.json").read_text()) == config
     capsys.readouterr()
-    assert train_cli(need_verdict(), tmp_path / "ft2", "--init", str(out), "--config", "tiny") == 2
+    assert train_cli(verdict, tmp_path / "ft2", "--init", str(out), "--config", "tiny") == 2
     assert "differs from the requested" in one_error_line(capsys)
 
 
@@ -135,25 +130,25 @@ def test_bad_data_is_one_line_and_exit_2(tmp_path, small_config, capsys, content
     assert not (tmp_path / "run" / "train_state.pt").exists()
 
 
-def test_resume_mistakes_keep_the_checkpoint(tmp_path, small_config, capsys):
+def test_resume_mistakes_keep_the_checkpoint(tmp_path, small_config, capsys, verdict):
     out = tmp_path / "run"
-    assert train_cli(need_verdict(), out, "--config", small_config, "--max-steps", "2") == 0
+    assert train_cli(verdict, out, "--config", small_config, "--max-steps", "2") == 0
     capsys.readouterr()
     before = (out / "train_state.pt").read_bytes()
 
-    assert train_cli(need_verdict(), out, "--resume", "--config", "tiny", "--max-steps", "4") == 2
+    assert train_cli(verdict, out, "--resume", "--config", "tiny", "--max-steps", "4") == 2
     assert "different model" in one_error_line(capsys)
-    assert train_cli(need_verdict(), out, "--config", small_config, "--max-steps", "4") == 2
+    assert train_cli(verdict, out, "--config", small_config, "--max-steps", "4") == 2
     assert "--resume" in one_error_line(capsys)
-    assert train_cli(need_verdict(), tmp_path / "empty", "--resume") == 2
+    assert train_cli(verdict, tmp_path / "empty", "--resume") == 2
     assert "no checkpoint to resume from" in one_error_line(capsys)
     assert not (tmp_path / "empty").exists()  # a mistake leaves no empty run directory behind
-    assert train_cli(need_verdict(), tmp_path / "x", "--config", "gpt3") == 2
+    assert train_cli(verdict, tmp_path / "x", "--config", "gpt3") == 2
     assert "unknown model size 'gpt3'" in one_error_line(capsys)
     assert (out / "train_state.pt").read_bytes() == before
 
 
-def test_full_disk_is_one_line_and_the_last_checkpoint_survives(tmp_path, small_config, capsys, monkeypatch):
+def test_full_disk_is_one_line_and_the_last_checkpoint_survives(tmp_path, small_config, capsys, monkeypatch, verdict):
     import gpt2.commands.train as command
     from gpt2.training import checkpoint
 
@@ -169,18 +164,18 @@ def test_full_disk_is_one_line_and_the_last_checkpoint_survives(tmp_path, small_
 
     monkeypatch.setattr(command, "Progress", FillDiskAfterFirstSave)
     out = tmp_path / "run"
-    assert train_cli(need_verdict(), out, "--config", small_config, "--max-steps", "4", "--quiet") == 2
+    assert train_cli(verdict, out, "--config", small_config, "--max-steps", "4", "--quiet") == 2
     assert "no space left on device" in one_error_line(capsys)
     monkeypatch.undo()
     assert checkpoint.load_state(out)["step"] == 2
 
 
-def test_eval_of_a_missing_model_is_one_line(tmp_path, capsys):
-    assert main(["eval", "--model", str(tmp_path / "nothing"), "--data", str(need_verdict())]) == 2
+def test_eval_of_a_missing_model_is_one_line(tmp_path, capsys, verdict):
+    assert main(["eval", "--model", str(tmp_path / "nothing"), "--data", str(verdict)]) == 2
     one_error_line(capsys, "eval")
 
 
-def test_ctrl_c_says_which_checkpoint_is_safe(tmp_path, small_config, capsys, monkeypatch):
+def test_ctrl_c_says_which_checkpoint_is_safe(tmp_path, small_config, capsys, monkeypatch, verdict):
     import gpt2.commands.train as command
     from gpt2.training import checkpoint
 
@@ -192,7 +187,7 @@ def test_ctrl_c_says_which_checkpoint_is_safe(tmp_path, small_config, capsys, mo
 
     monkeypatch.setattr(command, "Progress", CtrlCAtStep3)
     out = tmp_path / "run"
-    assert train_cli(need_verdict(), out, "--config", small_config, "--max-steps", "6", "--quiet") == 130
+    assert train_cli(verdict, out, "--config", small_config, "--max-steps", "6", "--quiet") == 130
     err = capsys.readouterr().err
     assert (
         err
@@ -202,7 +197,7 @@ def test_ctrl_c_says_which_checkpoint_is_safe(tmp_path, small_config, capsys, mo
 
     assert (
         train_cli(
-            need_verdict(),
+            verdict,
             tmp_path / "new",
             "--config",
             small_config,
@@ -227,17 +222,17 @@ def test_ctrl_c_says_which_checkpoint_is_safe(tmp_path, small_config, capsys, mo
         (["--seed=-1"], "seed must be an integer"),
     ],
 )
-def test_impossible_hyper_parameters_are_one_line(tmp_path, small_config, capsys, flags, message):
-    assert train_cli(need_verdict(), tmp_path / "run", "--config", small_config, *flags) == 2
+def test_impossible_hyper_parameters_are_one_line(tmp_path, small_config, capsys, flags, message, verdict):
+    assert train_cli(verdict, tmp_path / "run", "--config", small_config, *flags) == 2
     assert message in one_error_line(capsys)
 
 
-def test_an_unusable_out_directory_is_one_line_before_any_work(tmp_path, small_config, capsys):
+def test_an_unusable_out_directory_is_one_line_before_any_work(tmp_path, small_config, capsys, verdict):
     a_file = tmp_path / "a_file"
     a_file.write_text("not a directory")
-    assert train_cli(need_verdict(), a_file, "--config", small_config) == 2
+    assert train_cli(verdict, a_file, "--config", small_config) == 2
     assert "exists and is not a directory" in one_error_line(capsys)
-    assert train_cli(need_verdict(), a_file / "run", "--config", small_config) == 2
+    assert train_cli(verdict, a_file / "run", "--config", small_config) == 2
     assert "cannot write the run directory" in one_error_line(capsys)
 
 
@@ -252,16 +247,16 @@ def test_a_bar_counts_windows_as_well_as_bytes():
     assert out.getvalue() == "\rscoring windows [##############################] 4,000 / 4,000\n"
 
 
-def test_evaluate_text_reports_progress(tmp_path, small_config):
+def test_evaluate_text_reports_progress(tmp_path, small_config, verdict):
     from gpt2.tokenizer import Tokenizer
     from gpt2.training import evaluate_text
 
     out = tmp_path / "run"
-    assert train_cli(need_verdict(), out, "--config", small_config, "--max-steps", "1", "--quiet") == 0
+    assert train_cli(verdict, out, "--config", small_config, "--max-steps", "1", "--quiet") == 0
     calls = []
     result = evaluate_text(
         str(out),
-        need_verdict(),
+        verdict,
         tokenizer=Tokenizer.gpt2(),
         context_length=32,
         batch_size=64,
@@ -271,29 +266,29 @@ def test_evaluate_text_reports_progress(tmp_path, small_config):
     assert calls[-1] == (result.sequences, result.sequences) and len(calls) == -(-result.sequences // 64)
 
 
-def test_a_model_with_a_small_vocabulary_is_one_line_not_an_index_error(tmp_path, capsys):
+def test_a_model_with_a_small_vocabulary_is_one_line_not_an_index_error(tmp_path, capsys, verdict):
     # The TF fixture has vocab_size 96: GPT-2 token ids do not fit its embedding.
     from pathlib import Path
 
     fixture = Path(__file__).parent / "fixtures" / "tf_gpt2_small"
-    assert main(["eval", "--model", str(fixture), "--data", str(need_verdict()), "--device", "cpu"]) == 2
+    assert main(["eval", "--model", str(fixture), "--data", str(verdict), "--device", "cpu"]) == 2
     assert "vocabulary has only 96 entries" in one_error_line(capsys, "eval")
-    assert train_cli(need_verdict(), tmp_path / "run", "--init", str(fixture), "--context-length", "8") == 2
+    assert train_cli(verdict, tmp_path / "run", "--init", str(fixture), "--context-length", "8") == 2
     assert "vocabulary has only 96 entries" in one_error_line(capsys)
 
 
-def test_tokenising_is_announced_once_then_cached(tmp_path, small_config, capsys, monkeypatch):
+def test_tokenising_is_announced_once_then_cached(tmp_path, small_config, capsys, monkeypatch, verdict):
     import gpt2.commands.train as command
 
     monkeypatch.setattr(command, "SAY_TOKENISING_FROM", 1000)  # the verdict is ~20k characters
-    assert train_cli(need_verdict(), tmp_path / "a", "--config", small_config, "--max-steps", "1") == 0
+    assert train_cli(verdict, tmp_path / "a", "--config", small_config, "--max-steps", "1") == 0
     assert "characters (cached for the next run)" in capsys.readouterr().err
-    assert train_cli(need_verdict(), tmp_path / "b", "--config", small_config, "--max-steps", "1") == 0
+    assert train_cli(verdict, tmp_path / "b", "--config", small_config, "--max-steps", "1") == 0
     assert "(cached for the next run)" not in capsys.readouterr().err  # the token cache made it instant
 
 
-def test_an_empty_out_never_means_the_current_directory(tmp_path, small_config, capsys, monkeypatch):
+def test_an_empty_out_never_means_the_current_directory(tmp_path, small_config, capsys, monkeypatch, verdict):
     monkeypatch.chdir(tmp_path)
-    assert train_cli(need_verdict(), "", "--config", small_config) == 2
+    assert train_cli(verdict, "", "--config", small_config) == 2
     assert "is empty" in one_error_line(capsys)
     assert os.listdir(tmp_path) == ["small.json"]

@@ -5,16 +5,33 @@ from __future__ import annotations
 
 import json
 import socket
+from pathlib import Path
 
 import pytest
 
 torch = pytest.importorskip("torch")
 
 from gpt2 import Config  # noqa: E402
+from gpt2.tokenizer import Tokenizer  # noqa: E402
 from gpt2.training import Evaluated, StepDone, train  # noqa: E402
-from test_training_support import FAST, SMALL, make_tokenizer, need_verdict  # noqa: E402
 
-OPTIONS = {**FAST, "max_steps": 4, "eval_interval": 4, "device": "cpu", "sample_interval": 0}
+DATA = Path(__file__).resolve().parent / "data" / "the-verdict.txt"
+# The shape and options of conftest's small_shape and quick_training, spelled out: the spawned
+# worker processes import this module, not the fixtures.
+SMALL = {"n_layer": 2, "n_embd": 32, "n_head": 2, "n_ctx": 64}
+OPTIONS = {
+    "batch_size": 4,
+    "context_length": 32,
+    "eval_batches": 2,
+    "sample_tokens": 4,
+    "checkpoint_interval": 4,
+    "warmup_steps": 2,
+    "lr": 1e-3,
+    "max_steps": 4,
+    "eval_interval": 4,
+    "device": "cpu",
+    "sample_interval": 0,
+}
 
 
 def run_and_record(out, cache, batch_size, env=None):
@@ -27,9 +44,9 @@ def run_and_record(out, cache, batch_size, env=None):
             record["val"].append(event.val_loss)
 
     train(
-        need_verdict(),
+        DATA,
         out,
-        tokenizer=make_tokenizer(),
+        tokenizer=Tokenizer.gpt2(),
         config=Config(**SMALL),
         options={**OPTIONS, "batch_size": batch_size},
         cache_dir=cache,
@@ -66,8 +83,6 @@ def test_two_gloo_processes_match_one_process(tmp_path):
 
     if not dist.is_available() or not dist.is_gloo_available():
         pytest.skip("torch.distributed with gloo is not available")
-    need_verdict()
-    make_tokenizer()  # skip early, not inside the workers, when there is no tokenizer
     cache = tmp_path / "cache"
     single = run_and_record(tmp_path / "one", cache, batch_size=4)
 

@@ -8,21 +8,7 @@ import pytest
 
 from gpt2.cli import main
 
-BLOCK_NUMPY_AND_TORCH = r"""
-import importlib.abc, sys
-class Block(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in ("numpy", "torch"):
-            raise ImportError(name)
-sys.meta_path.insert(0, Block())
-import importlib.util
-_find = importlib.util.find_spec
-importlib.util.find_spec = lambda name, *a: None if name.split(".")[0] in ("numpy", "torch") else _find(name, *a)
-import pytest
-
-from gpt2.cli import main
-sys.exit(main(sys.argv[1:]))
-"""
+CLI = "\nfrom gpt2.cli import main\nsys.exit(main(sys.argv[1:]))\n"
 
 
 def test_verify_prints_a_passing_table(capsys):
@@ -43,13 +29,14 @@ def test_verify_json(capsys):
     assert row["status"] == "pass" and row["max_rel_error"] <= 1e-9 and row["tolerance"] == 1e-9
 
 
-def test_verify_says_which_references_are_unavailable():
-    out = subprocess.run([sys.executable, "-c", BLOCK_NUMPY_AND_TORCH, "verify"], capture_output=True, text=True)
+def test_verify_says_which_references_are_unavailable(blocked_imports):
+    without_numpy_and_torch = blocked_imports(("numpy", "torch")) + CLI
+    out = subprocess.run([sys.executable, "-c", without_numpy_and_torch, "verify"], capture_output=True, text=True)
     assert "reference numpy unavailable: numpy is not installed" in out.stdout
     assert "reference torch unavailable: torch is not installed" in out.stdout
     assert out.returncode == 0  # the pure self-check ran and passed
     out = subprocess.run(
-        [sys.executable, "-c", BLOCK_NUMPY_AND_TORCH, "verify", "--json"], capture_output=True, text=True
+        [sys.executable, "-c", without_numpy_and_torch, "verify", "--json"], capture_output=True, text=True
     )
     report = json.loads(out.stdout)
     assert set(report["unavailable"]) == {"numpy", "torch"}

@@ -22,6 +22,7 @@ from collections.abc import Collection, Iterable, Mapping
 from collections.abc import Set as AbstractSet
 from itertools import chain
 from pathlib import Path
+from types import MappingProxyType
 from typing import Literal
 
 from .bpe import bpe_merge
@@ -155,6 +156,16 @@ class Tokenizer:
     @property
     def special_tokens_set(self) -> frozenset[str]:
         return frozenset(self._special_tokens)
+
+    @property
+    def encoder(self) -> Mapping[bytes, int]:
+        """The ordinary tokens: byte string -> id (a read-only view)."""
+        return MappingProxyType(self._encoder)
+
+    @property
+    def special_tokens(self) -> Mapping[str, int]:
+        """The special tokens: text -> id (a read-only view)."""
+        return MappingProxyType(self._special_tokens)
 
     def __repr__(self) -> str:
         return f"<Tokenizer {self.name!r} n_vocab={self.n_vocab}>"
