@@ -92,7 +92,7 @@ class Tensor:
         out.frombytes(words.tobytes())
         return out
 
-    def as_floats(self) -> memoryview | array.array:
+    def as_floats(self) -> memoryview[float] | array.array[float]:
         """The values as a flat sequence of floats, without copying where the bytes allow
         (F32/F64 on a little-endian machine: a memoryview cast over `data`); otherwise the
         converted copy from `to_array`."""

@@ -75,7 +75,9 @@ def beam_search(
     for step in range(1, max_new_tokens + 1):
         candidates = live_logprob[:, None] + log_softmax(logits)  # [beams, V]
         order = _best(candidates, 2 * num_beams)
-        parents, next_ids, next_logprob = [], [], []
+        parents: list[int] = []
+        next_ids: list[list[int]] = []
+        next_logprob: list[float] = []
         for flat in order:
             beam, token = divmod(int(flat), candidates.shape[1])
             total = float(candidates[beam, token])

@@ -54,8 +54,8 @@ class KVCache:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.length = 0
-        self.keys = [[[] for _ in range(config.n_head)] for _ in range(config.n_layer)]
-        self.values = [
+        self.keys: list[list[list[list[float]]]] = [[[] for _ in range(config.n_head)] for _ in range(config.n_layer)]
+        self.values: list[list[list[list[float]]]] = [
             [[[] for _ in range(config.head_dim)] for _ in range(config.n_head)] for _ in range(config.n_layer)
         ]
 

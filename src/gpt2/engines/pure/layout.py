@@ -31,13 +31,16 @@ import math
 import operator
 import struct
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from itertools import repeat
+from typing import Any
 
 STORAGES = ("fast", "compact", "fp16")
 METHODS = ("sumprod", "dist", "map")
 
 BEST_METHOD = "sumprod" if hasattr(math, "sumprod") else "dist"
+# math.sumprod (Python >= 3.12), or None
+_SUMPROD: Callable[[Sequence[float], Sequence[float]], float] | None = getattr(math, "sumprod", None)
 
 
 def compact_row(values: memoryview | array.array) -> array.array:
@@ -76,7 +79,7 @@ class RowMatrix:
 
     def __init__(
         self,
-        flat: memoryview | array.array,
+        flat: memoryview[float] | array.array[float],
         n_in: int,
         n_out: int,
         lo: int,
@@ -92,9 +95,14 @@ class RowMatrix:
         rows (the tied output projection `wte`)."""
         if storage not in STORAGES:
             raise ValueError(f"storage must be one of {STORAGES}, got {storage!r}")
-        if method not in METHODS or (method == "sumprod" and not hasattr(math, "sumprod")):
+        if method not in METHODS or (method == "sumprod" and _SUMPROD is None):
             raise ValueError(f"method {method!r} is not available here")
-        make = {"fast": tuple, "compact": compact_row, "fp16": HalfFloats()}[storage]
+        makers: dict[str, Callable[[Any], Sequence[float]]] = {
+            "fast": tuple,
+            "compact": compact_row,
+            "fp16": HalfFloats(),
+        }
+        make = makers[storage]
         if transposed:
             self.rows = [make(flat[j::n_out]) for j in range(lo, hi)]
         else:
@@ -102,12 +110,12 @@ class RowMatrix:
         self.bias = list(bias[lo:hi]) if bias is not None else [0.0] * (hi - lo)
         self.method = method
         # |w|^2 once per row; hypot is correctly rounded to within an ulp, in C.
-        self.sq_norms = [math.hypot(*row) ** 2 for row in self.rows] if method == "dist" else None
+        self.sq_norms = [math.hypot(*row) ** 2 for row in self.rows] if method == "dist" else []
 
     def matvec(self, x: Sequence[float]) -> list[float]:
         """[n_in] -> [hi - lo]."""
-        if self.method == "sumprod":
-            return list(map(operator.add, map(math.sumprod, self.rows, repeat(x)), self.bias))
+        if self.method == "sumprod" and _SUMPROD is not None:  # (its presence was checked in __init__)
+            return list(map(operator.add, map(_SUMPROD, self.rows, repeat(x)), self.bias))
         if self.method == "map":
             mul = operator.mul
             return [sum(map(mul, row, x)) + b for row, b in zip(self.rows, self.bias)]

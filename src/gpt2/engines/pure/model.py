@@ -46,7 +46,7 @@ def attention(q: Matrix, k: Matrix, v: Matrix) -> list[list[float]]:
     return matmul(causal_softmax(scores), v)  # [T][D]
 
 
-def split_heads(x: Matrix, n_head: int) -> list[list[list[float]]]:
+def split_heads(x: Matrix, n_head: int) -> list[list[Sequence[float]]]:
     """[T][C] -> [H][T][D]."""
     d = len(x[0]) // n_head
     return [[row[h * d : (h + 1) * d] for row in x] for h in range(n_head)]
@@ -91,7 +91,7 @@ def transformer_block(x: Matrix, w: Weights, i: int, config: Config) -> list[lis
     return add_matrices(x, m)  # [T][C]
 
 
-def decoder(x: Matrix, w: Weights, config: Config) -> list[list[float]]:
+def decoder(x: Matrix, w: Weights, config: Config) -> Matrix:
     """The stack of n_layer blocks. [T][C] -> [T][C]."""
     for i in range(config.n_layer):
         x = transformer_block(x, w, i, config)
@@ -105,7 +105,7 @@ def output_projection(x: Matrix, wte: Matrix) -> list[list[float]]:
 
 def forward(ids: Sequence[int], w: Weights, config: Config) -> list[list[float]]:
     """Token ids [T] -> logits [T][V] for the next token at every position."""
-    x = embed(ids, w["wte.weight"], w["wpe.weight"])  # [T][C]
+    x: Matrix = embed(ids, w["wte.weight"], w["wpe.weight"])  # [T][C]
     x = decoder(x, w, config)  # [T][C]
     x = norm_rows(x, w["ln_f.weight"], w["ln_f.bias"], config.layer_norm_epsilon)  # [T][C]
     return output_projection(x, w["wte.weight"])  # [T][V]

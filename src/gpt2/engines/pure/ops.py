@@ -16,19 +16,19 @@ from __future__ import annotations
 
 import math
 import operator
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 Vector = Sequence[float]
 Matrix = Sequence[Sequence[float]]
 
 
-def dot(a: Vector, b: Vector) -> float:
+def dot_python(a: Vector, b: Vector) -> float:
     """Inner product: sum_i a[i] * b[i]."""
     return sum(map(operator.mul, a, b))
 
 
-if hasattr(math, "sumprod"):  # Python >= 3.12: the same sum, in C, with extended precision
-    dot = math.sumprod  # type: ignore[assignment]  # noqa: F811
+# The inner product the engine uses: Python >= 3.12 has the same sum in C, with extended precision.
+dot: Callable[[Vector, Vector], float] = getattr(math, "sumprod", dot_python)
 
 
 def transpose(m: Matrix) -> list[list[float]]:

@@ -14,6 +14,7 @@ one process: the answers are identical either way.
 
 from __future__ import annotations
 
+import array
 import gc
 import multiprocessing
 import os
@@ -29,7 +30,7 @@ from .layout import BEST_METHOD, RowMatrix
 class MatrixSpec:
     """A matrix to lay out: its flat weights (array('f' or 'd')), sizes and optional bias."""
 
-    flat: object  # array.array in checkpoint order
+    flat: memoryview[float] | array.array[float]  # the weight's values, in checkpoint order
     n_in: int
     n_out: int
     transposed: bool  # True for Conv1D (in, out) weights, False for wte (out, in)

@@ -105,15 +105,16 @@ class TorchEngine:
         elif self.device.type == "cpu":
             _transpose_storage(self.model, BLAS_TRANSPOSED)
         self._inner_product = _onednn_linear() if self.kernel == "onednn" else None
-        # Each projection's (weight, bias) in the layout its kernel reads, made once: oneDNN
-        # takes (out, in) = weight.t(), contiguous here; addmm takes the (in, out) weight.
-        self._weights = [
-            {
-                name: (conv.weight.t() if self._inner_product is not None else conv.weight, conv.bias)
-                for name, conv in ((name, block.get_submodule(name)) for name, _, _ in PROJECTIONS)
-            }
-            for block in self.model.h
-        ]
+        # Each block's (weight, bias) pairs under the tree's names, made once: the layer norms, and
+        # each projection in the layout its kernel reads: oneDNN takes (out, in) = weight.t(),
+        # contiguous here; addmm takes the (in, out) weight.
+        self._blocks: list[dict[str, tuple[torch.Tensor, torch.Tensor]]] = []
+        for block in self.model.h:
+            pairs = {name: _weight_and_bias(block.get_submodule(name)) for name in ("ln_1", "ln_2")}
+            for name, _, _ in PROJECTIONS:
+                weight, bias = _weight_and_bias(block.get_submodule(name))
+                pairs[name] = (weight.t() if self._inner_product is not None else weight, bias)
+            self._blocks.append(pairs)
 
     # --- the Engine contract ---------------------------------------------------------------
 
@@ -177,12 +178,12 @@ class TorchEngine:
             pos = m.wpe.weight[torch.tensor([[p + i for i in range(T)] for p in past], device=self.device)]
         x = (m.wte.weight[tokens] + pos).view(B * T, d)  # [N, d], N = B * T
         mask, causal = self._mask(past, T, uniform)
-        for layer, (block, w) in enumerate(zip(m.h, self._weights)):
-            h = F.layer_norm(x, (d,), block.ln_1.weight, block.ln_1.bias, eps)  # [N, d]
+        for layer, w in enumerate(self._blocks):
+            h = F.layer_norm(x, (d,), *w["ln_1"], eps)  # [N, d]
             qkv = self._project(h, w["attn.c_attn"])  # [N, 3d]
             a = self.attention(qkv, cache, layer, past, B, T, mask, causal)  # [N, d]
             x = x + self._project(a, w["attn.c_proj"])  # residual
-            h = F.layer_norm(x, (d,), block.ln_2.weight, block.ln_2.bias, eps)  # [N, d]
+            h = F.layer_norm(x, (d,), *w["ln_2"], eps)  # [N, d]
             f = F.gelu(self._project(h, w["mlp.c_fc"]), approximate="tanh")  # [N, 4d]
             x = x + self._project(f, w["mlp.c_proj"])  # residual
         cache.advance(T)
@@ -216,6 +217,14 @@ class TorchEngine:
         keys, values = cache.write(layer, k, v, past)  # [B, H, S, hd], S = max(past) + T
         y = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, is_causal=causal)  # [B, H, T, hd]
         return y.transpose(1, 2).reshape(B * T, H * hd)  # [N, d]
+
+
+def _weight_and_bias(module: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+    """A layer's (weight, bias): a LayerNorm's gain and shift, or a Conv1D's (in, out) matrix and bias."""
+    weight, bias = module.weight, module.bias
+    if not isinstance(weight, torch.Tensor) or not isinstance(bias, torch.Tensor):
+        raise TypeError(f"{type(module).__name__} has no weight and bias tensors")
+    return weight, bias
 
 
 def _onednn_linear() -> Any:
