@@ -159,3 +159,74 @@ def small_shape() -> dict[str, int]:
 @pytest.fixture(scope="session")
 def quick_training() -> dict[str, float]:
     return dict(QUICK_TRAINING)
+
+
+# --- engines -------------------------------------------------------------------------------------
+
+
+class EngineKit:
+    """A small random model whose every dimension differs, its parameter tree, the three engines
+    over it, and the references they are checked against (the torch module, transformers)."""
+
+    def __init__(self) -> None:
+        import torch
+
+        from gpt2.config import Config
+        from gpt2.engines import load_engine
+        from gpt2.engines.torch.model import GPT2
+
+        self.config = Config(n_layer=2, n_embd=32, n_head=4, vocab_size=97, n_ctx=48)
+        self.prompt = [3, 14, 15, 92, 65, 35, 8, 9, 79]
+        torch.manual_seed(0)
+        model = GPT2(self.config).eval()
+        with torch.no_grad():  # GPT-2's init plus noise, so biases and layer-norm terms matter
+            for p in model.parameters():
+                p.add_(0.05 * torch.randn_like(p))
+        self.model = model
+        self.params = model.to_params()
+        self.engines = {
+            "numpy": load_engine("numpy", self.config, self.params),
+            "torch": load_engine("torch", self.config, self.params, device="cpu"),
+            "pure": load_engine("pure", self.config, self.params),
+        }
+
+    @staticmethod
+    def as_numpy(logits):
+        import numpy as np
+
+        if hasattr(logits, "detach"):
+            return logits.detach().cpu().numpy()
+        return np.asarray(logits, dtype=np.float64)
+
+    def reference_logits(self, ids):
+        """The torch module's logits [T, V] for ids, as NumPy."""
+        import torch
+
+        with torch.no_grad():
+            return self.model(torch.tensor([ids]))[0][0].numpy()
+
+    def transformers_model(self):
+        """transformers.GPT2LMHeadModel holding the same weights."""
+        transformers = pytest.importorskip("transformers")
+        from gpt2.engines.torch.model import GPT2
+
+        hf = transformers.GPT2LMHeadModel(transformers.GPT2Config(**self.config.to_hf_dict())).eval()
+        state = GPT2.from_params(self.config, self.params).state_dict()
+        missing, unexpected = hf.load_state_dict({"transformer." + n: state[n] for n in self.params}, strict=False)
+        assert not unexpected and set(missing) <= {"lm_head.weight"}  # the head is tied to wte
+        hf.tie_weights()
+        return hf
+
+    def greedy(self, engine, n=40, prompt=None):
+        from gpt2.generation import Sampler, SamplingConfig, generate
+
+        ids = self.prompt if prompt is None else prompt
+        return list(generate(engine, ids, n, Sampler(SamplingConfig(temperature=0.0)), stop_ids=()))
+
+
+@pytest.fixture(scope="session")
+def kit() -> EngineKit:
+    """The small model and all three engines over it (needs NumPy and PyTorch)."""
+    pytest.importorskip("numpy")
+    pytest.importorskip("torch")
+    return EngineKit()
