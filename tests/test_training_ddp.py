@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import socket
-from pathlib import Path
 
 import pytest
 
@@ -15,26 +14,12 @@ from gpt2 import Config  # noqa: E402
 from gpt2.tokenizer import Tokenizer  # noqa: E402
 from gpt2.training import Evaluated, StepDone, train  # noqa: E402
 
-DATA = Path(__file__).resolve().parent / "data" / "the-verdict.txt"
-# The shape and options of conftest's small_shape and quick_training, spelled out: the spawned
-# worker processes import this module, not the fixtures.
-SMALL = {"n_layer": 2, "n_embd": 32, "n_head": 2, "n_ctx": 64}
-OPTIONS = {
-    "batch_size": 4,
-    "context_length": 32,
-    "eval_batches": 2,
-    "sample_tokens": 4,
-    "checkpoint_interval": 4,
-    "warmup_steps": 2,
-    "lr": 1e-3,
-    "max_steps": 4,
-    "eval_interval": 4,
-    "device": "cpu",
-    "sample_interval": 0,
-}
+# Beyond conftest's quick_training: 4 steps, one evaluation at the end, no samples, on the CPU.
+RUN = {"max_steps": 4, "eval_interval": 4, "device": "cpu", "sample_interval": 0}
 
 
-def run_and_record(out, cache, batch_size, env=None):
+def run_and_record(job, out, cache, batch_size, env=None):
+    """Train as `job` says (data, shape, options: plain values, so spawned workers get them too)."""
     record = {"loss": [], "val": []}
 
     def on_event(event):
@@ -44,11 +29,11 @@ def run_and_record(out, cache, batch_size, env=None):
             record["val"].append(event.val_loss)
 
     train(
-        DATA,
+        job["data"],
         out,
         tokenizer=Tokenizer.gpt2(),
-        config=Config(**SMALL),
-        options={**OPTIONS, "batch_size": batch_size},
+        config=Config(**job["shape"]),
+        options={**job["options"], "batch_size": batch_size},
         cache_dir=cache,
         env=env,
         on_event=on_event,
@@ -56,7 +41,7 @@ def run_and_record(out, cache, batch_size, env=None):
     return record
 
 
-def _worker(rank, world, port, out, cache, result_file):
+def _worker(rank, job, world, port, out, cache, result_file):
     torch.set_num_threads(1)  # two processes share the machine's cores
     env = {
         "RANK": str(rank),
@@ -65,7 +50,7 @@ def _worker(rank, world, port, out, cache, result_file):
         "MASTER_ADDR": "127.0.0.1",
         "MASTER_PORT": str(port),
     }
-    record = run_and_record(out, cache, batch_size=2, env=env)
+    record = run_and_record(job, out, cache, batch_size=2, env=env)
     if rank == 0:  # only the main process reports (its losses are averaged over both)
         with open(result_file, "w") as f:
             json.dump(record, f)
@@ -77,17 +62,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_two_gloo_processes_match_one_process(tmp_path):
+def test_two_gloo_processes_match_one_process(tmp_path, verdict, small_shape, quick_training):
     import torch.distributed as dist
     import torch.multiprocessing as mp
 
     if not dist.is_available() or not dist.is_gloo_available():
         pytest.skip("torch.distributed with gloo is not available")
+    job = {"data": str(verdict), "shape": small_shape, "options": {**quick_training, **RUN}}
     cache = tmp_path / "cache"
-    single = run_and_record(tmp_path / "one", cache, batch_size=4)
+    single = run_and_record(job, tmp_path / "one", cache, batch_size=4)
 
     result_file = tmp_path / "ddp.json"
-    mp.spawn(_worker, args=(2, free_port(), str(tmp_path / "two"), str(cache), str(result_file)), nprocs=2, join=True)
+    worker_args = (job, 2, free_port(), str(tmp_path / "two"), str(cache), str(result_file))
+    mp.spawn(_worker, args=worker_args, nprocs=2, join=True)
     double = json.loads(result_file.read_text())
 
     assert len(double["loss"]) == len(single["loss"]) == 4
