@@ -2,7 +2,10 @@
 
     sampling    Sampler, SamplingConfig: greedy, temperature, top-k, top-p, with its own RNG
     vectorised  the sampler's algorithm on NumPy arrays (the same token from the same draw)
-    loop        generate(): one sequence, streaming, sliding past the context window
+    adjust      repetition, presence and frequency penalties, logit bias
+    stops       stop strings, found even when they span tokens
+    decoder     GenerationConfig; Decoder: one sequence's state, logits in, Step (token, text) out
+    loop        stream() and generate(): one sequence, sliding past the context window
     batch       generate_batch(): several sequences sharing each read of the weights
     beam        beam_search()
 
@@ -19,14 +22,23 @@ and no engine imports it.
 """
 
 from ..config import END_OF_TEXT
+from .adjust import LogitAdjustments
 from .batch import generate_batch, row_samplers, row_seeds
 from .beam import Beam, beam_search
-from .loop import generate, prompt_or_start, start_token
+from .decoder import Decoder, GenerationConfig, Step
+from .loop import generate, prompt_or_start, start_token, stream
 from .sampling import Sampler, SamplingConfig
+from .stops import StopStrings
 
 __all__ = [
     "END_OF_TEXT",
     "Beam",
+    "Decoder",
+    "GenerationConfig",
+    "LogitAdjustments",
+    "Step",
+    "StopStrings",
+    "stream",
     "Sampler",
     "SamplingConfig",
     "beam_search",

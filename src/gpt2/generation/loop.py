@@ -1,5 +1,8 @@
 """The auto-regressive loop shared by every engine: one sequence, one token at a time.
 
+`stream` yields a `Step` per token (with its text when given a tokenizer); `generate` is the
+same loop reduced to the new ids.
+
 >>> from gpt2.config import Config
 >>> from gpt2.params import init_params
 >>> from gpt2.engines import load_engine
@@ -14,13 +17,18 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING
 
 from ..config import END_OF_TEXT, Config
 from ..engines.base import Engine, check_ids
 from ..errors import GenerationError
+from .decoder import Decoder, GenerationConfig, Step
 from .sampling import Sampler
 
-__all__ = ["generate", "crop_prompt", "prompt_or_start", "start_token", "check_max_new_tokens"]
+if TYPE_CHECKING:
+    from ..tokenizer import Tokenizer
+
+__all__ = ["generate", "stream", "crop_prompt", "prompt_or_start", "start_token", "check_max_new_tokens"]
 
 
 def start_token(config: Config) -> int:
@@ -44,6 +52,47 @@ def check_max_new_tokens(max_new_tokens: int) -> None:
         raise GenerationError(f"max_new_tokens must be an integer >= 0, got {max_new_tokens!r}")
 
 
+def stream(
+    engine: Engine,
+    prompt_ids: Sequence[int],
+    config: GenerationConfig,
+    tokenizer: Tokenizer | None = None,
+    *,
+    sampler: Sampler | None = None,
+) -> Iterator[Step]:
+    """Generate one sequence, yielding a `Step` (token, text, log-probabilities, finish reason)
+    as each token is produced; the last step has a finish reason. `tokenizer` is needed for the
+    steps' text and for stop strings.
+
+    - An empty prompt starts from `<|endoftext|>` (GPT-2's unconditional sampling;
+      the last id in a model whose vocabulary is smaller than GPT-2's).
+    - A prompt longer than the context window is cropped to its last n_ctx tokens.
+    - When the context window fills, it slides: the cache is rebuilt from the
+      most recent n_ctx // 2 tokens, so each rebuild is paid for by n_ctx // 2
+      cheap steps.
+    """
+    model = engine.config
+    ids = crop_prompt(prompt_or_start(prompt_ids, model), model)
+    config.adjustments.check_vocabulary(model.vocab_size)
+    decoder = Decoder(ids, config, tokenizer, sampler=sampler)
+    if decoder.finished:  # max_new_tokens == 0
+        return
+    cache = engine.new_cache()
+    logits = engine.forward(ids, cache)
+    while True:
+        step = decoder.step(logits)
+        yield step
+        if step.finish_reason is not None:
+            return
+        ids.append(step.token)
+        if len(ids) > model.n_ctx:
+            ids = ids[-max(1, model.n_ctx // 2) :]
+            cache = engine.new_cache()
+            logits = engine.forward(ids, cache)
+        else:
+            logits = engine.forward([step.token], cache)
+
+
 def generate(
     engine: Engine,
     prompt_ids: Sequence[int],
@@ -51,37 +100,11 @@ def generate(
     sampler: Sampler | None = None,
     stop_ids: Iterable[int] = (END_OF_TEXT,),
 ) -> Iterator[int]:
-    """Yield new token ids one at a time, as they are produced.
-
-    - An empty prompt starts from `<|endoftext|>` (GPT-2's unconditional sampling;
-      the last id in a model whose vocabulary is smaller than GPT-2's).
-    - A prompt longer than the context window is cropped to its last n_ctx tokens.
-    - Generation stops after `max_new_tokens`, or when a token in `stop_ids` is
-      drawn; the stop token itself is not yielded.
-    - When the context window fills, it slides: the cache is rebuilt from the
-      most recent n_ctx // 2 tokens, so each rebuild is paid for by n_ctx // 2
-      cheap steps.
-    """
-    config = engine.config
-    check_max_new_tokens(max_new_tokens)
-    sampler = sampler or Sampler()
-    stop = frozenset(stop_ids)
-    ids = crop_prompt(prompt_or_start(prompt_ids, config), config)
-    if max_new_tokens == 0:
-        return
-    cache = engine.new_cache()
-    logits = engine.forward(ids, cache)
-    for produced in range(1, max_new_tokens + 1):
-        token = sampler.sample(logits)
-        if token in stop:
+    """Yield new token ids one at a time, as they are produced: `stream` reduced to the ids.
+    Generation stops after `max_new_tokens`, or when a token in `stop_ids` is drawn (the stop
+    token itself is not yielded)."""
+    config = GenerationConfig(max_new_tokens=max_new_tokens, stop_ids=tuple(stop_ids))
+    for step in stream(engine, prompt_ids, config, sampler=sampler or Sampler()):
+        if step.finish_reason == "stop":  # a stop id: generate() takes no stop strings
             return
-        yield token
-        if produced == max_new_tokens:
-            return
-        ids.append(token)
-        if len(ids) > config.n_ctx:
-            ids = ids[-max(1, config.n_ctx // 2) :]
-            cache = engine.new_cache()
-            logits = engine.forward(ids, cache)
-        else:
-            logits = engine.forward([token], cache)
+        yield step.token

@@ -70,12 +70,21 @@ def check_logits(logits: Sequence[float]) -> None:
         )
 
 
+def draw_seed() -> int:
+    """A fresh seed from the operating system's randomness."""
+    return random.SystemRandom().randrange(2**32)
+
+
 class Sampler:
-    """Picks token ids from logits according to a :class:`SamplingConfig`."""
+    """Picks token ids from logits according to a :class:`SamplingConfig`.
+
+    `seed` None draws one (`draw_seed`): `sampler.seed` always says which seed the sampler
+    started from, so any run can be repeated."""
 
     def __init__(self, config: SamplingConfig | None = None, seed: int | None = None) -> None:
         self.config = config or SamplingConfig()
-        self.rng = random.Random(seed)
+        self.seed = draw_seed() if seed is None else seed
+        self.rng = random.Random(self.seed)
 
     def sample(self, logits: Any) -> int:
         """The next token. A list of floats goes through the algorithm above as written; a

@@ -34,7 +34,7 @@ def sample_array(logits: Any, sampler: Sampler) -> int:
     s = sampler.config
     if s.greedy:
         return int(np.argmax(values))  # the first (lowest) id on a tie
-    ids = _ranked_candidates(values, s.top_k)
+    ids = ranked(values, s.top_k)
     inv_t = 1.0 / s.temperature
     scaled = values[ids] * inv_t
     top = scaled[0]
@@ -50,7 +50,7 @@ def sample_array(logits: Any, sampler: Sampler) -> int:
     return int(ids[int(np.argmax(above))]) if above.any() else int(ids[-1])
 
 
-def _ranked_candidates(values: np.ndarray, top_k: int) -> np.ndarray:
+def ranked(values: np.ndarray, top_k: int) -> np.ndarray:
     """Ids ordered by (-value, id); only the top_k first when 0 < top_k < len(values)."""
     n = len(values)
     if 0 < top_k < n:
