@@ -246,8 +246,7 @@ class Tokenizer:
         if token is not None:
             ids: tuple[int, ...] = (token,)
         else:
-            encoder = self._encoder
-            ids = tuple(encoder[part] for part in bpe_merge(data, self._merge_ranks))
+            ids = tuple(map(self._encoder.__getitem__, bpe_merge(data, self._merge_ranks)))
         if len(piece) <= _MAX_CACHED_PIECE and self._cache_size:
             if len(self._cache) >= self._cache_size:
                 self._cache.clear()  # bounded memory; the common pieces come back at once
