@@ -67,3 +67,23 @@ def test_heap_and_window_merges_equal_list_merge(piece, window, margin):
         assert merge_long(piece, ranks) == expected
     finally:
         bpe.WINDOW, bpe.MARGIN = saved
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.one_of(any_text, tricky_text), st.data())
+def test_offsets_and_batches_like_tiktoken(tiktoken_gpt2, text, data):
+    ids = TOK.encode(text, allowed_special="all")
+    assert TOK.decode_with_offsets(ids) == tiktoken_gpt2.decode_with_offsets(ids)
+    # any run of ids: the same offsets, or both refuse bytes that are not UTF-8
+    start = data.draw(st.integers(0, len(ids)))
+    part = ids[start : data.draw(st.integers(start, len(ids)))]
+    try:
+        expected = tiktoken_gpt2.decode_with_offsets(part)
+    except UnicodeDecodeError:
+        with pytest.raises(ValueError):
+            TOK.decode_with_offsets(part)
+    else:
+        assert TOK.decode_with_offsets(part) == expected
+    batch = [text, text[: len(text) // 2]]
+    assert TOK.encode_ordinary_batch(batch) == tiktoken_gpt2.encode_ordinary_batch(batch)
+    assert TOK.decode_batch([ids, part]) == tiktoken_gpt2.decode_batch([ids, part])
