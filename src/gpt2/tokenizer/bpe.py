@@ -25,13 +25,14 @@ this merge order (any ranks):
    happen in the same relative order as when that side is merged alone.
 2. If x is the last part of bpe(u), y the first part of bpe(v), and
    bpe(x + y) == [x, y], then bpe(u + v) == bpe(u) + bpe(v). Suppose not, and
-   take the first merge across the seam: it joins x' (a suffix of x, at that
-   moment the last part of u) and y' (a prefix of y), and its key (rank, start)
-   is below every other candidate then. The merges inside x and inside y happen
-   in the same relative order whether x + y is merged alone or inside u + v (the
-   lower key always goes first), so bpe(x + y) reaches the same x' and y' with
-   the same key below its other candidates, and merges across the seam too: a
-   contradiction.
+   take the first merge across the seam. Until then u and v, and (by fact 1)
+   the spans of x and y within them, merge as when alone; so it joins x' (then
+   the last part of u, a suffix of x) and y' (a prefix of y), with a key
+   (rank, start) below the next merge of x's span and of y's span. Merging
+   x + y alone interleaves the same merges of the two spans in the same order
+   (of two pending merges the lower key goes first, and a pending merge stays a
+   candidate until it happens), so it reaches x' and y' with that key below
+   both spans' next merges, and merges across the seam too: a contradiction.
 So bpe(s) is the concatenation of the windows' parts wherever each seam is
 "compatible" (fact 2, checked with one small merge, cached); at a seam that is
 not, the parts on each side of it are re-merged together (exact by fact 1) and
@@ -188,7 +189,7 @@ def merge_long(piece: bytes, ranks: Mapping[bytes, int]) -> list[bytes]:
         end = min(done + WINDOW, n)
         if end > base + len(singles):
             base = done
-            block = piece[base : base + _BLOCK]
+            block = piece[base : base + max(_BLOCK, 2 * WINDOW)]
             singles = list(map(_SINGLE_BYTES.__getitem__, block))
             pair_ranks = _pair_ranks(block, get, _NO_MERGE)
         key = piece[done:end]

@@ -71,7 +71,7 @@ def gpt2_pattern_source() -> str:
 
 @functools.cache
 def gpt2_pattern() -> re.Pattern[str]:
-    """The compiled pattern, built once per process on first use (about 20 ms)."""
+    """The compiled pattern, built once per process on first use (about 25 ms)."""
     return re.compile(gpt2_pattern_source())
 
 
