@@ -62,6 +62,8 @@ def open_regular(path: str | Path) -> BinaryIO:
     fd = os.open(path, flags)  # O_NONBLOCK: opening a FIFO returns at once instead of waiting for a writer
     try:
         mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):  # the system's own wording, as open() of a directory would say
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
         if not stat.S_ISREG(mode):
             raise NotARegularFile(errno.EINVAL, f"{describe_kind(mode)}, not a regular file", str(path))
         if hasattr(os, "set_blocking"):

@@ -204,13 +204,14 @@ def _fetch_once(
         part.parent.mkdir(parents=True, exist_ok=True)
         done = have
         limit = MAX_CONFIG_BYTES if filename.endswith(".json") else None
+        read = getattr(response, "read1", response.read)  # read1: http(s); a redirect may lead elsewhere
         with open(part, "ab" if have else "wb") as out:
             while True:
                 if deadline is not None and time.monotonic() >= deadline:
                     raise _DeadlinePassed()
                 # read1: return what one read of the socket gives, so that a trickle still
                 # comes back here to look at the clock (read(n) would wait for all n bytes).
-                chunk = response.read1(CHUNK_BYTES)
+                chunk = read(CHUNK_BYTES)
                 if not chunk:
                     break
                 out.write(chunk)
