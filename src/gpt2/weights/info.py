@@ -10,7 +10,7 @@ from typing import Any
 
 from ..config import Config
 from .hub import DownloadProgress, HubSettings
-from .load import load_files, resolve_model
+from .load import open_model
 
 
 @dataclass(frozen=True)
@@ -23,6 +23,7 @@ class ModelInfo:
     parameters: int
     dtypes: dict[str, int]  # dtype -> number of tensors
     file_size: int  # bytes of the weights file(s)
+    n_head_guessed: bool = False  # no config file and no n_head given: see LoadedModel
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -34,6 +35,7 @@ class ModelInfo:
             "parameters": self.parameters,
             "dtypes": self.dtypes,
             "file_size": self.file_size,
+            "n_head_guessed": self.n_head_guessed,
         }
 
 
@@ -42,10 +44,11 @@ def describe_model(
     *,
     hub: HubSettings | None = None,
     progress: DownloadProgress | None = None,
+    n_head: int | None = None,
 ) -> ModelInfo:
     """Load (memory-mapped, so cheap) and validate a model, and summarise it."""
-    files = resolve_model(name_or_path, hub=hub, progress=progress)
-    config, params = load_files(files)
+    loaded = open_model(name_or_path, hub=hub, progress=progress, n_head=n_head)
+    files, config, params = loaded.files, loaded.config, loaded.params
     return ModelInfo(
         source=str(name_or_path),
         format=files.format,
@@ -55,4 +58,5 @@ def describe_model(
         parameters=sum(t.numel for t in params.values()),
         dtypes=dict(Counter(t.dtype for t in params.values())),
         file_size=files.size_bytes(),
+        n_head_guessed=loaded.n_head_guessed,
     )
