@@ -159,8 +159,9 @@ def test_the_attention_grid_has_a_cell_per_layer_and_head(page, explore_model):
     assert page.page.locator("#attn-grid canvas.attn-cell").count() == c.n_layer * c.n_head
     page.page.locator("#attn-grid canvas.attn-cell").nth(c.n_head + 1).click()  # layer 1, head 1
     assert "layer 1, head 1" in page.page.locator("#zoom-title").text_content()
-    page.page.locator("#zoom").click(position={"x": 5, "y": 355})  # the last query, the first key
-    assert "query" in page.page.locator("#zoom-value").text_content()
+    page.page.locator("#zoom").click(position={"x": 90, "y": 436})  # the last query, the first key
+    value = page.page.locator("#zoom-value").text_content()
+    assert value.startswith(f"query {len(page.tokens()) - 1} ") and "→ key 0 " in value
     assert page.page.locator("#head-view line").count() > 0
     assert page.errors == []
 

@@ -31,6 +31,9 @@ from ..tensor import Tensor
 
 __all__ = ["LensWeights", "LensResult", "lens_logits", "logit_lens"]
 
+# Rows of logits held at once: 1024 x 50257 float32 is 206 MB.
+CHUNK_ROWS = 1024
+
 
 @dataclass(frozen=True)
 class LensWeights:
@@ -70,24 +73,28 @@ def lens_logits(x: np.ndarray, lens: LensWeights) -> np.ndarray:
 def logit_lens(residual: np.ndarray, lens: LensWeights, top: int = 5) -> LensResult:
     """residual [L, T, C] (the stream after each block) -> each layer's predictions.
 
-    The last layer goes first: its best tokens are the targets. Then the rows of every layer
-    (L * T of them, in chunks of at most CHUNK_ROWS to bound memory) are projected at once,
-    one big matrix product, and each chunk of logits is read in a few vectorised passes: the
-    target's rank, the top tokens (arg-max, then masked, `top` times: far cheaper than a
-    partial sort of 50257 logits per row), and the log of the softmax's denominator."""
+    The last layer goes first: its best tokens are the targets. Then the rows of the other
+    layers ((L - 1) * T of them, in chunks of at most CHUNK_ROWS to bound memory) are projected
+    at once, one big matrix product, and each chunk of logits is read in a few vectorised
+    passes: the target's rank, the top tokens (arg-max, then masked, `top` times: far cheaper
+    than a partial sort of 50257 logits per row), and the softmax's denominator."""
     L, T, C = residual.shape
     top = min(top, lens.wte.shape[0])
-    target = np.argmax(lens_logits(residual[-1], lens), axis=-1)  # [T]: the lowest id on a tie
-    rows = residual.reshape(L * T, C)
-    targets = np.tile(target, L)  # [L * T]
+    last = lens_logits(residual[-1], lens)  # [T, V]
+    target = np.argmax(last, axis=-1)  # [T]: the lowest id on a tie
     top_ids = np.zeros((L * T, top), dtype=np.int64)
     top_probs = np.zeros((L * T, top))
     target_rank = np.zeros(L * T, dtype=np.int64)
     target_prob = np.zeros(L * T)
-    for lo in range(0, L * T, CHUNK_ROWS):
-        hi = min(lo + CHUNK_ROWS, L * T)
-        ids, probs, rank, p = _read_logits(lens_logits(rows[lo:hi], lens), targets[lo:hi], top)
-        top_ids[lo:hi], top_probs[lo:hi], target_rank[lo:hi], target_prob[lo:hi] = ids, probs, rank, p
+    out = (top_ids, top_probs, target_rank, target_prob)
+    for part, values in zip(out, _read_logits(last, target, top)):
+        part[(L - 1) * T :] = values
+    rows = residual[:-1].reshape((L - 1) * T, C)
+    targets = np.tile(target, L - 1)  # [(L - 1) * T]
+    for lo in range(0, len(rows), CHUNK_ROWS):
+        hi = min(lo + CHUNK_ROWS, len(rows))
+        for part, values in zip(out, _read_logits(lens_logits(rows[lo:hi], lens), targets[lo:hi], top)):
+            part[lo:hi] = values
     return LensResult(
         top_ids.reshape(L, T, top),
         top_probs.reshape(L, T, top),
@@ -95,10 +102,6 @@ def logit_lens(residual: np.ndarray, lens: LensWeights, top: int = 5) -> LensRes
         target_rank.reshape(L, T),
         target_prob.reshape(L, T),
     )
-
-
-# Rows of logits held at once: 1024 x 50257 float32 is 206 MB.
-CHUNK_ROWS = 1024
 
 
 def _read_logits(logits: np.ndarray, target: np.ndarray, top: int) -> tuple[np.ndarray, ...]:
@@ -116,6 +119,6 @@ def _read_logits(logits: np.ndarray, target: np.ndarray, top: int) -> tuple[np.n
         logits[n, ids[:, k]] = -np.inf  # so the next arg-max is the next token
     logits -= peak[:, None]
     np.exp(logits, out=logits)  # the masked top entries are now exp(-inf) = 0 ...
-    total = logits.sum(axis=-1, dtype=np.float64) + np.exp(best - peak[:, None]).sum(axis=-1)  # ... added back here
+    total = logits.sum(axis=-1) + np.exp(best - peak[:, None]).sum(axis=-1)  # ... added back here
     log_total = peak + np.log(total)  # [N]
     return ids, np.exp(best - log_total[:, None]), rank, np.exp(at_target - log_total)

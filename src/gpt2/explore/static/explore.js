@@ -600,20 +600,37 @@
     const trace = current().trace;
     const T = trace.tokens.length;
     const canvas = $("zoom");
-    const size = canvas.width;
-    const cell = size / T;
+    // Token labels along both axes while they fit: queries down the left, keys across the top.
+    const margin = T <= 48 ? 84 : 0;
+    const cell = (canvas.width - margin) / T;
+    state.zoomGeometry = { margin, cell };
     const context = canvas.getContext("2d");
-    context.clearRect(0, 0, size, size);
+    context.clearRect(0, 0, canvas.width, canvas.height);
     const w = state.attention[layer][head];
+    context.font = `${Math.min(11, Math.max(8, cell - 2))}px monospace`;
+    context.fillStyle = "#1d232a";
+    if (margin) {
+      trace.tokens.forEach((token, i) => {
+        const label = show(token.text).slice(0, 10);
+        context.textAlign = "right";
+        context.fillText(label, margin - 4, margin + i * cell + cell / 2 + 3);
+        context.save();
+        context.translate(margin + i * cell + cell / 2 + 3, margin - 4);
+        context.rotate(-Math.PI / 2);
+        context.textAlign = "left";
+        context.fillText(label, 0, 0);
+        context.restore();
+      });
+      context.textAlign = "left";
+    }
     for (let i = 0; i < T; i++) {
       for (let j = 0; j < T; j++) {
         const [r, g, b] = heat(w[i * T + j]);
         context.fillStyle = `rgb(${r | 0},${g | 0},${b | 0})`;
-        context.fillRect(j * cell, i * cell, Math.ceil(cell), Math.ceil(cell));
+        context.fillRect(margin + j * cell, margin + i * cell, Math.ceil(cell), Math.ceil(cell));
         if (cell >= 30 && j <= i) {
           context.fillStyle = w[i * T + j] > 0.5 ? "#fff" : "#1d232a";
-          context.font = "10px monospace";
-          context.fillText(w[i * T + j].toFixed(2), j * cell + 3, i * cell + cell / 2 + 3);
+          context.fillText(w[i * T + j].toFixed(2), margin + j * cell + 3, margin + i * cell + cell / 2 + 3);
         }
       }
     }
@@ -626,8 +643,12 @@
     const canvas = $("zoom");
     const rect = canvas.getBoundingClientRect();
     const T = trace.tokens.length;
-    const j = Math.floor(((event.clientX - rect.left) / rect.width) * T);
-    const i = Math.floor(((event.clientY - rect.top) / rect.height) * T);
+    const { margin, cell } = state.zoomGeometry;
+    const x = ((event.clientX - rect.left) / rect.width) * canvas.width - margin;
+    const y = ((event.clientY - rect.top) / rect.height) * canvas.height - margin;
+    if (x < 0 || y < 0) return;
+    const j = Math.floor(x / cell);
+    const i = Math.floor(y / cell);
     if (i < 0 || j < 0 || i >= T || j >= T) return;
     const w = state.attention[state.zoom.layer][state.zoom.head][i * T + j];
     const q = trace.tokens[i].text;
