@@ -10,7 +10,10 @@ this process (a thread); the client is urllib, so the time is what a browser wai
 the forward pass with its recorder, the logit lens (12 layers x 64 positions x 50257 logits),
 the next-token distribution, and encoding the JSON. Each round traces a different text
 (the explorer keeps no traces, only the last logits). The table shows the best and the
-median of the rounds, the server's own split of the time, and the size of each part.
+median of the rounds, the server's own split of the time, the size of each part, and the
+CPU time the process spent per answer (all its threads): on a machine shared with other
+work the wall-clock times stretch, the CPU time much less, so it says what a quiet machine
+would take (with one BLAS thread, OPENBLAS_NUM_THREADS=1, CPU time is that wall time).
 """
 
 from __future__ import annotations
@@ -95,12 +98,13 @@ def start_server(app) -> tuple[str, object]:
     return f"http://127.0.0.1:{sock.getsockname()[1]}", server
 
 
-def post(url: str, body: dict) -> tuple[float, bytes]:
+def post(url: str, body: dict) -> tuple[float, float, bytes]:
+    """(wall seconds, CPU seconds of this process, the answer's bytes)."""
     request = urllib.request.Request(url, json.dumps(body).encode(), {"Content-Type": "application/json"})
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     with urllib.request.urlopen(request, timeout=300) as response:
         data = response.read()
-    return time.perf_counter() - start, data
+    return time.perf_counter() - start, time.process_time() - cpu, data
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -119,11 +123,12 @@ def main(argv: list[str] | None = None) -> int:
     n_tokens = min(args.tokens, explorer.max_tokens)
     windows = texts(explorer.tokenizer, n_tokens, args.rounds + 1)
     post(base + "/api/trace", {"ids": windows[-1]})  # warm-up: first-touch of buffers and caches
-    seconds, sizes, splits = [], [], []
+    seconds, cpu_seconds, sizes, splits = [], [], [], []
     for ids in windows[: args.rounds]:
-        elapsed, data = post(base + "/api/trace", {"ids": ids})
+        elapsed, cpu, data = post(base + "/api/trace", {"ids": ids})
         answer = json.loads(data)
         seconds.append(elapsed)
+        cpu_seconds.append(cpu)
         sizes.append(len(data))
         splits.append(answer["timings_ms"])
         parts = {key: len(json.dumps(value, separators=(",", ":"))) for key, value in answer.items()}
@@ -142,6 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         ("  server: forward + recorder", f"{statistics.median(s['forward'] for s in splits):.0f} ms"),
         ("  server: logit lens", f"{statistics.median(s['logit_lens'] for s in splits):.0f} ms"),
         ("  server: whole answer", f"{statistics.median(s['total'] for s in splits):.0f} ms"),
+        ("CPU time per answer, median", f"{1e3 * statistics.median(cpu_seconds):.0f} ms"),
         ("JSON size", f"{max(sizes) / 1e6:.2f} MB"),
         *((f"  {key}", f"{size / 1e3:.0f} KB") for key, size in sorted(parts.items(), key=lambda kv: -kv[1])[:5]),
     ]

@@ -42,6 +42,7 @@ from .errors import ExploreError
 from .lens import LensWeights
 from .requests import (
     DEFAULT_SAMPLING,
+    MAX_TEXT_CHARS,
     MAX_TOKENS,
     CompareRequest,
     Input,
@@ -88,7 +89,7 @@ class Explorer:
         self._logits: OrderedDict[tuple[str, tuple[int, ...]], np.ndarray] = OrderedDict()
         self._pieces: dict[int, dict[str, Any]] = {}
         self.lens = LensWeights.from_params(params, config.layer_norm_epsilon)
-        self.tokens = EmbeddingTable(self.lens.wte)  # wte, shared with the lens
+        self.embeddings = EmbeddingTable(self.lens.wte)  # wte, shared with the lens
         self._wpe = tensor_to_numpy(params["wpe.weight"])  # [n_ctx, C]
         self.max_tokens = min(MAX_TOKENS, config.n_ctx)
 
@@ -163,7 +164,7 @@ class Explorer:
                 "installed": available_engines(),
                 "loaded": list(self._engines),
             },
-            "limits": {"max_tokens": self.max_tokens, "max_bpe_chars": MAX_BPE_CHARS},
+            "limits": {"max_tokens": self.max_tokens, "max_text_chars": MAX_TEXT_CHARS, "max_bpe_chars": MAX_BPE_CHARS},
             "defaults": {
                 "temperature": DEFAULT_SAMPLING.temperature,
                 "top_k": DEFAULT_SAMPLING.top_k,
@@ -250,7 +251,7 @@ class Explorer:
                 pieces = [self.token(i)["text"] for i in ids]
                 raise ExploreError(f"{request.text!r} is {len(ids)} tokens ({pieces}); give a piece that is one token")
             token_id = ids[0]
-        found = nearest_neighbours(self.tokens, token_id, request.k)
+        found = nearest_neighbours(self.embeddings, token_id, request.k)
         return {
             "token": self._short(token_id),
             "neighbours": [{**self._short(i), "cosine": round(c, 6)} for i, c in found],

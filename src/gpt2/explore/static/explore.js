@@ -438,7 +438,15 @@
       track.append(model, bar);
       row.append(track, el("span", "value", `p ${fmt(c.p, 3)} → ${fmt(c.p_sample, 3)}`));
       row.title = `id ${c.id}, logit ${fmt(c.logit)}: click to append it`;
+      row.tabIndex = 0;
+      row.setAttribute("role", "button");
       row.addEventListener("click", () => step(c.id));
+      row.addEventListener("keydown", (event) => {
+        if (event.key === "Enter" || event.key === " ") {
+          event.preventDefault();
+          step(c.id);
+        }
+      });
       row.addEventListener("mouseenter", () => renderArithmetic(next, c));
       box.append(row);
     }
