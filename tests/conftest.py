@@ -230,3 +230,40 @@ def kit() -> EngineKit:
     pytest.importorskip("numpy")
     pytest.importorskip("torch")
     return EngineKit()
+
+
+# --- the explorer ----------------------------------------------------------------------------------
+
+
+class ExploreModel:
+    """A small model with GPT-2's vocabulary for the explorer's tests: weights large enough that
+    attention is far from uniform and the logit lens has favourites; saved to `directory` too."""
+
+    def __init__(self, directory: Path) -> None:
+        import numpy as np
+
+        from gpt2.config import Config
+        from gpt2.params import param_shapes
+        from gpt2.tensor import Tensor
+        from gpt2.weights import save_model
+
+        self.config = Config(n_layer=2, n_embd=32, n_head=4, n_ctx=64)
+        rng = np.random.default_rng(14)
+        self.params = {}
+        for name, shape in param_shapes(self.config).items():
+            if len(shape) == 2:
+                values = rng.standard_normal(shape) * 0.3
+            elif name.endswith("weight"):  # layer-norm gains
+                values = 1.0 + 0.1 * rng.standard_normal(shape)
+            else:
+                values = 0.1 * rng.standard_normal(shape)
+            self.params[name] = Tensor(shape, "F32", values.astype("<f4").tobytes())
+        self.directory = directory
+        save_model(directory, self.config, self.params)
+
+
+@pytest.fixture(scope="session")
+def explore_model(tmp_path_factory: pytest.TempPathFactory) -> ExploreModel:
+    """The explorer's small model (needs NumPy)."""
+    pytest.importorskip("numpy")
+    return ExploreModel(tmp_path_factory.mktemp("explore-model"))

@@ -24,6 +24,7 @@ OPTIONAL = (
     "gpt2.generation.vectorised",
     "gpt2.training",
     "gpt2.references",
+    "gpt2.explore",  # the explorer: NumPy, FastAPI and uvicorn (gpt2 explore says so when they are missing)
 )
 
 PROBE = r"""

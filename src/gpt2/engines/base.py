@@ -8,6 +8,7 @@ and values of past positions in a cache, so each new token costs one position:
     logits = engine.forward(ids, cache)          # [V]: the next-token logits after ids
     logits = engine.forward([token], cache)      # one more position
     engine.forward(ids, cache, all_logits=True)  # [T, V]: every new position's logits
+    engine.forward(ids, cache, recorder=r)       # also hand r each layer's attention and residual stream
     engine.close()                               # free worker processes, if any
 
 A :class:`BatchEngine` also runs several sequences at once, so that they share
@@ -54,10 +55,11 @@ class Engine(Protocol):
         """An empty KV cache; `len(cache)` is the number of positions it holds."""
         ...
 
-    def forward(self, ids: Sequence[int], cache: Any, *, all_logits: bool = False) -> Any:
+    def forward(self, ids: Sequence[int], cache: Any, *, all_logits: bool = False, recorder: Any = None) -> Any:
         """Run `ids` at the positions after those already in `cache`, append their keys and
         values to it, and return the logits of the last position (V floats), or of every new
-        position ([T, V]) when `all_logits` is true."""
+        position ([T, V]) when `all_logits` is true. A `recorder` (see `gpt2.engines.recorder`)
+        is handed each layer's attention probabilities and residual stream on the way."""
         ...
 
     def close(self) -> None:

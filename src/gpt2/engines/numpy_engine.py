@@ -118,14 +118,24 @@ def softmax_(scores: np.ndarray) -> np.ndarray:
     return scores
 
 
-def attend(q: np.ndarray, keys: np.ndarray, values: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+def attend(
+    q: np.ndarray,
+    keys: np.ndarray,
+    values: np.ndarray,
+    mask: np.ndarray | None,
+    weights_out: list[np.ndarray] | None = None,
+) -> np.ndarray:
     """Scaled dot-product attention. q [B, H, T, hd] (already scaled by 1/sqrt(hd)),
     keys/values [B, H, S, hd] (views of the cache), mask [B, 1, T, S] additive (0 or
-    -inf) or None when every query may see every key -> [B, H, T, hd]."""
+    -inf) or None when every query may see every key -> [B, H, T, hd]. `weights_out`,
+    if given, receives the attention probabilities [B, H, T, S]."""
     scores = q @ keys.swapaxes(-1, -2)  # [B, H, T, S]
     if mask is not None:
         scores += mask  # -inf on the future: exp(-inf - max) = 0, never NaN (max is finite)
-    return softmax_(scores) @ values  # [B, H, T, hd]
+    probs = softmax_(scores)  # [B, H, T, S]
+    if weights_out is not None:
+        weights_out.append(probs)
+    return probs @ values  # [B, H, T, hd]
 
 
 def causal_mask(past: np.ndarray, n_new: int, dtype: Any) -> np.ndarray | None:
@@ -196,11 +206,14 @@ class NumpyEngine:
     def new_cache(self) -> KVCache:
         return KVCache.empty(self.config, 1, self.dtype)
 
-    def forward(self, ids: Sequence[int], cache: KVCache, *, all_logits: bool = False) -> np.ndarray:
-        """Logits [V] of the last new position (or [T, V] of every new one), float32."""
+    def forward(
+        self, ids: Sequence[int], cache: KVCache, *, all_logits: bool = False, recorder: Any = None
+    ) -> np.ndarray:
+        """Logits [V] of the last new position (or [T, V] of every new one), float32.
+        `recorder`: see `gpt2.engines.recorder`."""
         if cache.batch_size != 1:
             raise Gpt2Error("forward takes a one-row cache; use forward_batch for a batch")
-        logits = self.forward_batch([ids], cache, all_logits=all_logits)
+        logits = self.forward_batch([ids], cache, all_logits=all_logits, recorder=recorder)
         return logits[0]
 
     def close(self) -> None:
@@ -209,12 +222,14 @@ class NumpyEngine:
     def new_batch_cache(self, batch_size: int) -> KVCache:
         return KVCache.empty(self.config, batch_size, self.dtype)
 
-    def forward_batch(self, rows: Sequence[Sequence[int]], cache: KVCache, *, all_logits: bool = False) -> np.ndarray:
+    def forward_batch(
+        self, rows: Sequence[Sequence[int]], cache: KVCache, *, all_logits: bool = False, recorder: Any = None
+    ) -> np.ndarray:
         """Run T new tokens in each of B rows (rows may hold different numbers of past
         positions). Returns float32 logits [B, V] of each row's last new position, or
-        [B, T, V] when all_logits."""
+        [B, T, V] when all_logits. A `recorder` sees row 0."""
         tokens = np.asarray(check_rows(rows, cache, self.config), dtype=np.int64)  # [B, T]
-        x = self.hidden_states(tokens, cache)  # [B, T, d]
+        x = self.hidden_states(tokens, cache, recorder)  # [B, T, d]
         if not all_logits:
             x = x[:, -1:]  # only the last position is projected onto the vocabulary
         B, T, d = x.shape
@@ -226,9 +241,9 @@ class NumpyEngine:
 
     # --- the forward pass ------------------------------------------------------------------
 
-    def hidden_states(self, tokens: np.ndarray, cache: KVCache) -> np.ndarray:
+    def hidden_states(self, tokens: np.ndarray, cache: KVCache, recorder: Any = None) -> np.ndarray:
         """Token ids [B, T] -> the residual stream [B, T, d] after every block; appends the new
-        positions' keys and values to the cache."""
+        positions' keys and values to the cache. A `recorder` sees row 0."""
         B, T = tokens.shape
         past = cache.past()  # [B] positions each row already holds
         positions = np.asarray(past)[:, None] + np.arange(T)  # [B, T]
@@ -236,26 +251,41 @@ class NumpyEngine:
         mask = causal_mask(np.asarray(past), T, self.dtype)  # [B, 1, T, S] or None
         buf = self._buffers_for(B * T)
         eps = self.config.layer_norm_epsilon
+        if recorder is not None:
+            recorder.residual(-1, x[:T])
         for layer, w in enumerate(self.blocks):
             h = layer_norm(x, w["ln_1.weight"], w["ln_1.bias"], eps, out=buf.h)  # [N, d]
             qkv = linear(h, w["attn.c_attn.weight"], w["attn.c_attn.bias"], out=buf.qkv)  # [N, 3d]
-            a = self.attention(qkv, cache, layer, past, B, T, mask)  # [N, d]
+            a = self.attention(qkv, cache, layer, past, B, T, mask, recorder)  # [N, d]
             x += linear(a, w["attn.c_proj.weight"], w["attn.c_proj.bias"], out=buf.proj)  # residual
             h = layer_norm(x, w["ln_2.weight"], w["ln_2.bias"], eps, out=buf.h)  # [N, d]
             f = gelu(linear(h, w["mlp.c_fc.weight"], w["mlp.c_fc.bias"], out=buf.fc), buf.scratch)  # [N, 4d]
             x += linear(f, w["mlp.c_proj.weight"], w["mlp.c_proj.bias"], out=buf.proj)  # residual
+            if recorder is not None:
+                recorder.residual(layer, x[:T])  # row 0's positions
         cache.advance(T)
         return x.reshape(B, T, -1)
 
     def attention(
-        self, qkv: np.ndarray, cache: KVCache, layer: int, past: list[int], B: int, T: int, mask: np.ndarray | None
+        self,
+        qkv: np.ndarray,
+        cache: KVCache,
+        layer: int,
+        past: list[int],
+        B: int,
+        T: int,
+        mask: np.ndarray | None,
+        recorder: Any = None,
     ) -> np.ndarray:
         """Causal multi-head attention of the new positions over everything cached. [N, 3d] -> [N, d]."""
         H, hd = self.config.n_head, self.config.head_dim
         q, k, v = qkv.reshape(B, T, 3, H, hd).transpose(2, 0, 3, 1, 4)  # 3 x [B, H, T, hd]
         keys, values = cache.write(layer, k, v, past)  # [B, H, S, hd], S = max(past) + T
         q = q * self.dtype.type(1.0 / math.sqrt(hd))
-        y = attend(q, keys, values, mask)  # [B, H, T, hd]
+        weights: list[np.ndarray] | None = [] if recorder is not None else None
+        y = attend(q, keys, values, mask, weights)  # [B, H, T, hd]
+        if recorder is not None and weights:
+            recorder.attention(layer, weights[0][0])  # row 0: [H, T, S]
         return y.transpose(0, 2, 1, 3).reshape(B * T, H * hd)  # [N, d]
 
     def _buffers_for(self, n: int) -> Buffers:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 import operator
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from ...config import Config
 from ...errors import GenerationError, Gpt2Error
@@ -114,17 +115,22 @@ class PureEngine:
 
     # --- the forward pass ----------------------------------------------------------------
 
-    def forward(self, ids: Sequence[int], cache: KVCache, *, all_logits: bool = False):
+    def forward(self, ids: Sequence[int], cache: KVCache, *, all_logits: bool = False, recorder: Any = None):
         """Run new token ids after the cached positions; return the last position's
-        logits [V] (or every new position's, [T][V], with all_logits)."""
+        logits [V] (or every new position's, [T][V], with all_logits). `recorder`: see
+        `gpt2.engines.recorder`."""
         cfg = self.config
         ids = check_ids(ids, cfg)
         if not ids:
             raise GenerationError("forward needs at least one token id")
         check_window(len(cache), len(ids), cfg)
         xs = [self.embed(t, len(cache) + i) for i, t in enumerate(ids)]  # [T][C]
+        if recorder is not None:
+            recorder.residual(-1, xs)
         for layer in range(cfg.n_layer):
-            xs = self.block(xs, layer, cache)
+            xs = self.block(xs, layer, cache, recorder)
+            if recorder is not None:
+                recorder.residual(layer, xs)
         cache.length += len(ids)
         if not all_logits:
             xs = xs[-1:]
@@ -140,13 +146,17 @@ class PureEngine:
             map(operator.add, self.wte[token * c : (token + 1) * c], self.wpe[position * c : (position + 1) * c])
         )
 
-    def block(self, xs: list[list[float]], layer: int, cache: KVCache) -> list[list[float]]:
+    def block(self, xs: list[list[float]], layer: int, cache: KVCache, recorder: Any = None) -> list[list[float]]:
         """One pre-norm transformer block over T new positions: [T][C] -> [T][C]."""
         eps = self.config.layer_norm_epsilon
         g1, b1, g2, b2 = self.norms[layer]
         h = [layer_norm(x, g1, b1, eps) for x in xs]  # [T][C]
         qkv = self.project(layer, "attn.c_attn", h)  # [T][3C]
-        a = [self.attend(row, layer, cache) for row in qkv]  # [T][C]
+        weights: list[list[float]] | None = [] if recorder is not None else None  # [T * H] rows, ragged
+        a = [self.attend(row, layer, cache, weights) for row in qkv]  # [T][C]
+        if recorder is not None and weights is not None:
+            H = self.config.n_head
+            recorder.attention(layer, [weights[h::H] for h in range(H)])  # [H][T][positions seen]
         a = self.project(layer, "attn.c_proj", a)  # [T][C]
         xs = [list(map(operator.add, x, y)) for x, y in zip(xs, a)]  # residual
         h = [layer_norm(x, g2, b2, eps) for x in xs]  # [T][C]
@@ -158,9 +168,12 @@ class PureEngine:
         """x @ W + b for each row of xs, W the projection `h.{layer}.{name}`: [T][in] -> [T][out]."""
         return self.matrices.matvecs(len(PROJECTIONS) * layer + PROJECTION_INDEX[name], xs)
 
-    def attend(self, qkv: list[float], layer: int, cache: KVCache) -> list[float]:
+    def attend(
+        self, qkv: list[float], layer: int, cache: KVCache, weights_out: list[list[float]] | None = None
+    ) -> list[float]:
         """Append this position's keys and values to the cache and attend over every cached
-        position (the causal mask is implicit: later positions are not there yet). [3C] -> [C]."""
+        position (the causal mask is implicit: later positions are not there yet). [3C] -> [C].
+        `weights_out`, if given, receives each head's attention probabilities in turn."""
         cfg = self.config
         c, d = cfg.n_embd, cfg.head_dim
         scale = 1.0 / math.sqrt(d)
@@ -174,5 +187,7 @@ class PureEngine:
             for component, value in zip(values, v):
                 component.append(value)
             weights = softmax([dot(q, key) * scale for key in keys])  # [positions]
+            if weights_out is not None:
+                weights_out.append(weights)
             out.extend(dot(weights, component) for component in values)  # [D]
         return out

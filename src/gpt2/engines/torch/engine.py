@@ -121,11 +121,14 @@ class TorchEngine:
     def new_cache(self) -> KVCache:
         return self.new_batch_cache(1)
 
-    def forward(self, ids: Sequence[int], cache: KVCache, *, all_logits: bool = False) -> torch.Tensor:
-        """float32 logits [V] of the last new position (or [T, V] of every new one)."""
+    def forward(
+        self, ids: Sequence[int], cache: KVCache, *, all_logits: bool = False, recorder: Any = None
+    ) -> torch.Tensor:
+        """float32 logits [V] of the last new position (or [T, V] of every new one).
+        `recorder`: see `gpt2.engines.recorder`."""
         if cache.batch_size != 1:
             raise Gpt2Error("forward takes a one-row cache; use forward_batch for a batch")
-        return self.forward_batch([ids], cache, all_logits=all_logits)[0]
+        return self.forward_batch([ids], cache, all_logits=all_logits, recorder=recorder)[0]
 
     def close(self) -> None:
         """Nothing to release: the weights are freed with the engine."""
@@ -138,12 +141,15 @@ class TorchEngine:
         return KVCache(keys, values, torch.zeros(batch_size, dtype=torch.long))
 
     @torch.inference_mode()
-    def forward_batch(self, rows: Sequence[Sequence[int]], cache: KVCache, *, all_logits: bool = False) -> torch.Tensor:
+    def forward_batch(
+        self, rows: Sequence[Sequence[int]], cache: KVCache, *, all_logits: bool = False, recorder: Any = None
+    ) -> torch.Tensor:
         """T new tokens in each of B rows (rows may hold different numbers of past
-        positions) -> float32 logits [B, V] of each row's last position ([B, T, V] if all_logits)."""
+        positions) -> float32 logits [B, V] of each row's last position ([B, T, V] if all_logits).
+        A `recorder` sees row 0."""
         checked = check_rows(rows, cache, self.config)
         tokens = torch.tensor(checked, dtype=torch.long).to(self.device, non_blocking=True)  # [B, T]
-        x = self.hidden_states(tokens, cache)  # [B, T, d]
+        x = self.hidden_states(tokens, cache, recorder)  # [B, T, d]
         if not all_logits:
             x = x[:, -1:]
         B, T, d = x.shape
@@ -165,9 +171,9 @@ class TorchEngine:
 
     # --- the forward pass ------------------------------------------------------------------
 
-    def hidden_states(self, tokens: torch.Tensor, cache: KVCache) -> torch.Tensor:
+    def hidden_states(self, tokens: torch.Tensor, cache: KVCache, recorder: Any = None) -> torch.Tensor:
         """Token ids [B, T] -> the residual stream [B, T, d] after every block; appends the new
-        positions' keys and values to the cache."""
+        positions' keys and values to the cache. A `recorder` sees row 0."""
         B, T = tokens.shape
         past = cache.past()  # [B] positions each row already holds
         m, eps, d = self.model, self.config.layer_norm_epsilon, self.config.n_embd
@@ -178,14 +184,18 @@ class TorchEngine:
             pos = m.wpe.weight[torch.tensor([[p + i for i in range(T)] for p in past], device=self.device)]
         x = (m.wte.weight[tokens] + pos).view(B * T, d)  # [N, d], N = B * T
         mask, causal = self._mask(past, T, uniform)
+        if recorder is not None:
+            recorder.residual(-1, x[:T])
         for layer, w in enumerate(self._blocks):
             h = F.layer_norm(x, (d,), *w["ln_1"], eps)  # [N, d]
             qkv = self._project(h, w["attn.c_attn"])  # [N, 3d]
-            a = self.attention(qkv, cache, layer, past, B, T, mask, causal)  # [N, d]
+            a = self.attention(qkv, cache, layer, past, B, T, mask, causal, recorder)  # [N, d]
             x = x + self._project(a, w["attn.c_proj"])  # residual
             h = F.layer_norm(x, (d,), *w["ln_2"], eps)  # [N, d]
             f = F.gelu(self._project(h, w["mlp.c_fc"]), approximate="tanh")  # [N, 4d]
             x = x + self._project(f, w["mlp.c_proj"])  # residual
+            if recorder is not None:
+                recorder.residual(layer, x[:T])  # row 0's positions
         cache.advance(T)
         return x.view(B, T, d)
 
@@ -210,13 +220,32 @@ class TorchEngine:
         T: int,
         mask: torch.Tensor | None,
         causal: bool,
+        recorder: Any = None,
     ) -> torch.Tensor:
         """Causal multi-head attention of the new positions over everything cached. [N, 3d] -> [N, d]."""
         H, hd = self.config.n_head, self.config.head_dim
         q, k, v = qkv.view(B, T, 3, H, hd).permute(2, 0, 3, 1, 4)  # 3 x [B, H, T, hd]
         keys, values = cache.write(layer, k, v, past)  # [B, H, S, hd], S = max(past) + T
-        y = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, is_causal=causal)  # [B, H, T, hd]
+        if recorder is not None:  # the fused kernel hides its weights: spell attention out
+            weights = attention_weights(q, keys, mask, causal)  # [B, H, T, S]
+            recorder.attention(layer, weights[0])
+            y = weights @ values  # [B, H, T, hd]
+        else:
+            y = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, is_causal=causal)  # [B, H, T, hd]
         return y.transpose(1, 2).reshape(B * T, H * hd)  # [N, d]
+
+
+def attention_weights(q: torch.Tensor, keys: torch.Tensor, mask: torch.Tensor | None, causal: bool) -> torch.Tensor:
+    """softmax(q k^T / sqrt(hd)) under the causal mask, [B, H, T, S]: what
+    `scaled_dot_product_attention` computes inside, spelled out so it can be recorded.
+    The softmax runs in float32 (half precision would round the weights twice)."""
+    scores = (q.float() @ keys.float().transpose(-1, -2)) / q.shape[-1] ** 0.5  # [B, H, T, S]
+    T, S = scores.shape[-2:]
+    if causal:  # a fresh prefill: query t sees keys 0..t
+        mask = torch.ones(T, S, dtype=torch.bool, device=scores.device).tril()
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    return torch.softmax(scores, dim=-1).to(q.dtype)
 
 
 def _weight_and_bias(module: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,0 +1,152 @@
+"""The explorer's HTTP face: a FastAPI router with the JSON API and the page, mountable in any app.
+
+    GET  /                            the page (static HTML, CSS and JavaScript from the package)
+    GET  /explore/static/{name}       its files
+    GET  /api/info                    the model, the engines, the limits, the functions with source
+    POST /api/trace                   {"text" | "ids", ...} -> tokens, attention, logit lens, next token, norms
+    POST /api/next                    the next-token distribution alone (for the sliders)
+    POST /api/step                    append a chosen token, or sample one (seed + draw)
+    POST /api/embeddings/neighbours   a token's nearest neighbours in wte
+    POST /api/embeddings/positions    the wpe cosine-similarity matrix
+    POST /api/bpe                     the tokenizer's work on a word, merge by merge
+    POST /api/compare                 the same trace from several engines, and their differences
+    GET  /api/source?name=...         the source of one of the functions the page names
+
+Every answer is JSON (schemas in `gpt2/explore/schema.json`, documented in
+docs/explorer.md). A request the explorer refuses is a 400 with
+`{"error": {"message": ..., "type": "invalid_request_error"}}`. The checks live in
+`gpt2.explore.requests`, not in framework validation, so the router needs no
+app-level exception handler and mounts into `gpt2 serve`'s app as into any other.
+
+>>> from gpt2.config import Config
+>>> from gpt2.params import init_params
+>>> from gpt2.explore.explorer import Explorer
+>>> cfg = Config(n_layer=1, n_embd=8, n_head=2, n_ctx=16)
+>>> router = explore_router(Explorer(cfg, init_params(cfg, seed=0), engine="pure"))
+>>> sorted(r.path for r in router.routes)[:3]
+['/', '/api/bpe', '/api/compare']
+"""
+
+from __future__ import annotations
+
+import json
+import mimetypes
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
+
+from ..errors import Gpt2Error
+from .explorer import Explorer
+from .requests import (
+    parse_bpe,
+    parse_compare,
+    parse_neighbours,
+    parse_next,
+    parse_positions,
+    parse_step,
+    parse_trace,
+)
+
+__all__ = ["explore_router", "STATIC", "json_response", "error_response"]
+
+STATIC = Path(__file__).resolve().parent / "static"
+STATIC_PREFIX = "/explore/static"
+# The page never loads anything from elsewhere; the browser is told so too.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; connect-src 'self'"
+)
+
+
+def json_response(payload: Any, status: int = 200) -> Response:
+    """Compact JSON, encoded once (the trace is large: no framework re-encoding pass)."""
+    body = json.dumps(payload, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    return Response(body.encode("utf-8"), status_code=status, media_type="application/json")
+
+
+def error_response(message: str, status: int = 400) -> Response:
+    return json_response({"error": {"message": message, "type": "invalid_request_error"}}, status)
+
+
+def explore_router(explorer: Explorer) -> APIRouter:
+    """The API and the page over `explorer`, as a router to include in a FastAPI app."""
+    router = APIRouter()
+
+    async def answer(request: Request, parse: Callable[[Any], Any], work: Callable[[Any], Any]) -> Response:
+        raw = await request.body()
+        try:
+            body = json.loads(raw or b"null")
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            return error_response(f"the request body is not JSON: {exc}")
+        try:
+            parsed = parse(body)
+            return json_response(await run_in_threadpool(work, parsed))  # CPU work off the event loop
+        except Gpt2Error as exc:
+            return error_response(str(exc))
+
+    @router.get("/api/info")
+    async def info() -> Response:
+        return json_response(explorer.info())
+
+    @router.post("/api/trace")
+    async def trace(request: Request) -> Response:
+        return await answer(request, parse_trace, explorer.trace)
+
+    @router.post("/api/next")
+    async def next_token(request: Request) -> Response:
+        return await answer(request, parse_next, explorer.next_token)
+
+    @router.post("/api/step")
+    async def step(request: Request) -> Response:
+        return await answer(request, parse_step, explorer.step)
+
+    @router.post("/api/embeddings/neighbours")
+    async def neighbours(request: Request) -> Response:
+        return await answer(request, parse_neighbours, explorer.neighbours)
+
+    @router.post("/api/embeddings/positions")
+    async def positions(request: Request) -> Response:
+        return await answer(request, parse_positions, explorer.positions)
+
+    @router.post("/api/bpe")
+    async def bpe(request: Request) -> Response:
+        return await answer(request, parse_bpe, explorer.bpe)
+
+    @router.post("/api/compare")
+    async def compare(request: Request) -> Response:
+        return await answer(request, parse_compare, explorer.compare)
+
+    @router.get("/api/source")
+    async def source(name: str = "") -> Response:
+        try:
+            return json_response(explorer.source(name))
+        except Gpt2Error as exc:
+            return error_response(str(exc), 404)
+
+    @router.get("/")
+    async def page() -> Response:
+        return static_file("index.html")
+
+    @router.get(STATIC_PREFIX + "/{name}")
+    async def static(name: str) -> Response:
+        return static_file(name)
+
+    return router
+
+
+def static_file(name: str) -> Response:
+    """A file of the page, from the package; only the files there, never a path outside it."""
+    files = {p.name: p for p in STATIC.iterdir() if p.is_file()}
+    if name not in files:
+        return error_response(f"no such file: {name}", 404)
+    media_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
+    if media_type.startswith("text/") or media_type == "application/javascript":
+        media_type += "; charset=utf-8"
+    return Response(
+        files[name].read_bytes(),
+        media_type=media_type,
+        headers={"Content-Security-Policy": CONTENT_SECURITY_POLICY, "Cache-Control": "no-cache"},
+    )
