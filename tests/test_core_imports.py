@@ -24,6 +24,8 @@ OPTIONAL = (
     "gpt2.generation.vectorised",
     "gpt2.training",
     "gpt2.references",
+    "gpt2.server.app",  # FastAPI (the serve extra); the rest of gpt2.server is standard library
+    "gpt2.server.routes",
 )
 
 PROBE = r"""

@@ -28,13 +28,14 @@ COMMANDS = (
     "train",
     "eval",
     "verify",
+    "serve",
 )
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gpt2",
-        description="GPT-2 from first principles: generate, score, tokenize, convert, train and verify.",
+        description="GPT-2 from first principles: generate, score, tokenize, convert, train, verify and serve.",
     )
     parser.add_argument("--version", action="version", version=f"gpt2 {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
