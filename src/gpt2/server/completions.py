@@ -74,8 +74,12 @@ def prepare(
     n_ctx = config.n_ctx
     prompt_limit = min(n_ctx, settings.max_prompt_tokens or n_ctx)
     token_limit = min(n_ctx, settings.max_tokens or n_ctx)
-    if params.max_tokens is not None and params.max_tokens > token_limit and token_limit < n_ctx:
-        raise bad_request(f"max_tokens is {params.max_tokens}; this server allows at most {token_limit}", "max_tokens")
+    requested = params.max_tokens
+    if requested is not None and requested > token_limit:
+        if not params.max_tokens_given:  # OpenAI's default of 16, above this server's limit
+            requested = token_limit
+        elif token_limit < n_ctx:
+            raise bad_request(f"max_tokens is {requested}; this server allows at most {token_limit}", "max_tokens")
     outside = [t for t in params.logit_bias if t >= config.vocab_size]
     if outside:
         raise bad_request(
@@ -91,8 +95,8 @@ def prepare(
                 raise bad_request(
                     f"the prompt has {len(ids)} tokens; this server accepts at most {prompt_limit}", "prompt"
                 )
-            raise context_length_exceeded(len(ids), params.max_tokens or 0, n_ctx)
-        max_tokens = params.max_tokens if params.max_tokens is not None else min(token_limit, n_ctx - len(ids))
+            raise context_length_exceeded(len(ids), requested or 0, n_ctx)
+        max_tokens = requested if requested is not None else min(token_limit, n_ctx - len(ids))
         if len(ids) + max_tokens > n_ctx:
             raise context_length_exceeded(len(ids), max_tokens, n_ctx)
         for j in range(params.n):

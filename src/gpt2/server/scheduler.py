@@ -34,7 +34,7 @@ threads (the NumPy engine reuses its buffers).
 >>> from gpt2.engines import load_engine
 >>> from gpt2.generation import GenerationConfig
 >>> cfg = Config(n_layer=1, n_embd=8, n_head=2, vocab_size=11, n_ctx=16)
->>> scheduler = Scheduler(load_engine("numpy", cfg, init_params(cfg, seed=0)), max_batch=4)
+>>> scheduler = Scheduler(load_engine("pure", cfg, init_params(cfg, seed=0)), max_batch=4)
 >>> events = []
 >>> seqs = [Sequence(i, [1, 2], GenerationConfig(max_new_tokens=3, temperature=0), sink=lambda i, e: events.append(e))
 ...         for i in range(2)]

@@ -58,6 +58,7 @@ class CompletionParams:
     model: str
     prompts: tuple[Prompt, ...]
     max_tokens: int | None = DEFAULT_MAX_TOKENS  # None (sent as null): as many as fit the window
+    max_tokens_given: bool = False  # False: the default, which a lower server limit lowers
     temperature: float = 1.0
     top_p: float = 1.0
     top_k: int = 0
@@ -76,7 +77,7 @@ class CompletionParams:
     user: str | None = None
 
 
-FIELDS = frozenset(CompletionParams.__dataclass_fields__) - {"prompts", "include_usage"} | {
+FIELDS = frozenset(CompletionParams.__dataclass_fields__) - {"prompts", "include_usage", "max_tokens_given"} | {
     "prompt",
     "stream_options",
     "best_of",
@@ -273,6 +274,7 @@ def parse_completion(body: Any) -> CompletionParams:
         model=model,
         prompts=_prompts(body.get("prompt")),
         max_tokens=_int(body, "max_tokens", None, 0) if "max_tokens" in body else DEFAULT_MAX_TOKENS,
+        max_tokens_given="max_tokens" in body,
         temperature=_number(body, "temperature", 1.0, 0.0, 2.0),
         top_p=top_p,
         top_k=top_k,

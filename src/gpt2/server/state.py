@@ -16,7 +16,7 @@ Other routers mounted into the same app (the web explorer) reach it as
 >>> holder.status
 'loading'
 >>> cfg = Config(n_layer=1, n_embd=8, n_head=2, n_ctx=16)
->>> _ = holder.attach(load_engine("numpy", cfg, init_params(cfg, seed=0)), Tokenizer.gpt2())
+>>> _ = holder.attach(load_engine("pure", cfg, init_params(cfg, seed=0)), Tokenizer.gpt2())
 >>> holder.status, holder.require().config.n_ctx
 ('ready', 16)
 >>> holder.close()
