@@ -382,3 +382,45 @@ def test_metrics_count_requests_and_tokens(url, client):
     serverkit.request(url, "GET", "/made/up/path")
     _, _, body = serverkit.request(url, "GET", "/metrics")
     assert "/made/up/path" not in body.decode()  # unknown paths share one label
+
+
+# --- the app, extended by another router (what gpt2 explore does) ------------------------------
+
+
+def test_other_routers_and_a_static_page_share_the_app_the_key_and_the_engine(engine, tmp_path):
+    from fastapi import APIRouter, Request
+
+    from gpt2.server import ServerSettings
+    from gpt2.server.errors import bad_request
+    from gpt2.server.routes import holder_of, read_json
+
+    router = APIRouter()
+
+    @router.post("/api/next")
+    async def next_token(request: Request):
+        body = await read_json(request)
+        if not isinstance(body.get("ids"), list):
+            raise bad_request("ids must be a list", "ids")
+        holder = holder_of(request)
+
+        def top(e):
+            return int(e.forward(body["ids"], e.new_cache()).argmax())
+
+        return {"model": holder.name, "next": await holder.run_on_engine(top)}
+
+    (tmp_path / "index.html").write_text("<h1>explorer</h1>")
+    settings = ServerSettings(api_key="k", public_paths=("/health", "/", "/index.html"))
+    key = {"X-Api-Key": "k"}
+    with serverkit.serving(settings, model=engine, routers=[router], static=("/", tmp_path)) as url:
+        status, _, page = serverkit.request(url, "GET", "/")
+        assert status == 200 and b"explorer" in page
+        assert serverkit.post(url, "/api/next", {"ids": [1, 2]})[0] == 401  # the key guards mounted routes too
+        status, _, body = serverkit.post(url, "/api/next", {"ids": [1, 2]}, key)
+        assert status == 200 and body["model"] == NAME
+        assert body["next"] == int(engine.forward([1, 2], engine.new_cache()).argmax())
+        status, _, body = serverkit.post(url, "/api/next", {"ids": "x"}, key)
+        assert status == 400 and body["error"]["param"] == "ids"
+        status, _, body = serverkit.request(url, "GET", "/no/such/file", headers=key)
+        assert status == 404 and json.loads(body)["error"]["type"] == "invalid_request_error"
+        client = serverkit.client(url, api_key="k")  # OpenAI's routes still answer beside them
+        assert client.completions.create(model=NAME, prompt="Hi", max_tokens=2).choices[0].text

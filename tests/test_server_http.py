@@ -194,3 +194,28 @@ def test_a_client_that_goes_away_frees_its_place():
         assert samples["gpt2_sequences_cancelled_total"] == "1"
         assert samples["gpt2_batch_size"] == "0"
         assert int(samples["gpt2_generation_tokens_total"]) < 120
+
+
+def test_a_plain_request_abandoned_by_its_client_frees_its_place():
+    import socket
+    from urllib.parse import urlsplit
+
+    engine = serverkit.SlowEngine(serverkit.engine(), delay=0.05)
+    with serverkit.serving(model=engine) as url:
+        parts = urlsplit(url)
+        data = json.dumps({"model": NAME, "prompt": "Hi", "max_tokens": 120, "temperature": 0}).encode()
+        with socket.create_connection((parts.hostname, parts.port), timeout=30) as sock:
+            sock.sendall(
+                b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                + b"Content-Length: %d\r\n\r\n" % len(data)
+                + data
+            )
+            time.sleep(0.3)  # it is running now; then the client goes away without reading
+        samples = {}
+        for _ in range(200):  # bounded: at most ~10 s
+            _, _, text = serverkit.request(url, "GET", "/metrics")
+            samples = dict(line.rsplit(" ", 1) for line in text.decode().splitlines() if line and line[0] != "#")
+            if samples["gpt2_sequences_cancelled_total"] == "1":
+                break
+            time.sleep(0.05)
+        assert samples["gpt2_sequences_cancelled_total"] == "1" and samples["gpt2_batch_size"] == "0"

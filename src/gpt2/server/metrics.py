@@ -35,8 +35,10 @@ class Metrics:
         self.generation_tokens = 0
         self.steps = 0  # batched decoding steps
         self.step_rows = 0  # rows over all steps: step_rows / steps is the mean batch size
-        self.step_seconds = 0.0
+        self.step_seconds = 0.0  # in the engine's batched forward passes of decoding steps
         self.prefills = 0
+        self.prefill_seconds = 0.0  # in the engine's prefill passes
+        self.busy_seconds = 0.0  # in the scheduler's iterations: the above, plus sampling and bookkeeping
         self.cancelled = 0  # sequences dropped because their client went away
         self.timed_out = 0  # sequences ended by the request time limit
         self._recent: deque[tuple[float, int]] = deque()  # (time, tokens) of recent steps
@@ -86,8 +88,15 @@ class Metrics:
         metric("gpt2_generation_tokens_total", "counter", "tokens generated", [("", self.generation_tokens)])
         metric("gpt2_steps_total", "counter", "batched decoding steps", [("", self.steps)])
         metric("gpt2_step_rows_total", "counter", "sequences over all decoding steps", [("", self.step_rows)])
-        metric("gpt2_step_seconds_total", "counter", "time spent in decoding steps", [("", self.step_seconds)])
+        metric("gpt2_step_seconds_total", "counter", "engine time in decoding steps", [("", self.step_seconds)])
         metric("gpt2_prefills_total", "counter", "prompt prefills (forward passes)", [("", self.prefills)])
+        metric("gpt2_prefill_seconds_total", "counter", "engine time in prefills", [("", self.prefill_seconds)])
+        metric(
+            "gpt2_scheduler_busy_seconds_total",
+            "counter",
+            "scheduler time: engine passes plus sampling and bookkeeping",
+            [("", self.busy_seconds)],
+        )
         metric("gpt2_sequences_cancelled_total", "counter", "sequences whose client went away", [("", self.cancelled)])
         metric("gpt2_sequences_timed_out_total", "counter", "sequences ended by the time limit", [("", self.timed_out)])
         metric(

@@ -323,6 +323,7 @@ class Scheduler:
         self._admit(now)
         if self.live:
             self._decode()
+        self.metrics.busy_seconds += self.clock() - now
 
     def _run_calls(self) -> None:
         while True:
@@ -395,7 +396,9 @@ class Scheduler:
         scored: dict[int, Any] = {}
         for batch in self._prefill_batches(reps):
             all_logits = batch[0].prompt_logprobs is not None
+            start = self.clock()
             logits = self.rows.prefill(batch[0].row, [s.prompt_ids for s in batch], all_logits)
+            self.metrics.prefill_seconds += self.clock() - start
             self.metrics.prefills += 1
             self.metrics.tokens(prompt=sum(len(s.prompt_ids) for s in batch))
             for seq, row in zip(batch, logits):
