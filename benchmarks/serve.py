@@ -198,8 +198,8 @@ def measure(url: str, clients: int, args) -> dict:
 
     steps = delta("gpt2_steps_total") or 1
     forward_ms = 1e3 * delta("gpt2_step_seconds_total") / steps
-    other_ms = 1e3 * (delta("gpt2_scheduler_busy_seconds_total") - delta("gpt2_step_seconds_total")
-                      - delta("gpt2_prefill_seconds_total")) / steps
+    engine_s = delta("gpt2_step_seconds_total") + delta("gpt2_prefill_seconds_total")
+    other_ms = 1e3 * (delta("gpt2_scheduler_busy_seconds_total") - engine_s) / steps
     return {
         "clients": clients,
         "tokens_per_s": tokens / wall,
