@@ -315,3 +315,29 @@ def test_retry_after_is_bounded(engine64):
     scheduler._seconds_per_sequence = math.inf
     scheduler.submit([Sequence(0, [1], config(), sink=lambda i, e: None)])
     assert scheduler.retry_after() == 60
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")  # the SystemExit, on purpose
+def test_a_dying_scheduler_thread_fails_what_it_held_and_refuses_more(engine64):
+    class Exit:  # an engine whose pass raises SystemExit: not an Exception, the thread ends
+        def __init__(self, engine):
+            self.config, self.name, self.engine = engine.config, "exit", engine
+
+        def new_cache(self):
+            return self.engine.new_cache()
+
+        def forward(self, ids, cache, *, all_logits=False):
+            raise SystemExit
+
+        def close(self):
+            pass
+
+    rec = Recorder()
+    scheduler = Scheduler(Exit(engine64))
+    scheduler.start()
+    scheduler.submit([Sequence(0, [1, 2], config(3), sink=rec)])
+    scheduler._thread.join(30)
+    assert not scheduler._thread.is_alive()
+    assert isinstance(rec.events[0][-1], Failed) and rec.events[0][-1].error.status == 500
+    with pytest.raises(ApiError):
+        scheduler.submit([Sequence(1, [1], config(), sink=rec)])

@@ -303,16 +303,23 @@ class Scheduler:
     # --- the thread -------------------------------------------------------------------------
 
     def _run(self) -> None:
-        while True:
-            with self._wake:
-                while not self._stopping and not self.busy:
-                    self._wake.wait()
-                if self._stopping:
-                    return
-            try:
-                self.run_step()
-            except Exception:  # a bug or an engine failure: the requests fail, the server lives on
-                log.exception("the scheduler's step failed; failing the sequences it was running")
+        try:
+            while True:
+                with self._wake:
+                    while not self._stopping and not self.busy:
+                        self._wake.wait()
+                    if self._stopping:
+                        return
+                try:
+                    self.run_step()
+                except Exception:  # a bug or an engine failure: the requests fail, the server lives on
+                    log.exception("the scheduler's step failed; failing the sequences it was running")
+                    self._fail_all(internal_error())
+        finally:
+            if not self._stopping:  # the thread is dying (SystemExit, ...): no request may wait forever
+                log.error("the scheduler stopped unexpectedly; refusing requests from now on")
+                with self._wake:
+                    self._stopping = True
                 self._fail_all(internal_error())
 
     def run_step(self) -> None:
