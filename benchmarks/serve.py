@@ -20,7 +20,9 @@ length), --rounds times; the timings of all rounds are pooled:
   whose text is held back, half a UTF-8 character, sends nothing, so its gap counts twice);
 - per step: from the server's /metrics, the engine's forward time per decoding step and the
   rest of the scheduler's time per step (sampling one token per row, stream bookkeeping):
-  what limits the scaling (weights read once per step vs per-row Python work).
+  what limits the scaling (weights read once per step vs per-row Python work);
+- the engine alone: one `forward_batch` decoding step per batch size, timed in the server's
+  process before it serves: the most the batch can give, whatever the server does.
 
 The machine may be shared: compare rows of one run, and rerun on a quiet machine for figures.
 """
@@ -99,6 +101,7 @@ def serve_worker(args) -> None:
         options["threads"] = args.threads  # numpy: the BLAS variables the parent set for this process
     engine = load_engine(args.engine, config, params, **options)
     del params
+    print(json.dumps(engine_steps(engine, parse_clients(args.clients), args.prompt_tokens)), flush=True)
     settings = ServerSettings(max_batch=max(16, *parse_clients(args.clients)), max_queue=256)
     holder = ModelHolder("bench")
     holder.attach(engine, Tokenizer.gpt2(), settings=settings)
@@ -109,6 +112,28 @@ def serve_worker(args) -> None:
         server.run(sockets=[sock])
     except KeyboardInterrupt:  # the parent's SIGINT, once uvicorn has shut down
         pass
+
+
+def engine_steps(engine, batches: list[int], past: int, repeats: int = 5) -> dict[str, float]:
+    """The engine alone: ms of one decoding step (`forward_batch`, one new token a row) for each
+    batch size, rows holding `past` positions; the best of `repeats`, sizes interleaved. This is
+    the ceiling the server's scaling can reach: batch B decodes B tokens a step."""
+    from gpt2.engines import BatchEngine
+
+    if not isinstance(engine, BatchEngine):
+        return {}
+    caches = {b: engine.new_batch_cache(b) for b in batches}
+    for b, cache in caches.items():  # fill the rows, and warm up
+        engine.forward_batch([[1] * past] * b, cache)
+    best = {b: float("inf") for b in batches}
+    for _ in range(repeats):
+        for b, cache in caches.items():
+            for row in range(b):
+                cache.lengths[row] = past
+            start = time.perf_counter()
+            engine.forward_batch([[2]] * b, cache)
+            best[b] = min(best[b], 1e3 * (time.perf_counter() - start))
+    return {str(b): ms for b, ms in best.items()}
 
 
 def parse_clients(text: str) -> list[int]:
@@ -226,6 +251,7 @@ def main(argv=None) -> None:
             env[name] = str(args.threads)
     server = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env)
     try:
+        alone = json.loads(server.stdout.readline() or "{}")
         url = server.stdout.readline().strip()
         if not url.startswith("http://"):
             raise SystemExit("the server did not start")
@@ -257,6 +283,14 @@ def main(argv=None) -> None:
             f"| {r['ttft_p50']:.0f} | {r['ttft_p95']:.0f} | {r['tbt_p50']:.1f} | {r['tbt_p95']:.1f} "
             f"| {r['batch']:.1f} | {r['forward_ms']:.1f} | {r['other_ms']:.1f} |"
         )
+    if alone:
+        print("\nThe engine alone, one decoding step (best of 5): the ceiling of the scaling above\n")
+        print("| batch | forward ms | tokens/s | x1 |")
+        print("| ---: | ---: | ---: | ---: |")
+        first = alone.get("1")
+        for b, ms in alone.items():
+            ratio = f"{int(b) * first / ms:.2f}" if first else "-"
+            print(f"| {b} | {ms:.1f} | {1e3 * int(b) / ms:.1f} | {ratio} |")
 
 
 if __name__ == "__main__":
