@@ -116,12 +116,14 @@ def test_greedy_text_equals_gpt2_generate(tmp_path, capsys):
 def test_a_full_queue_answers_429_with_retry_after_and_never_fails():
     """One batch row, two queue places, a slow engine and 12 clients at once: the ones that find
     the queue full get 429 (RateLimitError, with Retry-After); every other answer is complete."""
-    engine = serverkit.SlowEngine(serverkit.engine(), delay=0.02)
+    engine = serverkit.SlowEngine(serverkit.engine(), delay=0.05)
     settings = ServerSettings(max_batch=1, max_queue=2, max_choices=2)
     outcomes, lock = [], threading.Lock()
+    together = threading.Barrier(12, timeout=WALL)  # the first requests leave at the same moment
 
     def one_client(_):
         client = serverkit.client(url)
+        together.wait()
         for _ in range(2):
             try:
                 got = client.completions.create(model=NAME, prompt="Hi", max_tokens=6, temperature=0)
@@ -147,8 +149,8 @@ def test_a_full_queue_answers_429_with_retry_after_and_never_fails():
 
 
 def test_the_time_limit_ends_a_long_completion():
-    engine = serverkit.SlowEngine(serverkit.engine(), delay=0.05)
-    with serverkit.serving(ServerSettings(request_timeout=0.5), model=engine) as url:
+    engine = serverkit.SlowEngine(serverkit.engine(), delay=0.1)  # 100 tokens: at least 10 s
+    with serverkit.serving(ServerSettings(request_timeout=2.0), model=engine) as url:
         client = serverkit.client(url)
         got = client.completions.create(
             model=NAME, prompt="Hi", max_tokens=100, temperature=0, extra_body={"ignore_eos": True}
