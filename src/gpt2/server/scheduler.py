@@ -63,6 +63,7 @@ from ..errors import Gpt2Error
 from ..generation import Decoder, GenerationConfig, Step
 from .errors import SERVER_ERROR, ApiError, internal_error, queue_full, unavailable
 from .metrics import Metrics
+from .rows import BatchRows, SingleRow
 
 if TYPE_CHECKING:
     from ..tokenizer import Tokenizer
@@ -145,67 +146,6 @@ class Sequence:
     def cancel(self) -> None:
         """From any thread: the client went away; the scheduler frees the row at its next step."""
         self.cancelled = True
-
-
-# --- the rows an engine offers ---------------------------------------------------------------
-
-
-def host_logits(logits: Any) -> Any:
-    """Logits as the decoders read them: torch tensors moved to the host once per pass."""
-    if hasattr(logits, "detach"):
-        return logits.detach().float().cpu().numpy()
-    return logits
-
-
-class BatchRows:
-    """A BatchEngine's batched cache: `capacity` rows."""
-
-    def __init__(self, engine: BatchEngine, capacity: int) -> None:
-        self.engine = engine
-        self.capacity = capacity
-        self.cache = engine.new_batch_cache(capacity)
-
-    def prefill(self, start: int, prompts: list[list[int]], all_logits: bool) -> Any:
-        view = self.cache.span(start, start + len(prompts))
-        return host_logits(self.engine.forward_batch(prompts, view, all_logits=all_logits))
-
-    def decode(self, tokens: list[int]) -> Any:
-        return host_logits(self.engine.forward_batch([[t] for t in tokens], self.cache.rows(len(tokens))))
-
-    def move(self, source: int, target: int) -> None:
-        self.cache.copy_row(source, target)
-
-    def clear(self, row: int) -> None:
-        self.cache.clear_row(row)
-
-    def length(self, row: int) -> int:
-        return int(self.cache.lengths[row])
-
-
-class SingleRow:
-    """An engine without batches: one sequence at a time, in a cache of its own."""
-
-    capacity = 1
-
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-        self.cache: Any = None
-
-    def prefill(self, start: int, prompts: list[list[int]], all_logits: bool) -> Any:
-        self.cache = self.engine.new_cache()
-        return [self.engine.forward(prompts[0], self.cache, all_logits=all_logits)]
-
-    def decode(self, tokens: list[int]) -> Any:
-        return [self.engine.forward(tokens, self.cache)]
-
-    def move(self, source: int, target: int) -> None:
-        raise Gpt2Error("an engine without batches has one row")
-
-    def clear(self, row: int) -> None:
-        self.cache = None
-
-    def length(self, row: int) -> int:
-        return len(self.cache) if self.cache is not None else 0
 
 
 # --- the scheduler ---------------------------------------------------------------------------
