@@ -15,6 +15,10 @@ OPTIONAL_MODULES = {
         "src/gpt2/references/numpy_ref.py",
         "src/gpt2/training/*",
     ],
+    "fastapi": [
+        "src/gpt2/server/app.py",
+        "src/gpt2/server/routes.py",
+    ],
 }
 
 collect_ignore_glob = sorted(

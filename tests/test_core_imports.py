@@ -25,6 +25,8 @@ OPTIONAL = (
     "gpt2.training",
     "gpt2.references",
     "gpt2.explore",  # the explorer: NumPy, FastAPI and uvicorn (gpt2 explore says so when they are missing)
+    "gpt2.server.app",  # FastAPI (the serve extra); the rest of gpt2.server is standard library
+    "gpt2.server.routes",
 )
 
 PROBE = r"""

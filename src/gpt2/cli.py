@@ -30,6 +30,7 @@ COMMANDS = (
     "train",
     "eval",
     "verify",
+    "serve",
     "explore",
 )
 
@@ -37,7 +38,7 @@ COMMANDS = (
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gpt2",
-        description="GPT-2 from first principles: generate, score, tokenize, convert, train, verify and explore.",
+        description="GPT-2 from first principles: generate, score, tokenize, convert, train, verify, serve, explore.",
     )
     parser.add_argument("--version", action="version", version=f"gpt2 {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

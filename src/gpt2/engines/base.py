@@ -151,6 +151,10 @@ class BatchKVCache:
         """The first `n` rows as an n-row cache (continuous batching keeps its live rows first)."""
         return type(self)(self.keys[:n], self.values[:n], self.lengths[:n])
 
+    def span(self: C, start: int, stop: int) -> C:
+        """Rows start..stop-1 as a cache (a server prefills several new requests in one pass)."""
+        return type(self)(self.keys[start:stop], self.values[start:stop], self.lengths[start:stop])
+
     # --- what a forward pass does with it -------------------------------------------------------
 
     def write(self, layer: int, k: Any, v: Any, past: Sequence[int]) -> tuple[Any, Any]:

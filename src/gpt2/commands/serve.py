@@ -1,0 +1,111 @@
+"""`gpt2 serve`: an OpenAI-compatible completion server with continuous batching.
+
+    gpt2 serve                                    # GPT-2 124M at http://127.0.0.1:8000/v1
+    gpt2 serve --model runs/tiny --engine torch --port 8080
+    GPT2_API_KEY=secret gpt2 serve --host 0.0.0.0 # reachable from elsewhere: use a key
+
+Clients call it as they call OpenAI (`openai.OpenAI(base_url="http://127.0.0.1:8000/v1",
+api_key=...)`, curl, ...): `POST /v1/completions`, `GET /v1/models`, plus `/health`,
+`/metrics`, `/tokenize`, `/detokenize`. The server listens at once and answers
+/health with 503 until the model is loaded. One line per request goes to stderr.
+See docs/server.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import logging
+import os
+import sys
+
+from .common import add_engine_arguments, engine_name, engine_options
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "serve",
+        help="serve the model over HTTP with OpenAI's completions API",
+        description=(
+            "Serve a GPT-2 model with OpenAI's /v1/completions API (streaming, logprobs, echo, stop strings, "
+            "seeds), continuous batching of concurrent requests, and safe defaults: 127.0.0.1 only, an optional "
+            'API key, bounded bodies, prompts, queue and time. Needs the serve extra: pip install -e ".[serve]".'
+        ),
+    )
+    add_engine_arguments(p)
+    net = p.add_argument_group("network")
+    net.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    net.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 = any free port)")
+    net.add_argument(
+        "--api-key",
+        default=None,
+        help="require this key (Authorization: Bearer KEY or X-Api-Key: KEY) on every route but /health "
+        "(default: $GPT2_API_KEY, else none)",
+    )
+    net.add_argument("--served-model-name", default=None, metavar="NAME", help="the model name clients send")
+    lim = p.add_argument_group("limits")
+    lim.add_argument("--max-batch", type=int, default=16, metavar="N", help="sequences decoded together (default 16)")
+    lim.add_argument(
+        "--max-queue", type=int, default=64, metavar="N", help="sequences waiting; more get 429 (default 64)"
+    )
+    lim.add_argument("--max-choices", type=int, default=16, metavar="N", help="prompts x n per request (default 16)")
+    lim.add_argument("--max-tokens", type=int, default=None, metavar="N", help="max_tokens limit (default: n_ctx)")
+    lim.add_argument("--max-prompt-tokens", type=int, default=None, metavar="N", help="longest prompt (default: n_ctx)")
+    lim.add_argument(
+        "--max-body-bytes", type=int, default=1 << 20, metavar="N", help="largest request body (default 1 MiB)"
+    )
+    lim.add_argument(
+        "--timeout", type=float, default=600.0, metavar="S", help="time limit of a request in seconds (default 600)"
+    )
+    p.add_argument(
+        "--log-prompts", action="store_true", help="write prompt text into the request log (off: sizes only)"
+    )
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..errors import Gpt2Error
+    from ..server.settings import API_KEY_ENV, ServerSettings
+
+    missing = [name for name in ("fastapi", "uvicorn") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise Gpt2Error(f'gpt2 serve needs {" and ".join(missing)}: pip install -e ".[serve]"')
+    name = engine_name(args)
+    options = engine_options(name, args)
+    settings = ServerSettings(
+        host=args.host,
+        port=args.port,
+        api_key=args.api_key or os.environ.get(API_KEY_ENV) or None,
+        max_body_bytes=args.max_body_bytes,
+        max_tokens=args.max_tokens,
+        max_prompt_tokens=args.max_prompt_tokens,
+        max_batch=args.max_batch,
+        max_queue=args.max_queue,
+        max_choices=args.max_choices,
+        request_timeout=args.timeout,
+        log_prompts=args.log_prompts,
+    )
+    _log_to_stderr()
+    from ..server.run import serve
+    from .progress import DownloadBar
+
+    serve(
+        args.model,
+        name,
+        settings,
+        name=args.served_model_name,
+        options=options,
+        progress=DownloadBar(sys.stderr),
+    )
+    return 0
+
+
+def _log_to_stderr() -> None:
+    """The server's log (one line per request) and uvicorn's, on stderr with a timestamp."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S"))
+    for logger_name in ("gpt2.server", "uvicorn", "uvicorn.error"):
+        logger = logging.getLogger(logger_name)
+        logger.handlers[:] = [handler]
+        logger.setLevel(logging.INFO)
+        logger.propagate = False

@@ -1,0 +1,113 @@
+"""Errors a client sees: OpenAI's error object with the right HTTP status.
+
+Every refusal the server makes is an :class:`ApiError`; the app turns it into
+
+    {"error": {"message": ..., "type": ..., "param": ..., "code": ...}}
+
+with its status (and headers such as `Retry-After`), the shape OpenAI's API
+answers with, so the stock `openai` client raises its own exception classes
+(`BadRequestError` for 400, `AuthenticationError` for 401, `NotFoundError` for
+404, `RateLimitError` for 429, `InternalServerError` for 5xx). Anything else
+that escapes a route is a bug: the client gets a 500 with a fixed message and
+the traceback goes to the server's log only.
+
+>>> err = bad_request("temperature must be a number in [0, 2], got 'hot'", "temperature")
+>>> err.status, err.body()["error"]["param"]
+(400, 'temperature')
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from ..errors import Gpt2Error
+
+__all__ = [
+    "ApiError",
+    "ServerError",
+    "bad_request",
+    "context_length_exceeded",
+    "internal_error",
+    "not_found",
+    "queue_full",
+    "unavailable",
+]
+
+INVALID_REQUEST = "invalid_request_error"  # OpenAI's type for every 4xx
+SERVER_ERROR = "server_error"  # and for 5xx
+
+
+class ServerError(Gpt2Error, ValueError):
+    """A bad server setting (a limit out of range, a port that is not a number)."""
+
+
+class ApiError(Gpt2Error):
+    """A refusal with an HTTP status, in OpenAI's error format."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type: str = INVALID_REQUEST,
+        param: str | None = None,
+        code: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.type = type
+        self.param = param
+        self.code = code
+        self.headers = dict(headers or {})
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+    def __repr__(self) -> str:
+        return f"ApiError({self.status}, {self.message!r}, param={self.param!r}, code={self.code!r})"
+
+
+def bad_request(message: str, param: str | None = None, code: str | None = None) -> ApiError:
+    """400: the request itself is wrong; `param` names the field at fault."""
+    return ApiError(400, message, param=param, code=code)
+
+
+def context_length_exceeded(prompt_tokens: int, max_tokens: int, n_ctx: int) -> ApiError:
+    """400 with OpenAI's code for a prompt and completion that do not fit the context window."""
+    return ApiError(
+        400,
+        f"This model's maximum context length is {n_ctx} tokens, however you requested "
+        f"{prompt_tokens + max_tokens} tokens ({prompt_tokens} in your prompt; {max_tokens} for the completion). "
+        "Please reduce your prompt; or completion length.",
+        param="prompt",
+        code="context_length_exceeded",
+    )
+
+
+def not_found(message: str, code: str | None = None, param: str | None = None) -> ApiError:
+    return ApiError(404, message, param=param, code=code)
+
+
+def queue_full(retry_after: int) -> ApiError:
+    """429 with `Retry-After` (seconds): every place in the batch and the queue is taken."""
+    return ApiError(
+        429,
+        f"the server is at capacity (every batch row and queue place is taken); retry after {retry_after} s",
+        type="requests",
+        code="rate_limit_exceeded",
+        headers={"Retry-After": str(retry_after)},
+    )
+
+
+def unavailable(message: str, retry_after: int | None = None, code: str | None = None) -> ApiError:
+    """503: the model is not loaded (yet), the server is shutting down, or a request timed out in the queue."""
+    headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
+    return ApiError(503, message, type=SERVER_ERROR, code=code, headers=headers)
+
+
+def internal_error() -> ApiError:
+    """500 with a fixed message: what went wrong is in the server's log, never in the response."""
+    return ApiError(500, "the server had an error while processing your request", type=SERVER_ERROR)

@@ -1,0 +1,84 @@
+"""The rows of the KV cache a scheduler runs its sequences in, whatever the engine.
+
+`BatchRows` is a `BatchEngine`'s batched cache: `capacity` rows, prefilled a
+span at a time (`cache.span`), decoded together over the live prefix
+(`cache.rows(n)`), a finished row refilled by copying the last live one into it
+(`copy_row`, `clear_row`). `SingleRow` is an engine without batches (the pure
+engine): one sequence at a time, in a cache of its own. Logits come back as
+the decoders read them: torch tensors are moved to the host once per pass.
+
+>>> from gpt2.config import Config
+>>> from gpt2.params import init_params
+>>> from gpt2.engines import load_engine
+>>> cfg = Config(n_layer=1, n_embd=8, n_head=2, vocab_size=11, n_ctx=16)
+>>> rows = SingleRow(load_engine("pure", cfg, init_params(cfg, seed=0)))
+>>> len(rows.prefill(0, [[1, 2, 3]], all_logits=False)[0]), rows.length(0)
+(11, 3)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..engines.base import BatchEngine, Engine
+from ..errors import Gpt2Error
+
+__all__ = ["BatchRows", "SingleRow", "host_logits"]
+
+
+def host_logits(logits: Any) -> Any:
+    """Logits as the decoders read them: torch tensors moved to the host once per pass."""
+    if hasattr(logits, "detach"):
+        return logits.detach().float().cpu().numpy()
+    return logits
+
+
+class BatchRows:
+    """A BatchEngine's batched cache: `capacity` rows."""
+
+    def __init__(self, engine: BatchEngine, capacity: int) -> None:
+        self.engine = engine
+        self.capacity = capacity
+        self.cache = engine.new_batch_cache(capacity)
+
+    def prefill(self, start: int, prompts: list[list[int]], all_logits: bool) -> Any:
+        view = self.cache.span(start, start + len(prompts))
+        return host_logits(self.engine.forward_batch(prompts, view, all_logits=all_logits))
+
+    def decode(self, tokens: list[int]) -> Any:
+        return host_logits(self.engine.forward_batch([[t] for t in tokens], self.cache.rows(len(tokens))))
+
+    def move(self, source: int, target: int) -> None:
+        self.cache.copy_row(source, target)
+
+    def clear(self, row: int) -> None:
+        self.cache.clear_row(row)
+
+    def length(self, row: int) -> int:
+        return int(self.cache.lengths[row])
+
+
+class SingleRow:
+    """An engine without batches: one sequence at a time, in a cache of its own."""
+
+    capacity = 1
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.cache: Any = None
+
+    def prefill(self, start: int, prompts: list[list[int]], all_logits: bool) -> Any:
+        self.cache = self.engine.new_cache()
+        return [self.engine.forward(prompts[0], self.cache, all_logits=all_logits)]
+
+    def decode(self, tokens: list[int]) -> Any:
+        return [self.engine.forward(tokens, self.cache)]
+
+    def move(self, source: int, target: int) -> None:
+        raise Gpt2Error("an engine without batches has one row")
+
+    def clear(self, row: int) -> None:
+        self.cache = None
+
+    def length(self, row: int) -> int:
+        return len(self.cache) if self.cache is not None else 0
