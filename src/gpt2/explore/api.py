@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import json
 import mimetypes
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -71,8 +71,17 @@ def error_response(message: str, status: int = 400) -> Response:
     return json_response({"error": {"message": message, "type": "invalid_request_error"}}, status)
 
 
-def explore_router(explorer: Explorer) -> APIRouter:
-    """The API and the page over `explorer`, as a router to include in a FastAPI app."""
+Runner = Callable[[Callable[[], Any]], Awaitable[Any]]
+
+
+async def in_threadpool(work: Callable[[], Any]) -> Any:
+    return await run_in_threadpool(work)
+
+
+def explore_router(explorer: Explorer, run: Runner = in_threadpool) -> APIRouter:
+    """The API and the page over `explorer`, as a router to include in a FastAPI app. `run` runs
+    the explorer's work off the event loop: a thread of the pool by default, or (in `gpt2 serve`'s
+    app) the scheduler's thread, between two decoding steps, since the engines are shared."""
     router = APIRouter()
 
     async def answer(request: Request, parse: Callable[[Any], Any], work: Callable[[Any], Any]) -> Response:
@@ -83,13 +92,13 @@ def explore_router(explorer: Explorer) -> APIRouter:
             return error_response(f"the request body is not JSON: {exc}")
         try:
             parsed = parse(body)
-            return json_response(await run_in_threadpool(work, parsed))  # CPU work off the event loop
+            return json_response(await run(lambda: work(parsed)))  # CPU work off the event loop
         except Gpt2Error as exc:
             return error_response(str(exc))
 
     @router.get("/api/info")
     async def info() -> Response:
-        return json_response(explorer.info())
+        return json_response(await run(explorer.info))
 
     @router.post("/api/trace")
     async def trace(request: Request) -> Response:

@@ -1,9 +1,11 @@
-"""The glue between the explorer and a running server: the one place that builds the app.
+"""The explorer inside `gpt2 serve`'s app: the same server, with the page and `/api/...` added.
 
-`gpt2 explore` must start the same app as `gpt2 serve`, with the explorer's router
-mounted in it. Until the server's app factory is part of the project, `create_app`
-builds a plain FastAPI app and includes the router; switching to the server's app is a
-change to this function alone. `serve` runs an app with uvicorn on 127.0.0.1 only.
+`create_app` attaches the explorer's default engine to a `gpt2.server.ModelHolder`,
+so the app also answers OpenAI's `/v1/completions` (and `/health`, `/metrics`,
+`/tokenize`) over the model being explored, with the server's middleware (request
+log, body limit, OpenAI-shaped errors). The holder's scheduler thread owns the
+engines: the explorer's work runs there too, between two decoding steps, so a trace
+and a completion never use an engine at once. `serve` runs the app on 127.0.0.1 only.
 
 >>> from gpt2.config import Config
 >>> from gpt2.params import init_params
@@ -11,8 +13,9 @@ change to this function alone. `serve` runs an app with uvicorn on 127.0.0.1 onl
 >>> cfg = Config(n_layer=1, n_embd=8, n_head=2, n_ctx=16)
 >>> app = create_app(Explorer(cfg, init_params(cfg, seed=0), engine="pure"))
 >>> from fastapi.testclient import TestClient
->>> TestClient(app).get("/api/info").json()["model"]["n_layer"]
-1
+>>> with TestClient(app) as client:
+...     client.get("/api/info").json()["model"]["n_layer"], client.get("/health").status_code
+(1, 200)
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from ..server.errors import ServerError
 from .api import explore_router
 from .errors import ExploreError
 from .explorer import Explorer
@@ -30,34 +34,34 @@ HOST = "127.0.0.1"  # the explorer listens on this machine only
 
 
 def create_app(explorer: Explorer) -> Any:
-    """A FastAPI app serving the explorer's page and API."""
-    from fastapi import FastAPI
+    """`gpt2 serve`'s app over the explorer's default engine, with the explorer's router."""
+    from ..server.app import create_app as server_app
+    from ..server.settings import ServerSettings
+    from ..server.state import ModelHolder
 
-    app = FastAPI(title=f"gpt2 explore: {explorer.name}", docs_url=None, redoc_url=None, openapi_url=None)
-    app.include_router(explore_router(explorer))
-    return app
+    holder = ModelHolder(explorer.name)
+    holder.attach(explorer.engine(), explorer.tokenizer)
+
+    async def on_the_engines_thread(work: Callable[[], Any]) -> Any:
+        return await holder.run_on_engine(lambda _engine: work())
+
+    router = explore_router(explorer, run=on_the_engines_thread)
+    return server_app(holder, ServerSettings(host=HOST), routers=[router], title=f"gpt2 explore: {explorer.name}")
 
 
 def serve(app: Any, port: int, *, on_ready: Callable[[str], None] | None = None) -> None:
-    """Run `app` on http://127.0.0.1:port until interrupted. The socket is bound here first, so
-    that a busy port is a clear error and port 0 picks a free one; `on_ready(url)` is called
-    once it listens (a browser opened then waits in the queue until uvicorn accepts)."""
-    import socket
+    """Run `app` on http://127.0.0.1:port until interrupted (its shutdown stops the engines'
+    thread). The socket is bound first, so that a busy port is a clear error and port 0 picks a
+    free one; `on_ready(url)` is called once it listens."""
+    from ..server.run import listen, make_server, url_of
 
-    import uvicorn
-
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
-        sock.bind((HOST, port))
-    except OSError as exc:
-        sock.close()
-        raise ExploreError(f"cannot listen on {HOST}:{port}: {exc.strerror or exc}; choose another --port") from None
-    sock.listen(128)
-    url = f"http://{HOST}:{sock.getsockname()[1]}/"
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+        sock = listen(HOST, port)
+    except ServerError as exc:
+        raise ExploreError(f"{exc}; choose another --port") from None
+    server = make_server(app, sock)
     if on_ready is not None:
-        on_ready(url)
+        on_ready(url_of(sock) + "/")
     try:
         server.run(sockets=[sock])
     finally:
