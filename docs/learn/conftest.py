@@ -1,0 +1,165 @@
+"""Runs the guide: every ```python and ```console block of docs/learn/*.md is a test (Sybil).
+
+- A chapter runs top to bottom in one namespace, as it does for a reader (and as its
+  notebook does), in a fresh working directory holding `tests/data` and `tests/fixtures`
+  (links to the repository's), so that what it writes never lands in the checkout.
+- ```python blocks are executed; each ends in `assert`s against an oracle.
+- ```console blocks are `$ gpt2 ...` commands, each run through `gpt2.cli.main` in the
+  same process; what it prints (stdout and stderr, in order) must match the lines shown
+  under it, with `...` standing for any text, as in a doctest. It must exit 0.
+- `<!-- skip: next "why" -->` before a block marks it as not run here (a GPU, a download);
+  the chapter's text says so too. `tests/test_guide.py` checks that no other block escapes.
+
+Sybil is in the `docs` extra; without it the chapters are reported as skipped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import doctest
+import io
+import os
+import re
+import shlex
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+# What a chapter finds under its working directory, as it would in the repository root.
+LINKED = ("tests/data", "tests/fixtures")
+CHECKER = doctest.OutputChecker()
+FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
+
+
+def parse_console(source: str) -> list[tuple[str, str]]:
+    """```console text -> [(command, expected output)]. A command starts with '$ ' and may
+    continue over lines ending in a backslash; the lines after it, up to the next command,
+    are its output."""
+    commands: list[tuple[str, str]] = []
+    lines = source.splitlines()
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        if not line.startswith("$ "):
+            if line.strip():
+                raise ValueError(f"console block: output {line!r} before any '$ ' command")
+            i += 1
+            continue
+        command = line[2:]
+        while command.endswith("\\"):
+            i += 1
+            command = command[:-1] + " " + lines[i].strip()
+        i += 1
+        output = []
+        while i < len(lines) and not lines[i].startswith("$ "):
+            output.append(lines[i])
+            i += 1
+        commands.append((command, "\n".join(output).strip("\n")))
+    return commands
+
+
+def run_gpt2(command: str) -> tuple[int, str]:
+    """Run `gpt2 ARGS` in this process; its exit status and everything it printed."""
+    from gpt2.cli import main
+
+    argv = shlex.split(command, comments=True)
+    if not argv or argv[0] != "gpt2":
+        raise ValueError(f"only gpt2 commands run in console blocks; mark this one as not run: {command!r}")
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+        try:
+            status = main(argv[1:])
+        except SystemExit as exc:  # argparse: --help, or a usage error
+            status = exc.code if isinstance(exc.code, int) else 1
+    return status, out.getvalue()
+
+
+def evaluate_console(example: Any) -> str | None:
+    for command, expected in parse_console(example.parsed):
+        status, got = run_gpt2(command)
+        if status != 0:
+            return f"$ {command}\nexited {status}:\n{got}"
+        if expected and not CHECKER.check_output(expected + "\n", got, FLAGS):
+            return f"$ {command}\nexpected:\n{expected}\ngot:\n{got}"
+    return None
+
+
+def setup(namespace: dict[str, Any]) -> None:
+    """A fresh working directory for the chapter, with the repository's test data linked in."""
+    work = Path(tempfile.mkdtemp(prefix="gpt2-guide-"))
+    for relative in LINKED:
+        (work / relative).parent.mkdir(parents=True, exist_ok=True)
+        (work / relative).symlink_to(ROOT / relative, target_is_directory=True)
+    namespace["__guide_state__"] = (Path.cwd(), os.environ.get("XDG_CACHE_HOME"), work, _torch_threads(1))
+    os.environ["XDG_CACHE_HOME"] = str(work / ".cache")  # `gpt2 train`'s token cache
+    os.chdir(work)
+
+
+def teardown(namespace: dict[str, Any]) -> None:
+    cwd, cache, work, threads = namespace.pop("__guide_state__")
+    _torch_threads(threads)
+    os.chdir(cwd)
+    if cache is None:
+        os.environ.pop("XDG_CACHE_HOME", None)
+    else:
+        os.environ["XDG_CACHE_HOME"] = cache
+    for value in namespace.values():  # engines with worker processes
+        close = getattr(value, "close", None)
+        if callable(close) and type(value).__name__.endswith("Engine"):
+            close()
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def _torch_threads(n: int | None) -> int | None:
+    """Set PyTorch's thread count, returning the previous one (None: no PyTorch). The chapters'
+    models are tiny, where one thread is as fast as two and does not fight the rest of the suite
+    for cores; the numbers they assert do not depend on it."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    previous = torch.get_num_threads()
+    if n is not None:
+        torch.set_num_threads(n)
+    return previous
+
+
+CHAPTER = re.compile(r"\d\d-.*\.md$")
+
+
+class _Unavailable(pytest.File):
+    """A chapter, when Sybil is not installed: one item that says how to run it."""
+
+    def collect(self) -> Iterator[pytest.Item]:
+        yield _Skip.from_parent(self, name="chapter")
+
+
+class _Skip(pytest.Item):
+    def runtest(self) -> None:
+        pytest.skip("the guide's blocks run with Sybil: pip install -e '.[docs]'")
+
+
+def _collect_unavailable(parent: pytest.Collector, file_path: Path) -> pytest.Collector | None:
+    if CHAPTER.search(file_path.name):
+        return _Unavailable.from_parent(parent, path=file_path)
+    return None
+
+
+pytest_collect_file: Callable[..., Any]
+try:
+    from sybil import Sybil
+    from sybil.parsers.markdown import CodeBlockParser, PythonCodeBlockParser, SkipParser
+except ImportError:  # the docs extra is not installed
+    pytest_collect_file = _collect_unavailable
+else:
+    pytest_collect_file = Sybil(
+        parsers=[PythonCodeBlockParser(), CodeBlockParser("console", evaluate_console), SkipParser()],
+        pattern="[0-9][0-9]-*.md",
+        setup=setup,
+        teardown=teardown,
+    ).pytest()

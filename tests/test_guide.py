@@ -1,0 +1,194 @@
+"""The guide (docs/learn/) as a whole: its shape, the harness that runs its blocks, its notebooks
+and its site. The blocks themselves run as tests of their own (docs/learn/conftest.py, Sybil)."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+LEARN = ROOT / "docs" / "learn"
+CHAPTERS = sorted(LEARN.glob("[0-9][0-9]-*.md"))
+FENCE = re.compile(r"^```(\S*)[^\n]*\n(.*?)^```\s*$", re.MULTILINE | re.DOTALL)
+SKIP = re.compile(r"<!-- skip: next (.*?) -->\s*\n\s*\n?```", re.DOTALL)
+
+
+def harness():
+    """docs/learn/conftest.py, imported as a module of its own."""
+    spec = importlib.util.spec_from_file_location("guide_harness", LEARN / "conftest.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# --- the chapters' shape -------------------------------------------------------------------------------
+
+
+def test_twelve_chapters_in_order_in_the_index_and_the_site():
+    assert [p.name[:2] for p in CHAPTERS] == [f"{i:02d}" for i in range(12)]
+    index = (LEARN / "index.md").read_text(encoding="utf-8")
+    site = (ROOT / "mkdocs.yml").read_text(encoding="utf-8")
+    for chapter in CHAPTERS:
+        assert f"]({chapter.name})" in index, chapter.name
+        assert f"learn/{chapter.name}" in site, chapter.name
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS, ids=lambda p: p.name)
+def test_chapter_states_its_assumptions_and_has_checked_exercises(chapter):
+    text = chapter.read_text(encoding="utf-8")
+    assert "**What this chapter assumes.**" in text
+    exercises = text.split("\n## Exercises\n", 1)
+    assert len(exercises) == 2, "no Exercises section"
+    numbered = re.findall(r"^(\d)\. \*\*", exercises[1], re.MULTILINE)
+    assert numbered == [str(i) for i in range(1, len(numbered) + 1)] and len(numbered) >= 2
+    solutions = re.findall(r"`(tests/guide_solutions/ch\d\d_\w+\.py)`", exercises[1])
+    assert len(solutions) == 1 and solutions[0].startswith(f"tests/guide_solutions/ch{chapter.name[:2]}_")
+    assert (ROOT / solutions[0]).is_file()
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS, ids=lambda p: p.name)
+def test_every_block_runs_or_says_why_not(chapter):
+    """Only ```python and ```console blocks, so that every block is either run by the tests
+    or explicitly skipped with a reason; no ```bash, which a notebook would execute."""
+    text = chapter.read_text(encoding="utf-8")
+    blocks = FENCE.findall(text)
+    assert blocks, "a chapter without code"
+    assert {language for language, _ in blocks} <= {"python", "console"}
+    for reason in SKIP.findall(text):
+        assert re.fullmatch(r'"[^"]{10,}"', reason), f"a skip needs a reason in quotes: {reason!r}"
+    assert text.count("<!-- skip:") == len(SKIP.findall(text)), "a skip marker not directly before a block"
+    for language, body in blocks:
+        if language == "console":
+            commands = [line for line in body.splitlines() if line.startswith("$ ")]
+            assert commands, "a console block without a command"
+
+
+def test_the_guide_is_linked_from_the_site_home():
+    home = (ROOT / "docs" / "index.md").read_text(encoding="utf-8")
+    assert "(learn/index.md)" in home and "(learn/00-quick-start.md)" in home
+
+
+# --- the harness ---------------------------------------------------------------------------------------
+
+
+def test_console_blocks_are_parsed_into_commands_and_outputs():
+    h = harness()
+    source = "$ gpt2 tokenize hi \\\n    --json\n{...}\n\n$ gpt2 detokenize 15496\nHello\n"
+    assert h.parse_console(source) == [("gpt2 tokenize hi  --json", "{...}"), ("gpt2 detokenize 15496", "Hello")]
+    with pytest.raises(ValueError, match="before any"):
+        h.parse_console("output\n$ gpt2 info\n")
+
+
+def test_console_blocks_fail_on_wrong_output_errors_and_other_commands():
+    h = harness()
+    run = lambda source: h.evaluate_console(SimpleNamespace(parsed=source))  # noqa: E731
+    assert run("$ gpt2 detokenize 15496 995\nHello world\n") is None
+    assert run("$ gpt2 detokenize 15496 995\nHello ...\n") is None  # ... stands for any text
+    assert "expected:" in run("$ gpt2 detokenize 15496 995\nGoodbye world\n")
+    assert "exited 2" in run("$ gpt2 detokenize 99999999\n")
+    with pytest.raises(ValueError, match="only gpt2 commands"):
+        run("$ pip install gpt2\n")
+
+
+def test_broken_blocks_fail_and_skipped_blocks_skip(pytester_guide):
+    chapter = (
+        "```python\nassert 1 + 1 == 3\n```\n\n"
+        '<!-- skip: next "needs a GPU" -->\n\n```python\nraise RuntimeError\n```\n\n'
+        "```console\n$ gpt2 detokenize 15496\nGoodbye\n```\n\n"
+        "```python\nassert 1 + 1 == 2\n```\n"
+    )
+    result = pytester_guide(chapter)
+    assert result.returncode == 1
+    assert "2 failed, 2 passed, 1 skipped" in result.stdout, result.stdout[-2000:]  # the skip marker is an item too
+
+
+@pytest.fixture
+def pytester_guide(tmp_path):
+    """Run the harness on a one-chapter guide in a scratch directory; pytest's result."""
+    pytest.importorskip("sybil")
+
+    def run(chapter: str):
+        learn = tmp_path / "docs" / "learn"
+        learn.mkdir(parents=True, exist_ok=True)
+        (learn / "conftest.py").write_text((LEARN / "conftest.py").read_text(encoding="utf-8"), encoding="utf-8")
+        (learn / "00-test.md").write_text(chapter, encoding="utf-8")
+        for linked in ("tests/data", "tests/fixtures"):  # what the harness links into a chapter's directory
+            (tmp_path / linked).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / linked).symlink_to(ROOT / linked, target_is_directory=True)
+        return subprocess.run(
+            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(learn)],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
+        )
+
+    return run
+
+
+# --- notebooks -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS, ids=lambda p: p.name)
+def test_every_chapter_converts_to_a_notebook(chapter):
+    jupytext = pytest.importorskip("jupytext")
+    nbformat = pytest.importorskip("nbformat")
+
+    notebook = jupytext.reads(chapter.read_text(encoding="utf-8"), fmt="md")
+    nbformat.validate(notebook)
+    code = [cell.source for cell in notebook.cells if cell.cell_type == "code"]
+    python_blocks = [
+        body for language, body in FENCE.findall(chapter.read_text(encoding="utf-8")) if language == "python"
+    ]
+    assert len(code) == len(python_blocks)  # every Python block is a cell; console blocks stay text
+    assert not any(source.startswith(("%%", "!", "$")) for source in code)
+
+
+def test_a_chapter_runs_as_a_notebook(tmp_path):
+    """Chapter 3 converted with jupytext and executed by a Jupyter kernel, top to bottom."""
+    jupytext = pytest.importorskip("jupytext")
+    pytest.importorskip("nbclient")
+    pytest.importorskip("ipykernel")
+    pytest.importorskip("torch")
+    from nbclient import NotebookClient
+
+    notebook = jupytext.reads((LEARN / "03-attention.md").read_text(encoding="utf-8"), fmt="md")
+    client = NotebookClient(
+        notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+    )
+    client.execute(env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+    outputs = [out for cell in notebook.cells if cell.cell_type == "code" for out in cell.get("outputs", [])]
+    assert not [out for out in outputs if out.get("output_type") == "error"]
+    printed = "".join(out.get("text", "") for out in outputs if out.get("output_type") == "stream")
+    assert "score spread" in printed and "weight on the favourite key" in printed
+
+
+# --- the site ------------------------------------------------------------------------------------------
+
+
+def test_the_site_builds_strictly(tmp_path):
+    """`mkdocs build --strict`: the guide, the docs pages and the API reference, no broken link."""
+    for module in ("mkdocs", "material", "mkdocstrings", "mkdocstrings_handlers.python"):
+        pytest.importorskip(module)
+    result = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "NO_MKDOCS_2_WARNING": "1"},
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    site = tmp_path / "site"
+    for page in ("learn/03-attention/index.html", "reference/engines/index.html", "tokenizer/index.html"):
+        assert (site / page).is_file(), page
+    assert "multi_head_attention" in (site / "reference/engines/index.html").read_text(encoding="utf-8")
