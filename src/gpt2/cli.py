@@ -5,13 +5,19 @@ its subcommand and sets `run=` to a function taking the parsed arguments and
 returning an exit status. Subcommands call typed library functions; the library
 never prints. User mistakes arrive here as `Gpt2Error` and leave as one line on
 stderr with exit status 2, never a traceback.
+
+Every command also gets `--quiet` and `-v` here (unless it defines its own):
+`--quiet` keeps stderr to errors (no progress, summary or warnings), `-v` adds
+detail, and the traceback of an error.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import io
 import sys
+import traceback
 from collections.abc import Sequence
 
 from . import __version__
@@ -20,10 +26,12 @@ from .errors import Gpt2Error
 # In the order `gpt2 --help` lists them.
 COMMANDS = (
     "generate",
+    "chat",
     "score",
     "tokenize",
     "detokenize",
     "info",
+    "models",
     "convert",
     "train",
     "eval",
@@ -31,37 +39,77 @@ COMMANDS = (
 )
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
+    """The `gpt2` parser and each subcommand's parser, by name."""
+    from .commands.common import add_quiet_argument, add_verbose_argument
+
     parser = argparse.ArgumentParser(
         prog="gpt2",
-        description="GPT-2 from first principles: generate, score, tokenize, convert, train and verify.",
+        description="GPT-2 from first principles: generate, chat, score, tokenize, convert, train and verify.",
     )
     parser.add_argument("--version", action="version", version=f"gpt2 {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
         module = importlib.import_module(f".commands.{name.replace('-', '_')}", __package__)
         module.add_parser(sub)
-    return parser
+    commands: dict[str, argparse.ArgumentParser] = dict(sub.choices)
+    for command in commands.values():
+        group = command.add_argument_group("output")
+        try:
+            add_quiet_argument(group)
+            command.set_defaults(quiet_here=True)  # the dispatcher, not the command, keeps it quiet
+        except argparse.ArgumentError:
+            pass  # the command has its own --quiet (train: its final line still shows)
+        try:
+            add_verbose_argument(group)
+        except argparse.ArgumentError:
+            pass  # the command has its own -v
+    return parser, commands
+
+
+def build_parser() -> argparse.ArgumentParser:
+    return build_parsers()[0]
+
+
+class _Discard(io.TextIOBase):
+    """stderr under --quiet: nothing shows, and nothing thinks it is a terminal."""
+
+    def write(self, text: str) -> int:
+        return len(text)
+
+    def isatty(self) -> bool:
+        return False
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    parser, commands = build_parsers()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # said by the subcommand's parser, so that the message names it
+        commands.get(args.command, parser).error(f"unrecognized arguments: {' '.join(unknown)}")
     if getattr(args, "run", None) is None:
         parser.print_help(sys.stderr)
         return 2
+    stderr = sys.stderr
+    if getattr(args, "quiet", False) and getattr(args, "quiet_here", False):
+        sys.stderr = _Discard()
     try:
         return int(args.run(args) or 0)
     except Gpt2Error as exc:
+        sys.stderr = stderr
+        if getattr(args, "verbose", 0):
+            traceback.print_exc()
         print(f"gpt2 {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        sys.stderr = stderr
         print(f"gpt2 {args.command}: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
         # `gpt2 generate ... | head`: the reader went away; that is not an error.
         sys.stdout = None
         return 0
+    finally:
+        sys.stderr = stderr
 
 
 if __name__ == "__main__":  # pragma: no cover
