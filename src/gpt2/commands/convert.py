@@ -6,7 +6,15 @@ import argparse
 import sys
 from pathlib import Path
 
-OUTPUTS = ("model.safetensors", "config.json")  # what convert writes into DST
+# what convert writes into DST: a complete Hugging Face model directory (see save_model)
+OUTPUTS = (
+    "model.safetensors",
+    "config.json",
+    "vocab.json",
+    "merges.txt",
+    "tokenizer_config.json",
+    "generation_config.json",
+)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -15,8 +23,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="write any loadable model as config.json + model.safetensors",
         description=(
             "Load SRC (a hub name, an HF directory or file, or OpenAI's TensorFlow checkpoint) "
-            "and write DST/config.json and DST/model.safetensors, which "
-            "transformers.GPT2LMHeadModel.from_pretrained(DST) also loads. Dtypes are kept."
+            "and write DST as a complete Hugging Face model directory (config.json, model.safetensors, the "
+            "tokenizer files and generation_config.json), which transformers.pipeline('text-generation', "
+            "model=DST) also loads. Dtypes are kept."
         ),
     )
     p.add_argument("src", help="gpt2 | gpt2-medium | gpt2-large | gpt2-xl, a directory, or a file")
@@ -26,6 +35,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..tokenizer import Tokenizer
     from ..weights import WeightsError, load_model, save_model
     from .progress import BytesBar, DownloadBar
 
@@ -37,7 +47,11 @@ def run(args: argparse.Namespace) -> int:
             if (dst / name).exists():
                 raise WeightsError(f"{dst / name} already exists (use --force to overwrite)")
     config, params = load_model(args.src, progress=DownloadBar(sys.stderr))
-    save_model(dst, config, params, progress=BytesBar("model.safetensors", sys.stderr))
+    tokenizer = Tokenizer.for_model(args.src)  # the source's own vocabulary files, else GPT-2's
+    fits = tokenizer.n_vocab <= config.vocab_size
+    save_model(
+        dst, config, params, progress=BytesBar("model.safetensors", sys.stderr), tokenizer=tokenizer if fits else None
+    )
     n = sum(t.numel for t in params.values())
-    print(f"wrote {dst}/config.json and {dst}/model.safetensors ({n:,} parameters)", file=sys.stderr)
+    print(f"wrote {dst}: config.json, model.safetensors ({n:,} parameters), tokenizer files", file=sys.stderr)
     return 0
