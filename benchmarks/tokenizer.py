@@ -1,24 +1,35 @@
 """Tokenizer throughput: ours (pure Python) against tiktoken (Rust), side by side, in one run.
 
-    python benchmarks/tokenizer.py [--file ../shared/data/tinyshakespeare.txt] [--repeat 5]
+    python benchmarks/tokenizer.py [--file ../shared/data/tinyshakespeare.txt] [--repeat 5] [--huge 0.25,1,4]
 
 Prints the time to import and load each tokenizer (in a fresh interpreter), and
 encode throughput on the file: cold (empty piece cache, as the first text a
 process sees) and warm (best of --repeat runs), in MB/s of UTF-8 and tokens/s.
-Both are single-threaded. tiktoken cannot download here, so its GPT-2 encoding
-is built from the local gpt2.tiktoken file.
+Then pathological text, one huge pre-token: random lower-case letters with no
+space, and one letter repeated, at each --huge size in MB, with the time ratio
+of the largest size to the 1 MB one (linear: 4.0 for 4 MB), timed in CPU
+seconds of this process (both encoders run on one thread, and CPU time is
+less disturbed than wall time by other jobs on a shared machine). Both are
+single-threaded. tiktoken cannot download here, so its GPT-2 encoding is built
+from the local gpt2.tiktoken file.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import random
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+# ../shared/data beside the repository (or beside any folder above it, as from a git worktree)
+DATA = next(
+    (p / "shared" / "data" for p in Path(__file__).resolve().parents if (p / "shared" / "data").is_dir()),
+    Path(__file__).resolve().parents[1].parent / "shared" / "data",
+)
 GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 
 LOAD_OURS = """
@@ -60,11 +71,38 @@ def throughput(encode, text: str, repeat: int) -> tuple[float, float, list[int]]
     return first, best, ids
 
 
+def huge_pieces(encoders: dict[str, Callable[[str], list[int]]], sizes: list[float]) -> None:
+    """MB/s on one huge pre-token per text kind and size, and the time ratio of the largest size to 1 MB."""
+    kinds = {
+        "random a-z": lambda n: "".join(random.Random(0).choices("abcdefghijklmnopqrstuvwxyz", k=n)),
+        "one letter": lambda n: "a" * n,
+    }
+    head = "".join(f"{size:>8g} MB" for size in sizes)
+    ratio_head = f"{max(sizes):g} MB / 1 MB time" if 1 in sizes and max(sizes) > 1 else ""
+    print(f"\none huge pre-token (no space): MB/s of CPU time\n{'':28}{head}   {ratio_head}")
+    for kind, make in kinds.items():
+        texts = {size: make(int(size * 1e6)) for size in sizes}
+        ids: dict[str, list[list[int]]] = {}
+        for name, encode in encoders.items():
+            seconds = {}
+            for size, text in texts.items():
+                start = time.process_time()
+                ids.setdefault(name, []).append(encode(text))
+                seconds[size] = time.process_time() - start
+            speeds = "".join(f"{size / seconds[size]:11.2f}" for size in sizes)
+            ratio = f"{seconds[max(sizes)] / seconds[1]:10.2f}" if ratio_head else ""
+            print(f"{kind + ', ' + name:28}{speeds}   {ratio}")
+        if len(ids) > 1:
+            first, *others = ids.values()
+            print(f"{'':28}identical ids: {all(other == first for other in others)}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--file", type=Path, default=DATA / "tinyshakespeare.txt")
     parser.add_argument("--vocab", type=Path, default=DATA / "gpt2.tiktoken", help="gpt2.tiktoken for tiktoken")
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--huge", default="0.25,1,4", help="sizes in MB of the huge pre-tokens ('' to skip)")
     args = parser.parse_args()
 
     from gpt2.tokenizer import Tokenizer
@@ -74,11 +112,13 @@ def main() -> int:
     print(f"{args.file.name}: {megabytes:.2f} MB, Python {sys.version.split()[0]}")
 
     rows = []
+    encoders: dict[str, Callable[[str], list[int]]] = {}
     ours_load = load_times(LOAD_OURS)
     ours = Tokenizer.gpt2()
     ours.clear_cache()
     cold, warm, ours_ids = throughput(ours.encode_ordinary, text, args.repeat)
     rows.append(("gpt2.tokenizer", ours_load, cold, warm))
+    encoders["ours"] = ours.encode_ordinary
 
     try:
         import tiktoken  # noqa: F401
@@ -96,6 +136,7 @@ def main() -> int:
         )
         cold, warm, tik_ids = throughput(enc.encode_ordinary, text, args.repeat)
         rows.append(("tiktoken", tik_load, cold, warm))
+        encoders["tiktoken"] = enc.encode_ordinary
         print(f"identical ids: {ours_ids == tik_ids} ({len(ours_ids)} tokens)")
 
     print(
@@ -120,6 +161,9 @@ def main() -> int:
             }
         )
     )
+    sizes = [float(size) for size in args.huge.split(",") if size.strip()]
+    if sizes:
+        huge_pieces(encoders, sizes)
     return 0
 
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from gpt2.errors import Gpt2Error
-from gpt2.tokenizer import Tokenizer, TokenizerError
-from gpt2.tokenizer.bpe import merge_long, merge_short
+from gpt2.tokenizer import Tokenizer, TokenizerError, bpe
+from gpt2.tokenizer.bpe import merge_heap, merge_long, merge_short
 from gpt2.tokenizer.loaders import read_compact, read_tiktoken
 from gpt2.tokenizer.pretokenize import pretokenize
 from gpt2.tokenizer.tokenizer import SHIPPED_VOCABULARY
@@ -224,7 +226,7 @@ def test_cache_is_bounded(enc, verdict):
         Tokenizer({b"a": 0}, cache_size=-1)
 
 
-def test_heap_merge_equals_list_merge():
+def test_heap_and_window_merges_equal_list_merge():
     ranks = read_compact(SHIPPED_VOCABULARY)
     for piece in [
         b"",
@@ -238,7 +240,45 @@ def test_heap_merge_equals_list_merge():
         b" " * 300,
         b"!?" * 200,
     ]:
-        assert merge_long(piece, ranks) == merge_short(piece, ranks)
+        expected = merge_short(piece, ranks)
+        assert merge_heap(piece, ranks) == expected
+        assert merge_long(piece, ranks) == expected
+
+
+def _random_letters(n: int, alphabet: str = "abcdefghijklmnopqrstuvwxyz", seed: int = 0) -> str:
+    return "".join(random.Random(seed).choices(alphabet, k=n))
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        _random_letters(300_000),
+        _random_letters(100_000, "ab", seed=1),
+        _random_letters(100_000, "aeiou", seed=2),
+        _random_letters(30_000, "éèàçœßþðñ", seed=3),
+        _random_letters(20_000, "日本語中文한국어", seed=4),
+        _random_letters(30_000, "0123456789", seed=5),
+        "the" * 50_000,
+        "z" * 200_000,
+    ],
+    ids=["random-300k", "ab-100k", "vowels-100k", "latin1-30k", "cjk-20k", "digits-30k", "the-150k", "z-200k"],
+)
+def test_pathological_pieces_match_tiktoken(tok, enc, text):
+    """One huge pre-token (letters with no space): windows joined at proven seams give tiktoken's ids."""
+    assert tok.encode_ordinary(text) == enc.encode_ordinary(text)
+
+
+@pytest.mark.parametrize("window, margin", [(2, 0), (3, 0), (5, 1), (8, 0), (16, 2)])
+def test_window_merge_repairs_seams(monkeypatch, window, margin):
+    """Tiny windows and no margin make most seams incompatible: the repairs, and the fall back to the
+    heap merge when repairs exceed their budget, must still give the exact merge."""
+    ranks = read_compact(SHIPPED_VOCABULARY)
+    monkeypatch.setattr(bpe, "WINDOW", window)
+    monkeypatch.setattr(bpe, "MARGIN", margin)
+    monkeypatch.setattr(bpe, "_BLOCK", 97)  # repairs reach back across blocks too
+    for seed, alphabet in enumerate(["abcdefghijklmnopqrstuvwxyz", "ab", "aeiou", "thequickbrownfox", "é 1"]):
+        piece = _random_letters(2_000, alphabet, seed).encode()
+        assert merge_long(piece, ranks) == merge_heap(piece, ranks)
 
 
 @pytest.mark.parametrize("module", ["bytes_unicode", "pretokenize", "bpe", "tokenizer", "stream", "__init__"])

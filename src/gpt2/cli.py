@@ -14,8 +14,10 @@ detail, and the traceback of an error.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import io
+import os
 import sys
 import traceback
 from collections.abc import Sequence
@@ -71,6 +73,15 @@ def build_parser() -> argparse.ArgumentParser:
     return build_parsers()[0]
 
 
+def subcommand_parser(parser: argparse.ArgumentParser, name: str | None) -> argparse.ArgumentParser:
+    """The parser of subcommand `name` (the top-level parser if there is none)."""
+    for action in parser._actions:  # argparse keeps its subparsers there, and nowhere public
+        if isinstance(action, argparse._SubParsersAction) and name in action.choices:
+            found: argparse.ArgumentParser = action.choices[name]
+            return found
+    return parser
+
+
 class _Discard(io.TextIOBase):
     """stderr under --quiet: nothing shows, and nothing thinks it is a terminal."""
 
@@ -82,10 +93,10 @@ class _Discard(io.TextIOBase):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser, commands = build_parsers()
+    parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
     if unknown:  # said by the subcommand's parser, so that the message names it
-        commands.get(args.command, parser).error(f"unrecognized arguments: {' '.join(unknown)}")
+        subcommand_parser(parser, args.command).error(f"unrecognized arguments: {' '.join(unknown)}")
     if getattr(args, "run", None) is None:
         parser.print_help(sys.stderr)
         return 2
@@ -93,12 +104,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(args, "quiet", False) and getattr(args, "quiet_here", False):
         sys.stderr = _Discard()
     try:
-        return int(args.run(args) or 0)
+        if sys.stdout is None:  # started with stdout closed (`>&-`): output would be lost, or crash
+            raise Gpt2Error("stdout is closed; redirect it (to /dev/null to discard the output)")
+        status = int(args.run(args) or 0)
+        # A file or pipe is block-buffered: a full disk behind stdout shows up at this flush,
+        # where it can still be reported, not at interpreter exit as a traceback.
+        sys.stdout.flush()
+        return status
     except Gpt2Error as exc:
         sys.stderr = stderr
         if getattr(args, "verbose", 0):
             traceback.print_exc()
-        print(f"gpt2 {args.command}: error: {exc}", file=sys.stderr)
+        _error(args.command, str(exc))
         return 2
     except KeyboardInterrupt:
         sys.stderr = stderr
@@ -106,10 +123,51 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         # `gpt2 generate ... | head`: the reader went away; that is not an error.
-        sys.stdout = None
+        _discard_stdout()
         return 0
+    except OSError as exc:
+        sys.stderr = stderr
+        # The environment, not the user's input: stdout on a full device (/dev/full), an
+        # I/O error, a file that vanished. One line, like every other error.
+        if _stdout_is_broken() or (exc.filename is None and exc.errno in _WRITE_ERRORS):
+            # Files the library writes are named in its own errors: a nameless write error is stdout.
+            _discard_stdout()
+            _error(args.command, f"cannot write the output: {exc.strerror or exc}")
+        else:
+            where = f" ({exc.filename})" if exc.filename else ""
+            _error(args.command, f"{exc.strerror or exc}{where}")
+        return 2
     finally:
         sys.stderr = stderr
+
+
+_WRITE_ERRORS = {getattr(errno, n) for n in ("ENOSPC", "EIO", "EFBIG", "EDQUOT", "EPIPE", "EBADF") if hasattr(errno, n)}
+
+
+def _error(command: str, message: str) -> None:
+    try:
+        print(f"gpt2 {command}: error: {message}", file=sys.stderr)
+    except (OSError, ValueError, AttributeError):
+        pass  # stderr itself is gone: the exit status still says it
+
+
+def _stdout_is_broken() -> bool:
+    try:
+        sys.stdout.flush()
+    except (OSError, ValueError):
+        return True
+    return False
+
+
+def _discard_stdout() -> None:
+    """Point stdout's descriptor at /dev/null, so that the flush at interpreter exit of
+    what is still buffered succeeds quietly instead of printing a second error."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        pass  # not a real file (a test's StringIO): nothing will be flushed at exit
 
 
 if __name__ == "__main__":  # pragma: no cover

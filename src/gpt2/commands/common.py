@@ -8,7 +8,9 @@ a model uses) live in the library and are only looked up here.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 DEFAULT_MODEL = "gpt2"
@@ -67,7 +69,7 @@ def add_verbose_argument(p: argparse.ArgumentParser | Any) -> None:
 
 def warn(args: argparse.Namespace, message: str) -> None:
     """A one-line warning on stderr: `gpt2 CMD: warning: ...` (silenced by --quiet)."""
-    print(f"gpt2 {args.command}: warning: {message}", file=sys.stderr)
+    print(f"gpt2 {args.command}: warning: {message}", file=sys.stderr, flush=True)
 
 
 def detail(args: argparse.Namespace, message: str) -> None:
@@ -100,6 +102,53 @@ def add_engine_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         help="numpy (needs threadpoolctl) and torch engines: compute threads (default: the library's)",
     )
+    add_n_head_argument(g)
+
+
+def add_n_head_argument(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """--n-head: the head count, which no tensor shape shows (needed without a config.json)."""
+    p.add_argument(
+        "--n-head",
+        type=int,
+        default=None,
+        metavar="N",
+        help="attention heads, for weights without a config.json (otherwise guessed from the width, with a warning)",
+    )
+
+
+@contextlib.contextmanager
+def download_progress() -> Iterator[Any]:
+    """A download progress bar on stderr whose line is ended when the block ends, whatever
+    happens: an error after a half-drawn bar starts on a line of its own."""
+    from .progress import DownloadBar
+
+    bar = DownloadBar(sys.stderr)
+    open_line = False
+
+    def progress(filename: str, done: int, total: int | None) -> None:
+        nonlocal open_line
+        bar(filename, done, total)
+        open_line = not (total is not None and done >= total)  # a finished bar ends its own line
+
+    try:
+        yield progress
+    finally:
+        if open_line:
+            with contextlib.suppress(OSError, ValueError):
+                sys.stderr.write("\n")
+                sys.stderr.flush()
+
+
+def load_model_for(args: argparse.Namespace, source: str) -> Any:
+    """`gpt2.weights.open_model` with a progress bar and --n-head; warns on stderr when the
+    head count had to be guessed. Returns the `LoadedModel`."""
+    from ..weights import open_model
+
+    with download_progress() as progress:
+        loaded = open_model(source, progress=progress, n_head=getattr(args, "n_head", None))
+    if loaded.n_head_guessed:
+        warn(args, f"{loaded.guess_warning}; pass --n-head N, or put a config.json beside the weights")
+    return loaded
 
 
 def cuda_present() -> bool:
@@ -167,13 +216,12 @@ def open_engine(args: argparse.Namespace) -> Any:
     import time
 
     from ..engines import load_engine
-    from ..weights import load_model
-    from .progress import DownloadBar
 
     name = engine_name(args)
     options = engine_options(name, args)
     start = time.perf_counter()
-    config, params = load_model(args.model, progress=DownloadBar(sys.stderr))
+    model = load_model_for(args, args.model)
+    config, params = model.config, model.params
     loaded = time.perf_counter()
     detail(
         args,
@@ -204,13 +252,20 @@ def model_tokenizer(args: argparse.Namespace) -> Any:
 
 def read_stdin() -> str:
     """All of stdin as UTF-8 text, whatever the locale says; bytes that are not UTF-8
-    are a clear error (a silent U+FFFD would change the ids)."""
+    are a clear error (a silent U+FFFD would change the ids), and so is a closed or
+    unreadable stdin."""
+    from ..errors import Gpt2Error
     from ..tokenizer import TokenizerError
 
+    if sys.stdin is None:  # started with stdin closed (`<&-`)
+        raise Gpt2Error("stdin is closed; give the text as an argument, or redirect stdin from a file")
     stream = getattr(sys.stdin, "buffer", None)
-    if stream is None:  # already text (a StringIO in tests)
-        return sys.stdin.read()
-    data = stream.read()
+    try:
+        if stream is None:  # already text (a StringIO in tests)
+            return sys.stdin.read()
+        data = stream.read()
+    except OSError as exc:
+        raise Gpt2Error(f"cannot read stdin: {exc.strerror or exc}") from None
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -218,10 +273,31 @@ def read_stdin() -> str:
 
 
 def words_or_stdin(parts: list[str]) -> str:
-    """The text of a command's positional words, joined by spaces; none, or '-', reads stdin."""
+    """The text of a command's positional words, joined by spaces; none, or '-', reads stdin.
+    Either way the text must be UTF-8, as `gpt2 tokenize` requires (see read_stdin)."""
     if not parts or parts == ["-"]:
-        return sys.stdin.read()
-    return " ".join(parts)
+        return read_stdin()
+    return check_utf8_argument(" ".join(parts), "the text")
+
+
+def check_utf8_argument(text: str, what: str) -> str:
+    """Words from the command line: bytes that were not UTF-8 arrive as lone surrogates
+    (Python's surrogateescape); refuse them as stdin's are refused.
+
+    >>> check_utf8_argument("caf\\udce9", "the prompt")
+    Traceback (most recent call last):
+    ...
+    gpt2.tokenizer.errors.TokenizerError: the prompt is not valid UTF-8 (byte 0xe9 at character 3)
+    """
+    from ..tokenizer import TokenizerError
+
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        code = ord(text[exc.start])
+        shown = f"byte 0x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else f"U+{code:04X}"
+        raise TokenizerError(f"{what} is not valid UTF-8 ({shown} at character {exc.start})") from None
+    return text
 
 
 def write_text(text: str) -> None:

@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from .common import add_n_head_argument, load_model_for
+
 # what convert writes into DST: a complete Hugging Face model directory (see save_model)
 OUTPUTS = (
     "model.safetensors",
@@ -31,13 +33,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("src", help="gpt2 | gpt2-medium | gpt2-large | gpt2-xl, a directory, or a file")
     p.add_argument("dst", help="output directory (created if needed)")
     p.add_argument("--force", action="store_true", help="overwrite config.json / model.safetensors already in DST")
+    add_n_head_argument(p)
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..tokenizer import Tokenizer
-    from ..weights import WeightsError, load_model, save_model
-    from .progress import BytesBar, DownloadBar
+    from ..weights import WeightsError, save_model
+    from .progress import BytesBar
 
     if not args.dst.strip():  # checked before loading, which may mean a download
         raise WeightsError("DST is empty; give the output directory")
@@ -46,7 +49,8 @@ def run(args: argparse.Namespace) -> int:
         for name in OUTPUTS:  # a config.json alone would be silently replaced too
             if (dst / name).exists():
                 raise WeightsError(f"{dst / name} already exists (use --force to overwrite)")
-    config, params = load_model(args.src, progress=DownloadBar(sys.stderr))
+    loaded = load_model_for(args, args.src)  # warns if the head count written to config.json is a guess
+    config, params = loaded.config, loaded.params
     tokenizer = Tokenizer.for_model(args.src)  # the source's own vocabulary files, else GPT-2's
     fits = tokenizer.n_vocab <= config.vocab_size
     save_model(

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
-from .common import DEFAULT_MODEL, add_model_argument
+from .common import DEFAULT_MODEL, add_model_argument, add_n_head_argument, download_progress, warn
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -26,6 +25,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("name", nargs="?", metavar="MODEL", help=f"the model (the same as --model; default {DEFAULT_MODEL})")
     add_model_argument(p)
+    add_n_head_argument(p)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(run=run)
 
@@ -33,12 +33,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..errors import Gpt2Error
     from ..weights.info import describe_model
-    from .progress import DownloadBar, human_bytes
+    from .progress import human_bytes
 
     if args.name is not None and args.model != DEFAULT_MODEL and args.name != args.model:
         raise Gpt2Error("give the model once: as MODEL or as --model")
     model = args.name or args.model
-    info = describe_model(model, progress=DownloadBar(sys.stderr))
+    with download_progress() as progress:
+        info = describe_model(model, progress=progress, n_head=args.n_head)
+    if info.n_head_guessed:
+        warn(
+            args,
+            f"{info.weights} has no config file beside it, so n_head={info.config.n_head} is a guess from "
+            f"n_embd={info.config.n_embd}; pass --n-head N, or put a config.json beside the weights",
+        )
     if args.json:
         print(json.dumps(info.to_dict(), indent=2))
         return 0
@@ -48,9 +55,9 @@ def run(args: argparse.Namespace) -> int:
     elif info.format == "preset":
         origin = "the preset (no weights: `gpt2 train --config NAME` makes some)"
     elif not info.n_head_guessed:
-        origin = "inferred from the tensor shapes"
+        origin = f"inferred from the tensor shapes (n_head={c.n_head} from --n-head)"
     else:
-        origin = f"inferred from the tensor shapes; n_head={c.n_head} is a guess (a wrong one changes the output)"
+        origin = "inferred from the tensor shapes (n_head guessed from the width: a wrong guess changes the output)"
     rows = [
         ("model", info.source),
         ("format", f"{info.format}: {info.weights}" if info.weights else info.format),

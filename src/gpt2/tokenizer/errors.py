@@ -1,4 +1,4 @@
-"""The tokenizer's typed error."""
+"""The tokenizer's typed errors."""
 
 from __future__ import annotations
 
@@ -10,3 +10,9 @@ class TokenizerError(Gpt2Error, ValueError):
 
     It is a ValueError too, like the error tiktoken raises in the same places.
     """
+
+
+class UnknownTokenError(TokenizerError, KeyError):
+    """encode_single_token of something that is not one token: a KeyError too, as tiktoken raises there."""
+
+    __str__ = Exception.__str__  # not KeyError's, which would quote the message

@@ -155,7 +155,7 @@ def read_byte_level_bpe(encoder_json: str | Path, merges_txt: str | Path) -> Voc
     for text, token_id in spelled.items():
         is_byte = len(text) == 1 and text in CHAR_TO_BYTE
         data = token_string_to_bytes(text) if all(c in CHAR_TO_BYTE for c in text) else None
-        if is_byte or (data is not None and data in merge_ranks):
+        if data is not None and (is_byte or data in merge_ranks):
             encoder[data] = token_id
         else:
             special_tokens[text] = token_id

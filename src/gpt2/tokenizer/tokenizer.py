@@ -18,15 +18,15 @@ from __future__ import annotations
 import functools
 import operator
 import re
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from collections.abc import Set as AbstractSet
 from itertools import chain
 from pathlib import Path
 from types import MappingProxyType
-from typing import Literal
+from typing import Any, Literal, SupportsIndex, cast
 
 from .bpe import bpe_merge
-from .errors import TokenizerError
+from .errors import TokenizerError, UnknownTokenError
 from .loaders import (
     ENDOFTEXT,
     Vocabulary,
@@ -154,8 +154,17 @@ class Tokenizer:
         return self._special_tokens.get(ENDOFTEXT)
 
     @property
+    def max_token_value(self) -> int:
+        """The largest id (50256 for GPT-2)."""
+        return len(self._decoder) - 1
+
+    @property
     def special_tokens_set(self) -> frozenset[str]:
         return frozenset(self._special_tokens)
+
+    def is_special_token(self, token: int) -> bool:
+        """Whether the id is a special token's (50256 for GPT-2): True for <|endoftext|>."""
+        return self._checked_id(token) in self._special_tokens.values()
 
     @property
     def encoder(self) -> Mapping[bytes, int]:
@@ -216,18 +225,75 @@ class Tokenizer:
         ids += self._encode_text(text[start:])
         return ids
 
+    def encode_batch(
+        self,
+        text: Iterable[str],
+        *,
+        num_threads: int = 8,
+        allowed_special: Literal["all"] | AbstractSet[str] = frozenset(),
+        disallowed_special: Literal["all"] | Collection[str] = "all",
+    ) -> list[list[int]]:
+        """Each text -> its ids, as `encode` (tiktoken's encode_batch).
+
+        >>> Tokenizer.gpt2().encode_batch(["hello world", "goodbye world"])
+        [[31373, 995], [11274, 16390, 995]]
+
+        num_threads is checked but, this being pure Python under the GIL where threads would
+        only add overhead, the texts are encoded one after another.
+        """
+        texts = _batch(text, "encode_batch", "texts (strings)", _is_text)
+        _check_threads(num_threads)
+        return [self.encode(t, allowed_special=allowed_special, disallowed_special=disallowed_special) for t in texts]
+
+    def encode_ordinary_batch(self, text: Iterable[str], *, num_threads: int = 8) -> list[list[int]]:
+        """Each text -> its ids, as `encode_ordinary` (tiktoken's encode_ordinary_batch)."""
+        texts = _batch(text, "encode_ordinary_batch", "texts (strings)", _is_text)
+        _check_threads(num_threads)
+        return [self.encode_ordinary(t) for t in texts]
+
+    def encode_single_token(self, text_or_bytes: str | bytes) -> int:
+        """The id of text (or bytes) that is exactly one token, special tokens included.
+
+        >>> tok = Tokenizer.gpt2()
+        >>> tok.encode_single_token("hello"), tok.encode_single_token(b" world")
+        (31373, 995)
+        >>> tok.encode_single_token("<|endoftext|>")
+        50256
+
+        Anything else raises UnknownTokenError, which is a KeyError too, as in tiktoken.
+        """
+        if isinstance(text_or_bytes, str):
+            try:
+                data = text_or_bytes.encode("utf-8")
+            except UnicodeEncodeError:  # a lone surrogate: no UTF-8, so no token
+                raise UnknownTokenError(f"{text_or_bytes!r} is not a single token of this vocabulary") from None
+        elif isinstance(text_or_bytes, (bytes, bytearray)):
+            data = bytes(text_or_bytes)
+        else:
+            raise TokenizerError(f"encode_single_token takes str or bytes, got {type(text_or_bytes).__name__}")
+        token = self._encoder.get(data)
+        if token is None:
+            token = {text.encode("utf-8"): i for text, i in self._special_tokens.items()}.get(data)
+        if token is None:
+            raise UnknownTokenError(f"{text_or_bytes!r} is not a single token of this vocabulary")
+        return token
+
     def _special_set(self, value: object, argument: str, *, everything: frozenset[str]) -> frozenset[str]:
         if value == "all":
             return everything
-        if isinstance(value, str) or not all(isinstance(t, str) for t in value):  # type: ignore[union-attr]
+        try:
+            tokens = frozenset(value) if isinstance(value, Iterable) and not isinstance(value, str) else None
+        except TypeError:  # unhashable items
+            tokens = None
+        if tokens is None or not all(isinstance(t, str) for t in tokens):
             raise TokenizerError(f"{argument} must be 'all' or a collection of special-token strings, got {value!r}")
-        unknown = set(value) - self.special_tokens_set  # type: ignore[arg-type]
+        unknown = tokens - self.special_tokens_set
         if unknown:
             raise TokenizerError(
                 f"{argument}: {sorted(unknown)} not special tokens of this tokenizer "
                 f"({sorted(self.special_tokens_set)})"
             )
-        return frozenset(value)  # type: ignore[arg-type]
+        return tokens
 
     def _encode_text(self, text: str) -> list[int]:
         """Pre-tokenise, then ids per piece from the cache, BPE-encoding the pieces it lacks."""
@@ -246,8 +312,7 @@ class Tokenizer:
         if token is not None:
             ids: tuple[int, ...] = (token,)
         else:
-            encoder = self._encoder
-            ids = tuple(encoder[part] for part in bpe_merge(data, self._merge_ranks))
+            ids = tuple(map(self._encoder.__getitem__, bpe_merge(data, self._merge_ranks)))
         if len(piece) <= _MAX_CACHED_PIECE and self._cache_size:
             if len(self._cache) >= self._cache_size:
                 self._cache.clear()  # bounded memory; the common pieces come back at once
@@ -268,9 +333,47 @@ class Tokenizer:
         """Ids -> text; bytes that are not valid UTF-8 become U+FFFD (errors="strict" raises instead)."""
         return self.decode_bytes(ids).decode("utf-8", errors=errors)
 
+    def decode_batch(
+        self, batch: Iterable[Iterable[int]], *, errors: str = "replace", num_threads: int = 8
+    ) -> list[str]:
+        """Each id list -> its text, as `decode` (tiktoken's decode_batch)."""
+        sequences = _batch(batch, "decode_batch", "id lists", _is_ids)
+        _check_threads(num_threads)
+        return [self.decode(ids, errors=errors) for ids in sequences]
+
+    def decode_bytes_batch(self, batch: Iterable[Iterable[int]], *, num_threads: int = 8) -> list[bytes]:
+        """Each id list -> its bytes, as `decode_bytes` (tiktoken's decode_bytes_batch)."""
+        sequences = _batch(batch, "decode_bytes_batch", "id lists", _is_ids)
+        _check_threads(num_threads)
+        return [self.decode_bytes(ids) for ids in sequences]
+
+    def decode_with_offsets(self, tokens: Iterable[int]) -> tuple[str, list[int]]:
+        """Ids -> (text, the index in text where each token starts), as tiktoken's decode_with_offsets.
+
+        >>> Tokenizer.gpt2().decode_with_offsets([31373, 995])
+        ('hello world', [0, 5])
+
+        A token that starts inside a character (🙂 is two tokens) gets that character's index.
+        Ids whose bytes are not valid UTF-8 (a character cut at the end) raise TokenizerError.
+        """
+        pieces = self.decode_tokens_bytes(tokens)
+        offsets = []
+        characters = 0
+        for piece in pieces:
+            # a UTF-8 continuation byte (0x80..0xBF) never starts a character
+            offsets.append(characters - 1 if piece and 0x80 <= piece[0] < 0xC0 and characters else characters)
+            characters += len(piece.translate(None, _CONTINUATION_BYTES))
+        try:
+            return b"".join(pieces).decode("utf-8"), offsets
+        except UnicodeDecodeError as error:
+            raise TokenizerError(
+                f"the ids do not decode to valid UTF-8 ({error.reason} at byte {error.start}); "
+                "decode(ids) replaces such bytes, decode_tokens_bytes(ids) shows them"
+            ) from None
+
     def decode_single_token_bytes(self, token: int) -> bytes:
         """One id -> its bytes: 995 -> b' world'."""
-        return self._decoder[self._checked_id(token)]
+        return cast(bytes, self._decoder[self._checked_id(token)])  # a checked id has bytes
 
     def decode_tokens_bytes(self, ids: Iterable[int]) -> list[bytes]:
         """Ids -> one bytes object per id (the piece each token stands for)."""
@@ -291,12 +394,39 @@ class Tokenizer:
         if isinstance(token, bool) or isinstance(token, (str, bytes, float)):
             raise TokenizerError(f"token ids must be integers, got {token!r}")
         try:
-            value = operator.index(token)  # accepts NumPy and PyTorch integer scalars too
+            value = operator.index(cast(SupportsIndex, token))  # accepts NumPy and PyTorch integer scalars too
         except TypeError:
             raise TokenizerError(f"token ids must be integers, got {token!r}") from None
         if not 0 <= value < len(self._decoder) or self._decoder[value] is None:
             raise TokenizerError(f"token id {value} is not in the vocabulary (valid ids: 0..{len(self._decoder) - 1})")
         return value
+
+
+_CONTINUATION_BYTES = bytes(range(0x80, 0xC0))
+
+
+def _batch(items: object, method: str, what: str, is_item: Callable[[object], bool]) -> list[Any]:
+    """The items of a batch as a list, refusing a lone text or id list where a list of them is due."""
+    if isinstance(items, (str, bytes)) or not isinstance(items, Iterable):
+        raise TokenizerError(f"{method} takes a list of {what}, got {type(items).__name__}")
+    items = list(items)
+    for item in items:
+        if not is_item(item):
+            raise TokenizerError(f"{method} takes a list of {what}, got an item of type {type(item).__name__}")
+    return items
+
+
+def _is_text(item: object) -> bool:
+    return isinstance(item, str)
+
+
+def _is_ids(item: object) -> bool:
+    return isinstance(item, Iterable) and not isinstance(item, (str, bytes))
+
+
+def _check_threads(num_threads: object) -> None:
+    if isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 1:
+        raise TokenizerError(f"num_threads must be a positive integer, got {num_threads!r}")
 
 
 def _build_decoder(encoder: Mapping[bytes, int], special_tokens: Mapping[str, int]) -> list[bytes | None]:

@@ -18,12 +18,22 @@ from .errors import (
     WeightsError,
 )
 from .hub import HubSettings, download_model
-from .load import ModelFiles, load_files, load_model, resolve_model, save_model
+from .load import (
+    LoadedModel,
+    ModelFiles,
+    load_files,
+    load_model,
+    open_model,
+    read_model_files,
+    resolve_model,
+    save_model,
+)
 from .safetensors import read_safetensors, write_safetensors
 
 __all__ = [
     "DownloadError",
     "HubSettings",
+    "LoadedModel",
     "ModelFiles",
     "ModelNotFound",
     "SafetensorsError",
@@ -33,6 +43,8 @@ __all__ = [
     "download_model",
     "load_files",
     "load_model",
+    "open_model",
+    "read_model_files",
     "read_safetensors",
     "resolve_model",
     "save_model",

@@ -14,45 +14,78 @@ progress is `<name>.incomplete` next to its final place; the next attempt, in th
 call or a later one, continues it with an HTTP Range request. A model already in
 the cache is used without asking the network.
 
+The cache never keeps a bad file: `download.fetch_file` renames a download to its
+final name only once it is known whole (see there). Names and revisions become
+paths in the cache, so they are checked first: `owner/name`, and a revision of
+plain `/`-separated names, never `..`, absolute, or holding a NUL.
+
 Settings come from the environment the way `huggingface_hub` reads them, but only
 in :meth:`HubSettings.from_env`; the functions take the settings as an argument.
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import http.client
+import math
 import os
 import re
-import urllib.error
-import urllib.request
-from collections.abc import Callable, Mapping
+import urllib.parse
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..atomic import atomic_write_bytes
+from ..config import show_value
+from .download import DEADLINE_VARIABLE, DownloadProgress, NotOnHub, fetch_file
 from .errors import DownloadError, ModelNotFound
 
 # The four published sizes, under their current hub names.
 KNOWN_MODELS = {name: f"openai-community/{name}" for name in ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")}
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")  # preferred first
-CHUNK_BYTES = 1 << 20
+DEFAULT_DEADLINE_S = 3600.0
 
-# progress(filename, bytes done, bytes total or None)
-DownloadProgress = Callable[[str, int, "int | None"], None]
+# `owner/name` as the hub spells repositories; a revision is a branch, tag or commit, whose
+# `/`-separated parts (`refs/pr/1`) are plain names: never empty, `.`, `..`, absolute or NUL.
+_NAME = r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}"
+_REPO_ID = re.compile(rf"{_NAME}/{_NAME}")
+_REVISION_PART = re.compile(r"[A-Za-z0-9_.-]{1,255}")
+_COMMIT = re.compile(r"[0-9a-f]{40}")
 
 
 @dataclass(frozen=True)
 class HubSettings:
+    """Where the hub is, where the cache is, and how long to try.
+
+    `timeout_s` bounds each wait for the server (connecting, each read); `deadline_s`
+    bounds one file's download, all attempts together (None: no deadline), so a
+    server that trickles a byte at a time cannot hold a command for ever. A download
+    stopped by the deadline keeps its `.incomplete` part: the next run resumes it.
+
+    >>> HubSettings(endpoint="huggingface.co")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    gpt2.weights.errors.DownloadError: the hub endpoint 'huggingface.co' (HF_ENDPOINT) is not an http(s) URL; ...
+    """
+
     endpoint: str = "https://huggingface.co"
     cache_dir: Path = field(default_factory=lambda: Path.home() / ".cache" / "huggingface" / "hub")
     offline: bool = False
     attempts: int = 5  # tries per file; each retry resumes where the last one stopped
     timeout_s: float = 60.0
+    deadline_s: float | None = DEFAULT_DEADLINE_S
+
+    def __post_init__(self) -> None:
+        check_endpoint(self.endpoint)
+        if not isinstance(self.attempts, int) or self.attempts < 1:
+            raise DownloadError(f"attempts must be a positive integer, got {show_value(self.attempts)}")
+        if not 0 < self.timeout_s < math.inf:
+            raise DownloadError(f"timeout_s must be a positive number of seconds, got {show_value(self.timeout_s)}")
+        if self.deadline_s is not None and not 0 < self.deadline_s < math.inf:
+            raise DownloadError(f"deadline_s must be a positive number of seconds or None, got {self.deadline_s!r}")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> HubSettings:
-        """HF_ENDPOINT, HF_HUB_CACHE or HF_HOME (cache = $HF_HOME/hub), HF_HUB_OFFLINE."""
+        """HF_ENDPOINT, HF_HUB_CACHE or HF_HOME (cache = $HF_HOME/hub), HF_HUB_OFFLINE, and
+        GPT2_DOWNLOAD_DEADLINE (seconds per file; `none` for no deadline; default 3600)."""
         env = os.environ if environ is None else environ
         if env.get("HF_HUB_CACHE"):
             cache = Path(env["HF_HUB_CACHE"]).expanduser()
@@ -62,7 +95,77 @@ class HubSettings:
             cache = Path(env.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "huggingface" / "hub"
         offline = env.get("HF_HUB_OFFLINE", "").strip().upper() in ("1", "ON", "YES", "TRUE")
         endpoint = (env.get("HF_ENDPOINT") or "https://huggingface.co").rstrip("/")
-        return cls(endpoint=endpoint, cache_dir=cache, offline=offline)
+        return cls(
+            endpoint=endpoint, cache_dir=cache, offline=offline, deadline_s=_deadline_from(env.get(DEADLINE_VARIABLE))
+        )
+
+
+def _deadline_from(value: str | None) -> float | None:
+    if value is None or not value.strip():
+        return DEFAULT_DEADLINE_S
+    if value.strip().lower() in ("none", "off", "0"):
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = math.nan
+    if not 0 < seconds < math.inf:
+        raise DownloadError(
+            f"{DEADLINE_VARIABLE}={show_value(value)} is not a number of seconds > 0 (or 'none' for no deadline)"
+        )
+    return seconds
+
+
+def check_endpoint(endpoint: str) -> str:
+    """`endpoint` if it is an http(s) URL with a host (a mirror may add a path), else a DownloadError.
+
+    >>> check_endpoint("http://127.0.0.1:8080/mirror")
+    'http://127.0.0.1:8080/mirror'
+    """
+    bad = DownloadError(
+        f"the hub endpoint {show_value(endpoint)} (HF_ENDPOINT) is not an http(s) URL; "
+        "expected e.g. https://huggingface.co or a mirror's https://host/path"
+    )
+    if not isinstance(endpoint, str) or any(c <= " " or c == "\x7f" for c in endpoint):
+        raise bad
+    try:
+        parts = urllib.parse.urlsplit(endpoint)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number in range
+    except ValueError:
+        raise bad from None
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+        raise bad
+    return endpoint
+
+
+def check_repo_id(repo_id: str) -> str:
+    """`owner/name`, nothing else: the name becomes a folder of the cache.
+
+    >>> check_repo_id("openai-community/gpt2")
+    'openai-community/gpt2'
+    """
+    if not isinstance(repo_id, str) or not _REPO_ID.fullmatch(repo_id) or ".." in repo_id or "--" in repo_id:
+        raise ModelNotFound(f"{show_value(repo_id)} is not a hub repository name (expected owner/name)")
+    return repo_id
+
+
+def check_revision(revision: str) -> str:
+    """A branch, tag or commit: `/`-separated plain names (it becomes part of a cache path).
+
+    >>> check_revision("refs/pr/1")
+    'refs/pr/1'
+    >>> check_revision("../../etc")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    gpt2.weights.errors.ModelNotFound: '../../etc' is not a revision (a branch, tag or commit: ...)
+    """
+    parts = revision.split("/") if isinstance(revision, str) else [""]
+    if not all(_REVISION_PART.fullmatch(p) and p not in (".", "..") for p in parts) or len(parts) > 8:
+        raise ModelNotFound(
+            f"{show_value(revision)} is not a revision (a branch, tag or commit: names of letters, digits, "
+            "'.', '_' and '-', separated by '/', none of them '.' or '..')"
+        )
+    return revision
 
 
 def repo_id_for(name: str) -> str | None:
@@ -75,16 +178,22 @@ def repo_id_for(name: str) -> str | None:
 
 
 def repo_cache_dir(settings: HubSettings, repo_id: str) -> Path:
-    return settings.cache_dir / ("models--" + repo_id.replace("/", "--"))
+    """The cache folder of one repository: delete it to download that model afresh."""
+    return settings.cache_dir / ("models--" + check_repo_id(repo_id).replace("/", "--"))
 
 
 def cached_snapshot(settings: HubSettings, repo_id: str, revision: str = "main") -> Path | None:
     """The cached snapshot directory holding config.json and a weights file, if any."""
     root = repo_cache_dir(settings, repo_id)
     candidates = []
-    ref = root / "refs" / revision
+    ref = root / "refs" / check_revision(revision)
     if ref.is_file():
-        candidates.append(root / "snapshots" / ref.read_text().strip())
+        try:
+            commit = ref.read_text(encoding="ascii", errors="replace")[:100].strip()
+        except OSError:
+            commit = ""
+        if _COMMIT.fullmatch(commit):  # a ref is a commit hash, never a path to follow
+            candidates.append(root / "snapshots" / commit)
     candidates.append(root / "snapshots" / revision)
     for snapshot in candidates:
         if _is_complete(snapshot):
@@ -103,6 +212,8 @@ def download_model(
     revision: str = "main",
 ) -> Path:
     """The local snapshot directory of `repo_id`, downloading config and weights if needed."""
+    check_repo_id(repo_id)
+    check_revision(revision)
     cached = cached_snapshot(settings, repo_id, revision)
     if cached is not None:
         return cached
@@ -112,26 +223,33 @@ def download_model(
     # config.json is small and served directly, with the commit it came from.
     staging = root / "snapshots" / revision
     try:
-        headers = _fetch(settings, repo_id, revision, "config.json", staging, progress)
-    except _NotOnHub:
+        headers = fetch_file(
+            settings, _url(settings, repo_id, revision, "config.json"), staging, "config.json", progress
+        )
+    except NotOnHub:
         raise ModelNotFound(f"{settings.endpoint}/{repo_id} (revision {revision}) has no config.json") from None
     commit = headers.get("X-Repo-Commit", "").strip()
     snapshot = staging
-    if re.fullmatch(r"[0-9a-f]{40}", commit) and commit != revision:
+    if _COMMIT.fullmatch(commit) and commit != revision:
         snapshot = root / "snapshots" / commit
         snapshot.mkdir(parents=True, exist_ok=True)
         os.replace(staging / "config.json", snapshot / "config.json")
-        with contextlib.suppress(OSError):
-            staging.rmdir()  # only if nothing else (an older download) is in it
+        _remove_empty_folders(staging, root / "snapshots")
         _write_ref(root, revision, commit)
+    else:
+        commit = ""
     for i, filename in enumerate(WEIGHT_FILES):
         try:
-            _fetch(settings, repo_id, commit or revision, filename, snapshot, progress)
+            fetch_file(settings, _url(settings, repo_id, commit or revision, filename), snapshot, filename, progress)
             return snapshot
-        except _NotOnHub:
+        except NotOnHub:
             if i == len(WEIGHT_FILES) - 1:
                 raise ModelNotFound(f"{settings.endpoint}/{repo_id} has neither {' nor '.join(WEIGHT_FILES)}") from None
     raise AssertionError("unreachable")
+
+
+def _url(settings: HubSettings, repo_id: str, revision: str, filename: str) -> str:
+    return f"{settings.endpoint}/{repo_id}/resolve/{urllib.parse.quote(revision, safe='')}/{filename}"
 
 
 def _offline_message(settings: HubSettings, repo_id: str, revision: str) -> str:
@@ -143,106 +261,17 @@ def _offline_message(settings: HubSettings, repo_id: str, revision: str) -> str:
     )
 
 
-def _write_ref(root: Path, revision: str, commit: str) -> None:
-    refs = root / "refs"
-    refs.mkdir(parents=True, exist_ok=True)
-    (refs / revision).write_text(commit)
-
-
-class _NotOnHub(Exception):
-    """404: the repository has no such file (try the next weights format)."""
-
-
-def _fetch(
-    settings: HubSettings,
-    repo_id: str,
-    revision: str,
-    filename: str,
-    directory: Path,
-    progress: DownloadProgress | None,
-) -> http.client.HTTPMessage:
-    """Download one file into `directory`, resuming a `.incomplete` part; return the headers."""
-    url = f"{settings.endpoint}/{repo_id}/resolve/{revision}/{filename}"
-    dest = directory / filename
-    part = directory / (filename + ".incomplete")
-    last_error: Exception | None = None
-    for _ in range(settings.attempts):
+def _remove_empty_folders(folder: Path, stop: Path) -> None:
+    """Remove `folder` and its parents up to `stop` while they are empty (`snapshots/refs/pr/1`)."""
+    while folder != stop and folder.is_relative_to(stop):
         try:
-            headers, complete = _fetch_once(url, part, filename, settings.timeout_s, progress)
-        except urllib.error.HTTPError as exc:
-            if exc.code == 404:
-                raise _NotOnHub() from None
-            if exc.code == 416:  # our part is not a prefix of this file: start over
-                part.unlink(missing_ok=True)
-                last_error = exc
-                continue
-            raise DownloadError(f"{url}: HTTP {exc.code} {exc.reason}") from None
-        except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
-            last_error = exc
-            continue
-        if complete:
-            _verify_sha256(part, headers, url)
-            os.replace(part, dest)
-            return headers
-    if part.exists() and part.stat().st_size:
-        raise DownloadError(
-            f"{url}: download failed after {settings.attempts} attempts ({_reason(last_error)}); "
-            f"run the command again to resume from {part}"
-        )
-    raise DownloadError(
-        f"cannot download {url} ({_reason(last_error)}); to work offline, put config.json and "
-        f"model.safetensors in a directory and pass its path"
-    )
+            folder.rmdir()
+        except OSError:
+            return  # not empty: something else (an older download) is in it
+        folder = folder.parent
 
 
-def _reason(exc: Exception | None) -> str:
-    if isinstance(exc, urllib.error.URLError):
-        return str(exc.reason)
-    return str(exc) or type(exc).__name__
-
-
-def _fetch_once(
-    url: str, part: Path, filename: str, timeout: float, progress: DownloadProgress | None
-) -> tuple[http.client.HTTPMessage, bool]:
-    """One request: append what arrives to `part`; return (headers, whether it is whole)."""
-    have = part.stat().st_size if part.exists() else 0
-    request = urllib.request.Request(url, headers={"User-Agent": "gpt2-weights/0.1"})
-    if have:
-        request.add_header("Range", f"bytes={have}-")
-    with urllib.request.urlopen(request, timeout=timeout) as response:
-        if have and response.status != 206:  # the server ignored the range: start over
-            have = 0
-        total = _total_size(response.headers, have)
-        part.parent.mkdir(parents=True, exist_ok=True)
-        with open(part, "ab" if have else "wb") as out:
-            done = have
-            while chunk := response.read(CHUNK_BYTES):
-                out.write(chunk)
-                done += len(chunk)
-                if progress is not None:
-                    progress(filename, done, total)
-        return response.headers, total is None or done == total
-
-
-def _total_size(headers: http.client.HTTPMessage, have: int) -> int | None:
-    content_range = headers.get("Content-Range", "")
-    m = re.match(r"bytes \d+-\d+/(\d+)", content_range)
-    if m:
-        return int(m.group(1))
-    length = headers.get("Content-Length")
-    return have + int(length) if length and length.isdigit() else None
-
-
-def _verify_sha256(path: Path, headers: http.client.HTTPMessage, url: str) -> None:
-    """Large files are stored with Git LFS, whose ETag is the file's sha256: check it."""
-    etag = headers.get("X-Linked-Etag") or headers.get("ETag") or ""
-    etag = etag.removeprefix("W/").strip('"')
-    if not re.fullmatch(r"[0-9a-f]{64}", etag):
-        return
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK_BYTES):
-            digest.update(chunk)
-    if digest.hexdigest() != etag:
-        path.unlink(missing_ok=True)
-        raise DownloadError(f"{url}: downloaded bytes do not match the hub's sha256; removed, run again")
+def _write_ref(root: Path, revision: str, commit: str) -> None:
+    ref = root / "refs" / revision
+    ref.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(ref, commit.encode("ascii"))

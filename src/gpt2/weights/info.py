@@ -20,7 +20,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import re
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -29,18 +28,22 @@ from typing import Any
 
 from ..config import PRESETS, Config
 from ..errors import ConfigError
+from .download import NotOnHub, fetch_file
 from .errors import ModelNotFound, WeightsError
 from .hub import (
+    _COMMIT,
     DownloadProgress,
     HubSettings,
-    _fetch,
-    _NotOnHub,
+    _remove_empty_folders,
+    _url,
     _write_ref,
     cached_snapshot,
+    check_repo_id,
+    check_revision,
     repo_cache_dir,
     repo_id_for,
 )
-from .load import load_files, resolve_model
+from .load import open_model
 
 __all__ = ["ModelInfo", "CatalogEntry", "describe_model", "fetch_config", "list_models", "packaged_models"]
 
@@ -58,7 +61,7 @@ class ModelInfo:
     parameters: int
     dtypes: dict[str, int]  # dtype -> number of tensors ({} when no weights were read)
     file_size: int | None  # bytes of the weights file(s) (None when not downloaded)
-    n_head_guessed: bool = False  # no config file: the head count was guessed from the width
+    n_head_guessed: bool = False  # no config file and no n_head given: see LoadedModel
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -79,6 +82,7 @@ def describe_model(
     *,
     hub: HubSettings | None = None,
     progress: DownloadProgress | None = None,
+    n_head: int | None = None,
 ) -> ModelInfo:
     """Summarise a model (see the module docstring for what is read)."""
     name = str(name_or_path)
@@ -96,8 +100,8 @@ def describe_model(
                 return ModelInfo(
                     name, "hub (config only)", None, config, config_file, config.num_parameters(), {}, None
                 )
-    files = resolve_model(name_or_path, hub=hub, progress=progress)
-    config, params = load_files(files)
+    loaded = open_model(name_or_path, hub=hub, progress=progress, n_head=n_head)
+    files, config, params = loaded.files, loaded.config, loaded.params
     return ModelInfo(
         source=name,
         format=files.format,
@@ -107,7 +111,7 @@ def describe_model(
         parameters=sum(t.numel for t in params.values()),
         dtypes=dict(Counter(t.dtype for t in params.values())),
         file_size=files.size_bytes(),
-        n_head_guessed=files.config is None,
+        n_head_guessed=loaded.n_head_guessed,
     )
 
 
@@ -123,11 +127,13 @@ def fetch_config(
 ) -> Path:
     """The path of a hub model's config.json, fetched alone into the hub cache if it is not
     there (the weights are left for `load_model` to download when they are needed)."""
-    root = repo_cache_dir(settings, repo_id)
-    ref = root / "refs" / revision
-    candidates = ([root / "snapshots" / ref.read_text().strip()] if ref.is_file() else []) + [
-        root / "snapshots" / revision
-    ]
+    root = repo_cache_dir(settings, check_repo_id(repo_id))
+    ref = root / "refs" / check_revision(revision)
+    candidates = [root / "snapshots" / revision]
+    if ref.is_file():
+        commit = ref.read_text(encoding="ascii", errors="replace")[:100].strip()
+        if _COMMIT.fullmatch(commit):  # a ref is a commit hash, never a path to follow
+            candidates.insert(0, root / "snapshots" / commit)
     for snapshot in candidates:
         if (snapshot / "config.json").is_file():
             return snapshot / "config.json"
@@ -135,19 +141,18 @@ def fetch_config(
         raise ModelNotFound(f"{repo_id}'s config.json is not in the cache and HF_HUB_OFFLINE is set")
     staging = root / "snapshots" / revision
     try:
-        headers = _fetch(settings, repo_id, revision, "config.json", staging, progress)
-    except _NotOnHub:
+        headers = fetch_file(
+            settings, _url(settings, repo_id, revision, "config.json"), staging, "config.json", progress
+        )
+    except NotOnHub:
         raise ModelNotFound(f"{settings.endpoint}/{repo_id} (revision {revision}) has no config.json") from None
     commit = headers.get("X-Repo-Commit", "").strip()
-    if re.fullmatch(r"[0-9a-f]{40}", commit) and commit != revision:
+    if _COMMIT.fullmatch(commit) and commit != revision:
         # the layout download_model keeps: snapshots/<commit>/, refs/<revision> naming it
         snapshot = root / "snapshots" / commit
         snapshot.mkdir(parents=True, exist_ok=True)
         os.replace(staging / "config.json", snapshot / "config.json")
-        try:
-            staging.rmdir()
-        except OSError:
-            pass
+        _remove_empty_folders(staging, root / "snapshots")
         _write_ref(root, revision, commit)
         return snapshot / "config.json"
     return staging / "config.json"

@@ -11,19 +11,20 @@ Tensors keep the dtype they are stored in; engines convert once when they load.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..atomic import atomic_write_bytes
-from ..config import END_OF_TEXT, Config
-from ..errors import ParamError
+from ..config import END_OF_TEXT, Config, show_value
+from ..errors import ConfigError, ParamError
 from ..params import Params, param_shapes, validate_params
+from ..regular_file import is_present
 from ..tensor import Tensor
 from .errors import ModelNotFound, TFCheckpointError, WeightsError
-from .hub import KNOWN_MODELS, DownloadProgress, HubSettings, download_model, repo_id_for
-from .names import from_hf_names, infer_config, tf_to_ours
+from .hub import KNOWN_MODELS, DownloadProgress, HubSettings, download_model, repo_cache_dir, repo_id_for
+from .names import BLOCK_NAME, from_hf_names, infer_config, tf_to_ours
 from .safetensors import read_safetensors, write_safetensors
 from .tf_checkpoint import find_checkpoint_prefix, read_tf_checkpoint
 from .torch_bin import read_torch_bin
@@ -43,6 +44,7 @@ class ModelFiles:
     format: str
     weights: Path
     config: Path | None
+    cache_dir: Path | None = None  # the hub cache folder it came from (None: the user's own files)
 
     def size_bytes(self) -> int:
         if self.format != "tf":
@@ -68,20 +70,24 @@ def resolve_model(
         return _resolve_directory(path)
     if path.exists():  # /dev/null, a FIFO, a socket: there are no weights to map
         raise WeightsError(f"{path} is not a regular file or a directory")
-    if Path(f"{path}.index").is_file():  # a TF bundle prefix such as dir/model.ckpt
+    if is_present(f"{path}.index"):  # a TF bundle prefix such as dir/model.ckpt (the reader checks the file)
         return ModelFiles("tf", path, _beside(path, "hparams.json"))
     repo_id = repo_id_for(str(name_or_path))
     if repo_id is None:
         raise ModelNotFound(
             f"{name_or_path}: no such file or directory, and not a known model name ({', '.join(KNOWN_MODELS)})"
         )
-    snapshot = download_model(repo_id, hub or HubSettings.from_env(), progress)
-    return _resolve_directory(snapshot)
+    settings = hub or HubSettings.from_env()
+    snapshot = download_model(repo_id, settings, progress)
+    files = _resolve_directory(snapshot)
+    return ModelFiles(files.format, files.weights, files.config, repo_cache_dir(settings, repo_id))
 
 
 def _beside(path: Path, name: str) -> Path | None:
+    """The config next to the weights; present means used (a FIFO or a dangling link named
+    config.json is an error when it is read, never silently replaced by a guess)."""
     candidate = path.parent / name
-    return candidate if candidate.is_file() else None
+    return candidate if is_present(candidate) else None
 
 
 def _resolve_file(path: Path) -> ModelFiles:
@@ -110,16 +116,18 @@ def _resolve_file(path: Path) -> ModelFiles:
 
 
 def _resolve_directory(directory: Path) -> ModelFiles:
+    # Present, not is_file(): a FIFO or a dangling symlink (a hub snapshot whose blob was
+    # deleted) named model.safetensors is reported as what it is when it is read.
     config = directory / "config.json"
-    config_or_none = config if config.is_file() else None
-    if (directory / "model.safetensors").is_file():
+    config_or_none = config if is_present(config) else None
+    if is_present(directory / "model.safetensors"):
         return ModelFiles("safetensors", directory / "model.safetensors", config_or_none)
-    if (directory / "pytorch_model.bin").is_file():
+    if is_present(directory / "pytorch_model.bin"):
         return ModelFiles("torch", directory / "pytorch_model.bin", config_or_none)
-    if (directory / "checkpoint").is_file() or any(directory.glob("*.index")):
+    if is_present(directory / "checkpoint") or any(directory.glob("*.index")):
         prefix = find_checkpoint_prefix(directory)
         hparams = directory / "hparams.json"
-        return ModelFiles("tf", prefix, hparams if hparams.is_file() else None)
+        return ModelFiles("tf", prefix, hparams if is_present(hparams) else None)
     if (directory / "model.safetensors.index.json").is_file():
         raise WeightsError(f"{directory}: sharded safetensors checkpoints are not supported")
     raise ModelNotFound(
@@ -128,37 +136,116 @@ def _resolve_directory(directory: Path) -> ModelFiles:
     )
 
 
+@dataclass(frozen=True)
+class LoadedModel:
+    """A loaded model and where it came from, including what was not in its files."""
+
+    config: Config
+    params: Params
+    files: ModelFiles
+    # True when no config file came with the weights and no n_head was given: the head
+    # count was guessed from the width (see names.infer_config). A wrong guess runs
+    # without error and gives wrong output, so whoever shows results should say so.
+    n_head_guessed: bool = False
+
+    @property
+    def guess_warning(self) -> str | None:
+        """What to tell the user about a guessed head count, or None."""
+        if not self.n_head_guessed:
+            return None
+        c = self.config
+        return (
+            f"{self.files.weights} has no config file beside it, so n_head={c.n_head} is a guess from "
+            f"n_embd={c.n_embd} (a wrong head count gives wrong output, without any error)"
+        )
+
+
 def load_model(
     name_or_path: str | Path,
     *,
     hub: HubSettings | None = None,
     progress: DownloadProgress | None = None,
     verify_crc: bool | None = None,
+    n_head: int | None = None,
 ) -> tuple[Config, Params]:
     """A model's config and parameter tree, checked against each other.
 
     The config comes from config.json (or hparams.json), else from the tensor shapes
-    (see :func:`gpt2.weights.names.infer_config`). `verify_crc` applies to TensorFlow
-    checkpoints (None: check when the bundle is small; see tf_checkpoint)."""
+    (see :func:`gpt2.weights.names.infer_config`); then `n_head` sets the head count the
+    shapes cannot show (:func:`open_model` says whether it was guessed). `verify_crc`
+    applies to TensorFlow checkpoints (None: check when the bundle is small; see tf_checkpoint)."""
+    loaded = open_model(name_or_path, hub=hub, progress=progress, verify_crc=verify_crc, n_head=n_head)
+    return loaded.config, loaded.params
+
+
+def open_model(
+    name_or_path: str | Path,
+    *,
+    hub: HubSettings | None = None,
+    progress: DownloadProgress | None = None,
+    verify_crc: bool | None = None,
+    n_head: int | None = None,
+) -> LoadedModel:
+    """:func:`load_model`, returning the files and whether the head count was guessed too."""
     files = resolve_model(name_or_path, hub=hub, progress=progress)
-    return load_files(files, verify_crc=verify_crc)
+    return read_model_files(files, verify_crc=verify_crc, n_head=n_head)
 
 
 def load_files(files: ModelFiles, *, verify_crc: bool | None = None) -> tuple[Config, Params]:
+    loaded = read_model_files(files, verify_crc=verify_crc)
+    return loaded.config, loaded.params
+
+
+def read_model_files(files: ModelFiles, *, verify_crc: bool | None = None, n_head: int | None = None) -> LoadedModel:
+    """Load `files`; a model from the hub cache that fails to load names the folder to delete."""
+    try:
+        return _read(files, verify_crc, n_head)
+    except (WeightsError, ConfigError, ParamError) as exc:
+        if files.cache_dir is None:
+            raise
+        raise type(exc)(
+            f"{exc} -- the copy in the hub cache is damaged: delete {files.cache_dir} "
+            "and run again to download it afresh"
+        ) from None
+
+
+def _read(files: ModelFiles, verify_crc: bool | None, n_head: int | None) -> LoadedModel:
     where = str(files.weights)
+    if n_head is not None and (isinstance(n_head, bool) or not isinstance(n_head, int) or n_head < 1):
+        raise ConfigError(f"n_head must be a positive integer, got {show_value(n_head)}")
     if files.format == "tf":
         params = _tf_params(read_tf_checkpoint(files.weights, verify_crc), where)
     elif files.format == "torch":
         params = from_hf_names(read_torch_bin(files.weights), where)
     else:
         params = from_hf_names(read_safetensors(files.weights)[0], where)
-    config = Config.from_json_file(files.config) if files.config else infer_config(params, where)
+    guessed = False
+    if files.config is not None:
+        config = Config.from_json_file(files.config)
+        if n_head is not None and n_head != config.n_head:
+            raise ConfigError(f"n_head={n_head} contradicts {files.config}, which says n_head={config.n_head}")
+    else:
+        config = infer_config(params, where, n_head=n_head)
+        guessed = n_head is None
+    _check_against_tensors(config, params, where)
     try:
         validate_params(params, config)
     except ParamError as exc:
-        raise ParamError(f"{where}: {exc}") from None
+        message = str(exc)  # tensor names come from the file: keep a forged 50 MB name out of the message
+        raise ParamError(f"{where}: {message if len(message) <= 300 else message[:299] + '…'}") from None
     # Checkpoint order, whatever order the file had.
-    return config, {name: params[name] for name in param_shapes(config)}
+    ordered = {name: params[name] for name in param_shapes(config)}
+    return LoadedModel(config, ordered, files, guessed)
+
+
+def _check_against_tensors(config: Config, params: Mapping[str, Tensor], where: str) -> None:
+    """The config's depth against the blocks the file holds, before anything is built from
+    the config's sizes: a config.json claiming a billion layers must not make us list a
+    billion layers' tensor names to find that the file has two."""
+    blocks = {int(m.group(1)) for m in map(BLOCK_NAME.match, params) if m}
+    if config.n_layer > (max(blocks) + 1 if blocks else 0):  # (fewer: validate_params names what is missing)
+        held = f"{len(blocks)} (h.{min(blocks)} to h.{max(blocks)})" if blocks else "none"
+        raise ParamError(f"{where}: the config says n_layer={config.n_layer}, but the weights hold blocks: {held}")
 
 
 def _tf_params(tensors: dict[str, Tensor], where: str) -> Params:

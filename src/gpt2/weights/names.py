@@ -40,6 +40,10 @@ LM_HEAD = "lm_head.weight"
 HEADS_BY_WIDTH = {768: 12, 1024: 16, 1280: 20, 1600: 25}
 DEFAULT_HEAD_DIM = 64
 
+# A block's tensor: its index, at most 9 digits (a forged 5,000-digit index would make
+# int() itself fail; such a name is simply an unexpected tensor).
+BLOCK_NAME = re.compile(r"h\.(\d{1,9})\.")
+
 _TF_NAME = re.compile(r"model/(?:h(\d+)/)?([a-z_0-9/]+)$")
 _TF_LEAF = {"w": "weight", "g": "weight", "b": "bias"}
 _TF_TOP = {"wte": "wte.weight", "wpe": "wpe.weight"}
@@ -105,14 +109,16 @@ def _check_tied(head: Tensor, wte: Tensor, where: str) -> None:
 
 def infer_config(params: Mapping[str, Tensor], where: str, n_head: int | None = None) -> Config:
     """A Config from tensor shapes alone (no config file): depth from the `h.{i}` count,
-    width and vocabulary from wte, context from wpe, heads from the width (see HEADS_BY_WIDTH)."""
+    width and vocabulary from wte, context from wpe. The head count cannot be seen in any
+    shape: `n_head` if given, else a guess from the width (see HEADS_BY_WIDTH), which
+    `gpt2.weights.open_model` reports as `n_head_guessed`."""
     for name in ("wte.weight", "wpe.weight"):
         if name not in params or len(params[name].shape) != 2:
             shape = list(params[name].shape) if name in params else None
             raise WeightsError(f"{where}: cannot infer the config: need a 2-D {name!r}, got {shape}")
     vocab_size, n_embd = params["wte.weight"].shape
     n_ctx = params["wpe.weight"].shape[0]
-    layers = {int(m.group(1)) for m in (re.match(r"h\.(\d+)\.", n) for n in params) if m}
+    layers = {int(m.group(1)) for m in map(BLOCK_NAME.match, params) if m}
     n_layer = max(layers) + 1 if layers else 0
     if n_head is None:
         n_head = HEADS_BY_WIDTH.get(n_embd, n_embd // DEFAULT_HEAD_DIM)

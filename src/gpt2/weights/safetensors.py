@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..atomic import atomic_writer
+from ..config import show_value
+from ..regular_file import open_regular
 from ..tensor import DTYPE_SIZES, Tensor
 from .errors import SafetensorsError
 
@@ -84,7 +86,7 @@ def read_header(path: str | Path) -> Header:
     """Parse and validate the header of `path` without touching the tensor data."""
     path = Path(path)
     try:
-        with open(path, "rb") as f:
+        with open_regular(path) as f:  # a FIFO or /dev/zero is refused, not waited on or read forever
             file_size = _file_size(f)
             raw = _read_header_bytes(f, file_size)
     except OSError as exc:
@@ -99,7 +101,7 @@ def read_safetensors(path: str | Path) -> tuple[dict[str, Tensor], dict[str, str
     if not header.entries:
         return tensors, header.metadata
     try:
-        with open(path, "rb") as f:
+        with open_regular(path) as f:
             # The map outlives the file object; the memoryviews keep it alive.
             mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
     except (OSError, ValueError) as exc:
@@ -125,7 +127,11 @@ def parse_header(raw: bytes, file_size: int, where: str = "safetensors file") ->
     except json.JSONDecodeError as exc:
         raise SafetensorsError(f"{where}: header is not valid JSON ({exc.msg} at byte {exc.pos})") from None
     except _DuplicateKey as exc:
-        raise SafetensorsError(f"{where}: header names {exc.args[0]!r} twice") from None
+        raise SafetensorsError(f"{where}: header names {show_value(exc.args[0])} twice") from None
+    except RecursionError:
+        raise SafetensorsError(f"{where}: header nests its JSON too deeply to be a safetensors header") from None
+    except ValueError as exc:  # e.g. an integer past Python's 4300-digit limit for int()
+        raise SafetensorsError(f"{where}: header is not valid JSON ({exc})") from None
     if not isinstance(obj, dict):
         raise SafetensorsError(f"{where}: header is not a JSON object")
     metadata = _parse_metadata(obj.pop("__metadata__", None), where)
@@ -183,28 +189,32 @@ def _is_count(x: object) -> bool:
     return isinstance(x, int) and not isinstance(x, bool) and x >= 0
 
 
-def _parse_entry(name: str, spec: object, data_size: int, where: str) -> TensorInfo:
+def _parse_entry(spec_name: str, spec: object, data_size: int, where: str) -> TensorInfo:
     if not isinstance(spec, dict) or set(spec) != {"dtype", "shape", "data_offsets"}:
-        raise SafetensorsError(f"{where}: tensor {name!r} must have exactly the keys dtype, shape and data_offsets")
+        raise SafetensorsError(
+            f"{where}: tensor {show_value(spec_name)} must have exactly the keys dtype, shape and data_offsets"
+        )
     dtype, shape, offsets = spec["dtype"], spec["shape"], spec["data_offsets"]
-    if dtype not in KNOWN_DTYPES:
-        raise SafetensorsError(f"{where}: tensor {name!r} has unknown dtype {dtype!r}")
+    name = show_value(spec_name)
+    if not isinstance(dtype, str) or dtype not in KNOWN_DTYPES:  # a list or object is not hashable: check first
+        raise SafetensorsError(f"{where}: tensor {name} has unknown dtype {show_value(dtype)}")
     if dtype not in READABLE_DTYPES:
         raise SafetensorsError(
-            f"{where}: tensor {name!r} has dtype {dtype}; GPT-2 weights must be one of {', '.join(READABLE_DTYPES)}"
+            f"{where}: tensor {name} has dtype {dtype}; GPT-2 weights must be one of {', '.join(READABLE_DTYPES)}"
         )
     if not isinstance(shape, list) or len(shape) > MAX_RANK or not all(_is_count(s) for s in shape):
         raise SafetensorsError(
-            f"{where}: tensor {name!r} has shape {shape!r}; expected a list of at most {MAX_RANK} non-negative integers"
+            f"{where}: tensor {name} has shape {show_value(shape)}; "
+            f"expected a list of at most {MAX_RANK} non-negative integers"
         )
     if not (isinstance(offsets, list) and len(offsets) == 2 and all(_is_count(o) for o in offsets)):
-        raise SafetensorsError(f"{where}: tensor {name!r} has data_offsets {offsets!r}; expected [begin, end]")
+        raise SafetensorsError(f"{where}: tensor {name} has data_offsets {show_value(offsets)}; expected [begin, end]")
     begin, end = offsets
     if begin > end:
-        raise SafetensorsError(f"{where}: tensor {name!r} has data_offsets [{begin}, {end}] with begin > end")
+        raise SafetensorsError(f"{where}: tensor {name} has data_offsets {show_value(offsets)} with begin > end")
     if end > data_size:
         raise SafetensorsError(
-            f"{where}: tensor {name!r} ends at byte {end} of a {data_size}-byte data area (truncated file?)"
+            f"{where}: tensor {name} ends at byte {show_value(end)} of a {data_size}-byte data area (truncated file?)"
         )
     # Python integers do not overflow, but a forged shape can still claim more bytes
     # than any file holds; say so instead of computing a meaningless product.
@@ -213,14 +223,14 @@ def _parse_entry(name: str, spec: object, data_size: int, where: str) -> TensorI
         nbytes *= s
         if nbytes > data_size:
             raise SafetensorsError(
-                f"{where}: tensor {name!r} with shape {shape} of {dtype} would need more bytes "
+                f"{where}: tensor {name} with shape {show_value(shape)} of {dtype} would need more bytes "
                 f"than the file's {data_size}-byte data area"
             )
     if nbytes != end - begin:
         raise SafetensorsError(
-            f"{where}: tensor {name!r}: {dtype}{shape} needs {nbytes} bytes but data_offsets span {end - begin}"
+            f"{where}: tensor {name}: {dtype}{shape} needs {nbytes} bytes but data_offsets span {end - begin}"
         )
-    return TensorInfo(name, dtype, tuple(shape), begin, end)
+    return TensorInfo(spec_name, dtype, tuple(shape), begin, end)
 
 
 def _check_layout(entries: list[TensorInfo], data_size: int, where: str) -> None:

@@ -26,12 +26,14 @@ size, crc32c): both are protobufs, decoded here by a few lines of wire format.
 from __future__ import annotations
 
 import mmap
+import os
 import re
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..regular_file import is_present, open_regular, read_regular
 from ..tensor import DTYPE_SIZES, Tensor
 from .errors import TFCheckpointError
 
@@ -43,6 +45,10 @@ TF_DTYPES = {1: "F32", 2: "F64", 14: "BF16", 19: "F16"}
 # Checking every tensor's crc32c in pure Python runs at a few MB/s: by default we
 # check when the whole bundle is at most this big, and always check sizes.
 CRC_AUTO_LIMIT = 16 * 1024 * 1024
+# Files read whole. GPT-2 XL's index is about 40 KB and a `checkpoint` file a few lines:
+# the bounds only stop a symlink to /dev/zero (or a huge stray file) from filling memory.
+MAX_INDEX_BYTES = 256 * 1024 * 1024
+MAX_MARKER_BYTES = 1024 * 1024
 
 
 # --- crc32c (Castagnoli), as LevelDB and TensorFlow store it ------------------------
@@ -105,6 +111,7 @@ def proto_fields(buf: bytes | memoryview) -> Iterator[tuple[int, int | bytes]]:
     while pos < len(buf):
         key, pos = read_varint(buf, pos)
         field, wire = key >> 3, key & 7
+        value: int | bytes
         if wire == 0:
             value, pos = read_varint(buf, pos)
         elif wire == 1:
@@ -259,60 +266,102 @@ def _block_entries(block: bytes) -> Iterator[tuple[bytes, bytes]]:
 
 
 def find_checkpoint_prefix(directory: Path) -> Path:
-    """`model.ckpt` from the `checkpoint` file, else the one `*.index` in `directory`."""
+    """`model.ckpt` from the `checkpoint` file, else the one `*.index` in `directory`.
+
+    The `checkpoint` file may only point inside `directory`: a directory someone hands
+    you must not make us read files elsewhere. (A checkpoint written by TensorFlow 1's
+    Saver names its absolute path; moved elsewhere, the same name in `directory` is used.)
+    To load a prefix outside, pass the prefix itself (`.../model.ckpt`)."""
     marker = directory / "checkpoint"
-    if marker.is_file():
-        m = re.search(r'^model_checkpoint_path:\s*"([^"]+)"', marker.read_text(errors="replace"), re.M)
+    if is_present(marker):
+        try:
+            text = read_regular(marker, MAX_MARKER_BYTES).decode("utf-8", "replace")
+        except OSError as exc:
+            raise TFCheckpointError(f"cannot read {marker}: {exc.strerror or exc}") from None
+        m = re.search(r'^model_checkpoint_path:\s*"([^"]+)"', text, re.M)
         if m:
-            prefix = Path(m.group(1))
-            return prefix if prefix.is_absolute() else directory / prefix
+            return _confined_prefix(directory, m.group(1), marker)
     indexes = sorted(directory.glob("*.index"))
     if len(indexes) != 1:
         raise TFCheckpointError(f"{directory}: expected one *.index file or a 'checkpoint' file, found {len(indexes)}")
     return indexes[0].with_suffix("")
 
 
+def _confined_prefix(directory: Path, named: str, marker: Path) -> Path:
+    path = Path(named)
+    candidate = path if path.is_absolute() else directory / path
+    if Path(os.path.realpath(candidate)).is_relative_to(os.path.realpath(directory)):
+        return candidate
+    local = directory / path.name
+    if path.name not in ("", ".", "..") and is_present(f"{local}.index"):
+        return local
+    raise TFCheckpointError(
+        f"{marker} points at {named!r}, outside {directory}; a checkpoint directory is only read "
+        "inside itself: pass that prefix (the path before .index) explicitly to load it"
+    )
+
+
 def read_bundle(prefix: str | Path, verify_crc: bool | None = None) -> dict[str, tuple[BundleEntry, memoryview]]:
     """Every numeric tensor of the bundle at `prefix` (e.g. `dir/model.ckpt`) as
-    (entry, bytes view into the memory-mapped shard). String tensors are skipped."""
+    (entry, bytes view into the memory-mapped shard). String tensors are skipped.
+    Every error names the file it is about."""
     prefix = Path(prefix)
     index_path = Path(f"{prefix}.index")
     try:
-        table = read_table(index_path.read_bytes())
+        raw = read_regular(index_path, MAX_INDEX_BYTES)  # a FIFO or /dev/zero is refused, not waited on
     except OSError as exc:
         raise TFCheckpointError(f"cannot read {index_path}: {exc.strerror or exc}") from None
+    try:
+        table = read_table(raw)
+        if b"" not in table:
+            raise TFCheckpointError("no bundle header (empty key)")
+        num_shards, endianness = parse_bundle_header(table.pop(b""))
+        if endianness != 0:
+            raise TFCheckpointError("big-endian bundles are not supported")
+        entries = {}
+        for key, value in table.items():
+            name = key.decode("utf-8", "replace")
+            try:
+                entries[name] = parse_bundle_entry(value)
+            except TFCheckpointError as exc:
+                raise TFCheckpointError(f"entry {name!r}: {exc}") from None
     except TFCheckpointError as exc:
         raise TFCheckpointError(f"{index_path}: {exc}") from None
-    if b"" not in table:
-        raise TFCheckpointError(f"{index_path}: no bundle header (empty key)")
-    num_shards, endianness = parse_bundle_header(table.pop(b""))
-    if endianness != 0:
-        raise TFCheckpointError(f"{index_path}: big-endian bundles are not supported")
-    entries = {key.decode("utf-8", "replace"): parse_bundle_entry(value) for key, value in table.items()}
     numeric = {name: e for name, e in entries.items() if e.dtype in TF_DTYPES}
     shards = _map_shards(prefix, num_shards, {e.shard_id for e in numeric.values()})
     if verify_crc is None:
         verify_crc = sum(e.size for e in numeric.values()) <= CRC_AUTO_LIMIT
     out = {}
     for name, e in numeric.items():
-        out[name] = (e, _tensor_bytes(name, e, shards[e.shard_id], verify_crc))
+        path, shard = shards[e.shard_id]
+        try:
+            out[name] = (e, _tensor_bytes(name, e, shard, verify_crc))
+        except TFCheckpointError as exc:
+            raise TFCheckpointError(f"{path}: {exc}") from None
     return out
 
 
-def _map_shards(prefix: Path, num_shards: int, wanted: set[int]) -> dict[int, memoryview]:
+def _shard_path(prefix: Path, shard: int, num_shards: int) -> Path:
+    return Path(f"{prefix}.data-{shard:05d}-of-{num_shards:05d}")
+
+
+def _map_shards(prefix: Path, num_shards: int, wanted: set[int]) -> dict[int, tuple[Path, memoryview]]:
     shards = {}
+    index_path = f"{prefix}.index"
     for shard in sorted(wanted):
         if not 0 <= shard < num_shards:
-            raise TFCheckpointError(f"{prefix}: shard {shard} out of range (bundle has {num_shards})")
-        path = Path(f"{prefix}.data-{shard:05d}-of-{num_shards:05d}")
+            raise TFCheckpointError(f"{index_path}: shard {shard} out of range (bundle has {num_shards})")
+        path = _shard_path(prefix, shard, num_shards)
         try:
-            with open(path, "rb") as f:
+            with open_regular(path) as f:  # a FIFO or a link to /dev/zero is refused
                 size = f.seek(0, 2)
                 shards[shard] = (
-                    memoryview(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)) if size else memoryview(b"")
+                    path,
+                    memoryview(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)) if size else memoryview(b""),
                 )
-        except OSError as exc:
-            raise TFCheckpointError(f"cannot read data shard {path}: {exc.strerror or exc}") from None
+        except (OSError, ValueError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+            raise TFCheckpointError(f"cannot read data shard {path}: {reason}") from None
     return shards
 
 

@@ -9,8 +9,13 @@ the format, so we say so and point at safetensors.
 
 from __future__ import annotations
 
+import os
+import re
+import zipfile
 from pathlib import Path
 
+from ..config import show_value
+from ..regular_file import open_regular
 from ..tensor import Tensor
 from .errors import TorchBinError
 
@@ -41,8 +46,7 @@ def read_torch_bin(path: str | Path) -> dict[str, Tensor]:
 
 
 def _torch_load(torch, path: Path):
-    if not path.is_file():
-        raise TorchBinError(f"no such file: {path}")
+    check_container(path)
     try:
         # mmap=True avoids reading the whole file up front; it needs the zip format
         # that torch.save has written since 1.6.
@@ -56,10 +60,55 @@ def _torch_load(torch, path: Path):
         raise TorchBinError(f"{path}: not a loadable weights-only PyTorch checkpoint: {_short(exc)}") from None
 
 
+def check_container(path: Path) -> None:
+    """What torch would report obscurely (a truncated zip as `Invalid argument`, a FIFO
+    as a missing file), said plainly before it is asked: the file is a regular file, and
+    a zip whose central directory is there and whose members all lie inside the file."""
+    try:
+        with open_regular(path) as f:
+            size = os.fstat(f.fileno()).st_size
+            magic = f.read(4)
+            if size == 0:
+                raise TorchBinError(f"{path}: the file is empty")
+            if magic[:2] != b"PK":
+                return  # the legacy format, a raw pickle: torch's own checks follow
+            try:
+                with zipfile.ZipFile(f) as archive:
+                    members = archive.infolist()
+            except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+                raise TorchBinError(
+                    f"{path}: a damaged or truncated zip archive ({exc}); download or save it again"
+                ) from None
+    except OSError as exc:
+        raise TorchBinError(f"cannot read {path}: {exc.strerror or exc}") from None
+    for m in members:
+        if m.header_offset + m.compress_size > size:
+            raise TorchBinError(
+                f"{path}: truncated: member {show_value(m.filename)} ends past the file's {size:,} bytes; "
+                "download or save it again"
+            )
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
 def _short(exc: Exception) -> str:
-    """The first line of torch's (often very long) message."""
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}"
+    """What went wrong, from torch's (often very long) message, without its colour codes and
+    without its advice: torch suggests retrying with weights_only=False or allowlisting the
+    offending global, which is exactly the code execution this reader exists to refuse."""
+    text = _ANSI.sub("", str(exc))
+    m = re.search(r"WeightsUnpickler error:\s*(.*?)(?:\s+Please use|\n|$)", text, re.S)
+    if m:  # e.g. "Unsupported global: GLOBAL io.open was not an allowed global by default."
+        detail = m.group(1).strip().rstrip(".")
+        call = re.match(r"Unsupported global: GLOBAL (\S+)", detail)
+        if call:
+            return f"refused: unpickling it would call {call.group(1)}, and only tensors are ever loaded"
+        return f"refused by the weights-only unpickler ({detail}; truncated, or not a checkpoint)"
+    first = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    first = re.split(r"(?<=\.)\s+(?=This is an internal|If you are seeing|Re-running)", first)[0]
+    if re.search(r"weights_only|safe_globals|trust", first, re.I):
+        return "refused: it needs more than weights-only unpickling"
+    return f"{type(exc).__name__}: {first}"
 
 
 def _to_tensor(value, name: str, path: Path) -> Tensor:
