@@ -85,7 +85,7 @@ def test_info_of_a_bare_safetensors_file_says_the_head_count_is_a_guess(capsys, 
     params = init_params(Config(n_layer=1, n_embd=128, n_head=2, vocab_size=11, n_ctx=16), seed=0)
     write_safetensors(tmp_path / "model.safetensors", params)
     code, out, err = run(capsys, "info", str(tmp_path / "model.safetensors"))
-    assert code == 0 and "n_head=2 is a guess" in out
+    assert code == 0 and "n_head guessed from the width" in out and "n_head=2 " in out
     info = json.loads(run(capsys, "info", str(tmp_path / "model.safetensors"), "--json")[1])
     assert info["n_head_guessed"] is True and info["config_file"] is None
 

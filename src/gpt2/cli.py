@@ -71,6 +71,15 @@ def build_parser() -> argparse.ArgumentParser:
     return build_parsers()[0]
 
 
+def subcommand_parser(parser: argparse.ArgumentParser, name: str | None) -> argparse.ArgumentParser:
+    """The parser of subcommand `name` (the top-level parser if there is none)."""
+    for action in parser._actions:  # argparse keeps its subparsers there, and nowhere public
+        if isinstance(action, argparse._SubParsersAction) and name in action.choices:
+            found: argparse.ArgumentParser = action.choices[name]
+            return found
+    return parser
+
+
 class _Discard(io.TextIOBase):
     """stderr under --quiet: nothing shows, and nothing thinks it is a terminal."""
 
@@ -82,10 +91,10 @@ class _Discard(io.TextIOBase):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser, commands = build_parsers()
+    parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
     if unknown:  # said by the subcommand's parser, so that the message names it
-        commands.get(args.command, parser).error(f"unrecognized arguments: {' '.join(unknown)}")
+        subcommand_parser(parser, args.command).error(f"unrecognized arguments: {' '.join(unknown)}")
     if getattr(args, "run", None) is None:
         parser.print_help(sys.stderr)
         return 2

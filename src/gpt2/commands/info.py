@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     elif not info.n_head_guessed:
         origin = "inferred from the tensor shapes"
     else:
-        origin = f"inferred from the tensor shapes; n_head={c.n_head} is a guess (a wrong one changes the output)"
+        origin = "inferred from the tensor shapes (n_head guessed from the width: a wrong guess changes the output)"
     rows = [
         ("model", info.source),
         ("format", f"{info.format}: {info.weights}" if info.weights else info.format),
