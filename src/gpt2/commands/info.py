@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.name is not None and args.model != DEFAULT_MODEL and args.name != args.model:
         raise Gpt2Error("give the model once: as MODEL or as --model")
-    model = args.name or args.model
+    model = args.name if args.name is not None else args.model
     info = describe_model(model, progress=DownloadBar(sys.stderr))
     if args.json:
         print(json.dumps(info.to_dict(), indent=2))
