@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.name is not None and args.model != DEFAULT_MODEL and args.name != args.model:
         raise Gpt2Error("give the model once: as MODEL or as --model")
-    model = args.name or args.model
+    model = args.name if args.name is not None else args.model
     with download_progress() as progress:
         info = describe_model(model, progress=progress, n_head=args.n_head)
     if info.n_head_guessed:
