@@ -180,6 +180,8 @@ def test_generate_i_is_chat(capsys, monkeypatch, model_dir):
         capsys, monkeypatch, model_dir, ["Hello"], *args, "--num-samples", "2", command=("generate", "-i")
     )
     assert code == 2 and "--num-samples cannot be used" in err
+    code, out, err = chat(capsys, monkeypatch, model_dir, ["Hello"], *args, "--show-probs", "2")
+    assert code == 0 and "warning: --show-probs has no effect in an interactive session" in err
 
 
 def test_chat_help_says_gpt2_has_no_chat_format(capsys):

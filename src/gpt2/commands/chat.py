@@ -77,6 +77,9 @@ def reject_batch_options(args: argparse.Namespace) -> None:
         raise Gpt2Error(f"an interactive session extends one text: {', '.join(given)} cannot be used with it")
     if getattr(args, "length_penalty", None) is not None:
         warn(args, "--length-penalty has no effect in an interactive session (no beam search)")
+    if getattr(args, "show_probs", None) is not None:
+        warn(args, "--show-probs has no effect in an interactive session (gpt2 generate shows them)")
+        args.show_probs = None  # and costs nothing
     if len(args.prompt_file) > 1:
         raise Gpt2Error("an interactive session starts from one text: give --prompt-file once")
 
