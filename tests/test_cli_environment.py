@@ -132,11 +132,11 @@ def test_the_progress_line_is_ended_before_an_error(tmp_path, monkeypatch, capsy
         monkeypatch.setenv("GPT2_DOWNLOAD_DEADLINE", "60")
         monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
         monkeypatch.delenv("HF_HUB_CACHE", raising=False)
-        assert main(["info", "gpt2"]) == 2
+        assert main(["convert", "gpt2", str(tmp_path / "out")]) == 2  # (info fetches only config.json)
     finally:
         server.shutdown()
         server.server_close()
     err = capsys.readouterr().err
     assert "model.safetensors" in err and "1.0 KB / 4.0 KB" in err  # the bar was drawn, half-way
     last = err.split("\n")[-2]
-    assert last.startswith("gpt2 info: error: ") and "after 5 attempts" in last, err
+    assert last.startswith("gpt2 convert: error: ") and "after 5 attempts" in last, err

@@ -33,14 +33,22 @@ def run(capsys, *argv):
 
 
 def run_json(capsys, *argv):
+    """The JSON record of a run (always a list of samples)."""
     code, out, err = run(capsys, *argv, "--json")
     assert code == 0, err
     return json.loads(out)
 
 
+def run_one(capsys, *argv):
+    """The one sample of a single run."""
+    got = run_json(capsys, *argv)
+    assert len(got["samples"]) == 1
+    return got["samples"][0]
+
+
 @pytest.mark.parametrize("engine", ["numpy", "torch", "pure"])
 def test_json_output_has_the_ids_and_text(capsys, model_dir, engine):
-    got = run_json(
+    record = run_json(
         capsys,
         "generate",
         "Hello world",
@@ -54,14 +62,15 @@ def test_json_output_has_the_ids_and_text(capsys, model_dir, engine):
         "0",
         "--ignore-eot",
     )
+    got = record["samples"][0]
     assert got["prompt_ids"] == [15496, 995]
     assert len(got["ids"]) == 6 and all(isinstance(i, int) for i in got["ids"])
-    assert isinstance(got["text"], str) and got["engine"] == engine
+    assert isinstance(got["text"], str) and record["engine"] == engine
 
 
 def test_every_engine_samples_the_same_tokens_for_a_seed(capsys, model_dir):
     runs = [
-        run_json(
+        run_one(
             capsys,
             "generate",
             "Once upon a time",
@@ -87,7 +96,7 @@ def test_streaming_prints_the_text_and_a_summary(capsys, model_dir):
         capsys, "generate", "Hi there", "-m", model_dir, "-e", "numpy", "-n", "5", "--temperature", "0", "--ignore-eot"
     )
     assert code == 0
-    data = run_json(
+    data = run_one(
         capsys, "generate", "Hi there", "-m", model_dir, "-e", "numpy", "-n", "5", "--temperature", "0", "--ignore-eot"
     )
     assert out == "Hi there" + data["text"] + "\n"
@@ -96,7 +105,7 @@ def test_streaming_prints_the_text_and_a_summary(capsys, model_dir):
 
 def test_the_prompt_can_come_from_stdin(capsys, model_dir, monkeypatch):
     monkeypatch.setattr("sys.stdin", io.StringIO("Hello world"))
-    got = run_json(capsys, "generate", "-m", model_dir, "-e", "numpy", "-n", "2", "--temperature", "0")
+    got = run_one(capsys, "generate", "-m", model_dir, "-e", "numpy", "-n", "2", "--temperature", "0")
     assert got["prompt_ids"] == [15496, 995]
 
 
@@ -121,11 +130,11 @@ def test_batches_and_beams(capsys, model_dir):
     )
     assert len(got["samples"]) == 4
     assert [s["prompt_ids"] for s in got["samples"]][1:3] == [[15496], [10248, 3329]]
-    alone = run_json(
+    alone = run_one(
         capsys, "generate", "Good morning", "-m", model_dir, "-e", "numpy", "-n", "4", "--seed", "3", "--ignore-eot"
     )
     assert got["samples"][2]["ids"] == alone["ids"]  # row i of a batch samples with seed + i
-    beam = run_json(
+    beam = run_one(
         capsys, "generate", "Hello", "--num-beams", "3", "-m", model_dir, "-e", "torch", "-n", "4", "--ignore-eot"
     )
     assert len(beam["ids"]) == 4 and beam["logprob"] <= 0

@@ -55,7 +55,7 @@ def test_bin_without_torch_says_what_to_do(tmp_path, monkeypatch):
     path = tmp_path / "pytorch_model.bin"
     path.write_bytes(b"PK\x03\x04")
     monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` now fails
-    with pytest.raises(TorchBinError, match="pip install torch.*safetensors"):
+    with pytest.raises(TorchBinError, match=r'pip install -e "\.\[torch\]".*safetensors'):
         load_model(path)
 
 

@@ -118,7 +118,7 @@ def test_saved_model_loads_in_transformers_with_same_logits(small, tmp_path):
     model, root = small
     config, params = load_model(root / "st")
     save_model(tmp_path / "out", config, params)
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["config.json", "model.safetensors"]
+    assert {p.name for p in (tmp_path / "out").iterdir()} >= {"config.json", "model.safetensors"}
     again = transformers.GPT2LMHeadModel.from_pretrained(tmp_path / "out").eval()
     assert (hf_logits(again, PROMPT) - hf_logits(model, PROMPT)).abs().max().item() <= 1e-6
     config2, params2 = load_model(tmp_path / "out")

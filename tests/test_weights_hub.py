@@ -224,9 +224,9 @@ def test_cli_downloads_with_a_progress_bar_on_stderr(hub, tmp_path, monkeypatch,
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("HF_HUB_CACHE", raising=False)
-    assert main(["info", "gpt2", "--json"]) == 0
+    assert main(["convert", "gpt2", str(tmp_path / "out")]) == 0  # (info fetches only config.json)
     captured = capsys.readouterr()
-    assert json.loads(captured.out)["config"]["n_layer"] == 2
+    assert json.loads((tmp_path / "out" / "config.json").read_text())["n_layer"] == 2
     assert "model.safetensors [" in captured.err
 
 

@@ -5,6 +5,10 @@ its subcommand and sets `run=` to a function taking the parsed arguments and
 returning an exit status. Subcommands call typed library functions; the library
 never prints. User mistakes arrive here as `Gpt2Error` and leave as one line on
 stderr with exit status 2, never a traceback.
+
+Every command also gets `--quiet` and `-v` here (unless it defines its own):
+`--quiet` keeps stderr to errors (no progress, summary or warnings), `-v` adds
+detail, and the traceback of an error.
 """
 
 from __future__ import annotations
@@ -12,8 +16,10 @@ from __future__ import annotations
 import argparse
 import errno
 import importlib
+import io
 import os
 import sys
+import traceback
 from collections.abc import Sequence
 
 from . import __version__
@@ -22,10 +28,12 @@ from .errors import Gpt2Error
 # In the order `gpt2 --help` lists them.
 COMMANDS = (
     "generate",
+    "chat",
     "score",
     "tokenize",
     "detokenize",
     "info",
+    "models",
     "convert",
     "train",
     "eval",
@@ -35,25 +43,68 @@ COMMANDS = (
 )
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
+    """The `gpt2` parser and each subcommand's parser, by name."""
+    from .commands.common import add_quiet_argument, add_verbose_argument
+
     parser = argparse.ArgumentParser(
         prog="gpt2",
-        description="GPT-2 from first principles: generate, score, tokenize, convert, train, verify, serve, explore.",
+        description="GPT-2 from first principles: generate, chat, score, tokenize, train, verify, serve, explore.",
     )
     parser.add_argument("--version", action="version", version=f"gpt2 {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
         module = importlib.import_module(f".commands.{name.replace('-', '_')}", __package__)
         module.add_parser(sub)
+    commands: dict[str, argparse.ArgumentParser] = dict(sub.choices)
+    for command in commands.values():
+        group = command.add_argument_group("output")
+        try:
+            add_quiet_argument(group)
+            command.set_defaults(quiet_here=True)  # the dispatcher, not the command, keeps it quiet
+        except argparse.ArgumentError:
+            pass  # the command has its own --quiet (train: its final line still shows)
+        try:
+            add_verbose_argument(group)
+        except argparse.ArgumentError:
+            pass  # the command has its own -v
+    return parser, commands
+
+
+def build_parser() -> argparse.ArgumentParser:
+    return build_parsers()[0]
+
+
+def subcommand_parser(parser: argparse.ArgumentParser, name: str | None) -> argparse.ArgumentParser:
+    """The parser of subcommand `name` (the top-level parser if there is none)."""
+    for action in parser._actions:  # argparse keeps its subparsers there, and nowhere public
+        if isinstance(action, argparse._SubParsersAction) and name in action.choices:
+            found: argparse.ArgumentParser = action.choices[name]
+            return found
     return parser
+
+
+class _Discard(io.TextIOBase):
+    """stderr under --quiet: nothing shows, and nothing thinks it is a terminal."""
+
+    def write(self, text: str) -> int:
+        return len(text)
+
+    def isatty(self) -> bool:
+        return False
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # said by the subcommand's parser, so that the message names it
+        subcommand_parser(parser, args.command).error(f"unrecognized arguments: {' '.join(unknown)}")
     if getattr(args, "run", None) is None:
         parser.print_help(sys.stderr)
         return 2
+    stderr = sys.stderr
+    if getattr(args, "quiet", False) and getattr(args, "quiet_here", False):
+        sys.stderr = _Discard()
     try:
         if sys.stdout is None:  # started with stdout closed (`>&-`): output would be lost, or crash
             raise Gpt2Error("stdout is closed; redirect it (to /dev/null to discard the output)")
@@ -63,9 +114,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.flush()
         return status
     except Gpt2Error as exc:
+        sys.stderr = stderr
+        if getattr(args, "verbose", 0):
+            traceback.print_exc()
         _error(args.command, str(exc))
         return 2
     except KeyboardInterrupt:
+        sys.stderr = stderr
         print(f"gpt2 {args.command}: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
@@ -73,6 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _discard_stdout()
         return 0
     except OSError as exc:
+        sys.stderr = stderr
         # The environment, not the user's input: stdout on a full device (/dev/full), an
         # I/O error, a file that vanished. One line, like every other error.
         if _stdout_is_broken() or (exc.filename is None and exc.errno in _WRITE_ERRORS):
@@ -83,6 +139,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             where = f" ({exc.filename})" if exc.filename else ""
             _error(args.command, f"{exc.strerror or exc}{where}")
         return 2
+    finally:
+        sys.stderr = stderr
 
 
 _WRITE_ERRORS = {getattr(errno, n) for n in ("ENOSPC", "EIO", "EFBIG", "EDQUOT", "EPIPE", "EBADF") if hasattr(errno, n)}

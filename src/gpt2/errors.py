@@ -7,6 +7,15 @@ traceback; anything else escaping is a bug.
 """
 
 
+def install_hint(extra: str) -> str:
+    """How to install an optional part, the way this project is installed (from a clone).
+
+    >>> install_hint("numpy")
+    'pip install -e ".[numpy]"'
+    """
+    return f'pip install -e ".[{extra}]"'
+
+
 class Gpt2Error(Exception):
     """Base class of every error this package raises on purpose."""
 

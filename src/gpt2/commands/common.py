@@ -14,6 +14,68 @@ from collections.abc import Iterator
 from typing import Any
 
 DEFAULT_MODEL = "gpt2"
+DEVICES = ("auto", "cpu", "cuda", "mps")  # `cuda:N` too, for the PyTorch engine
+GPU_DEVICES = ("cuda", "mps")
+
+
+# --- options every command shares ---------------------------------------------------------------
+
+
+def add_model_argument(p: argparse.ArgumentParser | Any, help: str | None = None) -> None:
+    """-m/--model, with the same default in every command that takes a model."""
+    p.add_argument(
+        "--model",
+        "-m",
+        default=DEFAULT_MODEL,
+        metavar="MODEL",
+        help=help or f"hub name (gpt2, gpt2-medium, ...), directory or file (default {DEFAULT_MODEL})",
+    )
+
+
+def add_device_argument(p: argparse.ArgumentParser | Any, help: str | None = None) -> None:
+    """--device, with the same values and default everywhere."""
+    p.add_argument(
+        "--device",
+        default="auto",
+        metavar="DEVICE",
+        help=help
+        or "auto | cpu | cuda | cuda:N | mps (default auto: a CUDA GPU when there is one, else the CPU); "
+        "cuda and mps run the PyTorch engine",
+    )
+
+
+def add_output_arguments(p: argparse.ArgumentParser) -> None:
+    """--quiet and -v, which `gpt2.cli` gives every command (see there for what they do)."""
+    g = p.add_argument_group("output")
+    add_quiet_argument(g)
+    add_verbose_argument(g)
+
+
+def add_quiet_argument(p: argparse.ArgumentParser | Any) -> None:
+    p.add_argument(
+        "--quiet", "-q", action="store_true", help="only the result and errors: no progress, summary or warnings"
+    )
+
+
+def add_verbose_argument(p: argparse.ArgumentParser | Any) -> None:
+    p.add_argument(
+        "--verbose",
+        "-v",
+        action="count",
+        default=0,
+        help="say more: what was loaded from where and how long it took; an error's traceback",
+    )
+
+
+def warn(args: argparse.Namespace, message: str) -> None:
+    """A one-line warning on stderr: `gpt2 CMD: warning: ...` (silenced by --quiet)."""
+    print(f"gpt2 {args.command}: warning: {message}", file=sys.stderr, flush=True)
+
+
+def detail(args: argparse.Namespace, message: str) -> None:
+    """A line on stderr shown only with -v."""
+    if getattr(args, "verbose", 0):
+        print(message, file=sys.stderr, flush=True)
 
 
 # --- the model and the engine ----------------------------------------------------------------
@@ -24,19 +86,14 @@ def add_engine_arguments(p: argparse.ArgumentParser) -> None:
     from ..engines import ENGINES
 
     g = p.add_argument_group("model and engine")
-    g.add_argument(
-        "--model",
-        "-m",
-        default=DEFAULT_MODEL,
-        help=f"hub name (gpt2, gpt2-medium, ...), directory or file (default {DEFAULT_MODEL})",
-    )
+    add_model_argument(g)
     g.add_argument(
         "--engine",
         "-e",
         default=None,
-        help=f"{' | '.join(ENGINES)} (default: the fastest installed)",
+        help=f"{' | '.join(ENGINES)} (default: torch on a CUDA GPU, else the fastest installed)",
     )
-    g.add_argument("--device", default=None, help="torch engine: cpu | cuda | mps (default: the best available)")
+    add_device_argument(g)
     dtypes = "; ".join(f"{name}: {' | '.join(spec.dtypes)}" for name, spec in ENGINES.items() if len(spec.dtypes) > 1)
     g.add_argument("--dtype", default=None, help=dtypes)
     g.add_argument(
@@ -57,10 +114,6 @@ def add_n_head_argument(p: argparse.ArgumentParser | argparse._ArgumentGroup) ->
         metavar="N",
         help="attention heads, for weights without a config.json (otherwise guessed from the width, with a warning)",
     )
-
-
-def warn(args: argparse.Namespace, message: str) -> None:
-    print(f"gpt2 {args.command}: warning: {message}", file=sys.stderr, flush=True)
 
 
 @contextlib.contextmanager
@@ -98,11 +151,38 @@ def load_model_for(args: argparse.Namespace, source: str) -> Any:
     return loaded
 
 
-def engine_name(args: argparse.Namespace) -> str:
-    """The engine asked for (or the default), checked before any weights are read."""
-    from ..engines import default_engine, require_engine
+def cuda_present() -> bool:
+    """A CUDA GPU that PyTorch can use. Checked without importing torch (a second or two) unless
+    the machine has an NVIDIA driver at all."""
+    import importlib.util
+    import os
+    import shutil
 
-    return require_engine(args.engine or default_engine()).name
+    if importlib.util.find_spec("torch") is None:
+        return False
+    if not (os.path.exists("/proc/driver/nvidia/version") or shutil.which("nvidia-smi")):
+        return False
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
+def engine_name(args: argparse.Namespace) -> str:
+    """The engine asked for (or the default), checked before any weights are read: --device cuda or
+    mps means the PyTorch engine; with --device auto a CUDA GPU does too."""
+    from ..engines import default_engine, require_engine
+    from ..errors import Gpt2Error
+
+    device = getattr(args, "device", None) or "auto"
+    on_gpu = device.split(":")[0] in GPU_DEVICES
+    if args.engine:
+        name = require_engine(args.engine).name
+        if on_gpu and name != "torch":
+            raise Gpt2Error(f"--device {device} runs the torch engine; the {name} engine runs on the cpu")
+        return name
+    if on_gpu or (device == "auto" and cuda_present()):
+        return require_engine("torch").name
+    return require_engine(default_engine()).name
 
 
 def engine_options(name: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -114,7 +194,11 @@ def engine_options(name: str, args: argparse.Namespace) -> dict[str, Any]:
     options: dict[str, Any] = {}
     for option in ("dtype", "device", "threads"):
         value = getattr(args, option, None)
-        if value is None:
+        if value is None or (option == "device" and value == "auto"):
+            continue
+        if option == "device" and "device" not in spec.options:
+            if value != "cpu":  # every engine runs on the CPU: saying so is not an error
+                raise Gpt2Error(f"--device {value} runs the torch engine; the {name} engine runs on the cpu")
             continue
         if option not in spec.options:
             takers = " and ".join(n for n, s in ENGINES.items() if option in s.options)
@@ -129,19 +213,38 @@ def engine_options(name: str, args: argparse.Namespace) -> dict[str, Any]:
 
 def open_engine(args: argparse.Namespace) -> Any:
     """Check the options, load the model (progress on stderr) and build the engine."""
+    import time
+
     from ..engines import load_engine
 
     name = engine_name(args)
     options = engine_options(name, args)
-    loaded = load_model_for(args, args.model)
-    config, params = loaded.config, loaded.params
+    start = time.perf_counter()
+    model = load_model_for(args, args.model)
+    config, params = model.config, model.params
+    loaded = time.perf_counter()
+    detail(
+        args,
+        f"{args.model}: {config.num_parameters() / 1e6:.1f}M parameters, n_layer={config.n_layer} "
+        f"n_embd={config.n_embd} n_head={config.n_head} n_ctx={config.n_ctx}, read in {loaded - start:.2f} s",
+    )
     if name == "pure" and config.num_parameters() >= 20_000_000:  # tens of seconds: say so
         print(
             f"laying out {config.num_parameters() / 1e6:.0f}M parameters as Python floats for the pure engine ...",
             file=sys.stderr,
             flush=True,
         )
-    return load_engine(name, config, params, **options)
+    engine = load_engine(name, config, params, **options)
+    described = ", ".join(f"{k}={v}" for k, v in options.items())
+    detail(args, f"{name} engine{f' ({described})' if described else ''} ready in {time.perf_counter() - loaded:.2f} s")
+    return engine
+
+
+def model_tokenizer(args: argparse.Namespace) -> Any:
+    """The tokenizer of --model: the vocabulary files in its directory, else GPT-2's."""
+    from ..tokenizer import Tokenizer
+
+    return Tokenizer.for_model(args.model)
 
 
 # --- reading and writing text ----------------------------------------------------------------

@@ -8,7 +8,15 @@ from pathlib import Path
 
 from .common import add_n_head_argument, load_model_for
 
-OUTPUTS = ("model.safetensors", "config.json")  # what convert writes into DST
+# what convert writes into DST: a complete Hugging Face model directory (see save_model)
+OUTPUTS = (
+    "model.safetensors",
+    "config.json",
+    "vocab.json",
+    "merges.txt",
+    "tokenizer_config.json",
+    "generation_config.json",
+)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -17,8 +25,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="write any loadable model as config.json + model.safetensors",
         description=(
             "Load SRC (a hub name, an HF directory or file, or OpenAI's TensorFlow checkpoint) "
-            "and write DST/config.json and DST/model.safetensors, which "
-            "transformers.GPT2LMHeadModel.from_pretrained(DST) also loads. Dtypes are kept."
+            "and write DST as a complete Hugging Face model directory (config.json, model.safetensors, the "
+            "tokenizer files and generation_config.json), which transformers.pipeline('text-generation', "
+            "model=DST) also loads. Dtypes are kept."
         ),
     )
     p.add_argument("src", help="gpt2 | gpt2-medium | gpt2-large | gpt2-xl, a directory, or a file")
@@ -29,6 +38,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..tokenizer import Tokenizer
     from ..weights import WeightsError, save_model
     from .progress import BytesBar
 
@@ -41,7 +51,11 @@ def run(args: argparse.Namespace) -> int:
                 raise WeightsError(f"{dst / name} already exists (use --force to overwrite)")
     loaded = load_model_for(args, args.src)  # warns if the head count written to config.json is a guess
     config, params = loaded.config, loaded.params
-    save_model(dst, config, params, progress=BytesBar("model.safetensors", sys.stderr))
+    tokenizer = Tokenizer.for_model(args.src)  # the source's own vocabulary files, else GPT-2's
+    fits = tokenizer.n_vocab <= config.vocab_size
+    save_model(
+        dst, config, params, progress=BytesBar("model.safetensors", sys.stderr), tokenizer=tokenizer if fits else None
+    )
     n = sum(t.numel for t in params.values())
-    print(f"wrote {dst}/config.json and {dst}/model.safetensors ({n:,} parameters)", file=sys.stderr)
+    print(f"wrote {dst}: config.json, model.safetensors ({n:,} parameters), tokenizer files", file=sys.stderr)
     return 0

@@ -8,6 +8,7 @@ import re
 import sys
 
 from .common import read_stdin, write_text
+from .tokenize import add_vocab_arguments, load_tokenizer
 
 # More digits than any id can have; also keeps int() far from Python's 4300-digit limit.
 _MAX_ID_DIGITS = 20
@@ -22,9 +23,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "`gpt2 tokenize --json` works too).",
     )
     p.add_argument("ids", nargs="*", metavar="IDS", help="token ids, e.g. 15496 995 or '[15496, 995]'")
-    p.add_argument(
-        "--vocab", metavar="PATH", help="a directory or .tiktoken file (default: the shipped GPT-2 vocabulary)"
-    )
+    add_vocab_arguments(p)
     p.set_defaults(run=run)
 
 
@@ -56,9 +55,7 @@ def parse_token_ids(text: str) -> list[int]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..tokenizer import Tokenizer
-
-    tokenizer = Tokenizer.load(args.vocab)
+    tokenizer = load_tokenizer(args)
     ids = parse_token_ids(" ".join(args.ids) if args.ids else read_stdin())
     text = tokenizer.decode(ids)
     write_text(text)

@@ -11,6 +11,7 @@ import json
 import sys
 
 from ..errors import Gpt2Error
+from .common import add_model_argument
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -20,9 +21,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description="Mean cross-entropy (nats per token) and perplexity of MODEL over "
         "non-overlapping windows of the text.",
     )
-    p.add_argument(
-        "--model", required=True, metavar="MODEL", help="hub name (gpt2, ...), a directory or a weights file"
-    )
+    add_model_argument(p)
     p.add_argument("--data", required=True, metavar="FILE_OR_DIR", help="UTF-8 text file, or a directory of them")
     p.add_argument(
         "--context-length", type=int, default=None, metavar="N", help="tokens per window (default: the model's n_ctx)"
@@ -38,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         from ..training import evaluate_text
     except ImportError as exc:
-        raise Gpt2Error(f"eval needs PyTorch and NumPy ({exc}); pip install 'gpt2[torch]'") from None
+        raise Gpt2Error(f'eval needs PyTorch and NumPy ({exc}); pip install -e ".[torch]"') from None
     from ..tokenizer import Tokenizer
     from ..training.data import default_cache_dir
     from .progress import BytesBar

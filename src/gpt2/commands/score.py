@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from .common import add_engine_arguments, engine_name, open_engine, plural, words_or_stdin
+from .common import add_engine_arguments, engine_name, model_tokenizer, open_engine, plural, words_or_stdin
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -39,7 +39,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..errors import Gpt2Error
     from ..scoring import score
-    from ..tokenizer import Tokenizer
 
     engine_name(args)  # fail fast on a bad engine
     if args.file is not None:
@@ -52,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
             raise Gpt2Error(f"cannot read {args.file}: {exc}") from None
     else:
         text = words_or_stdin(args.text)
-    tokenizer = Tokenizer.gpt2()
+    tokenizer = model_tokenizer(args)
     ids = tokenizer.encode(text, allowed_special="all")
     engine = open_engine(args)
     try:

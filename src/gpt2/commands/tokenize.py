@@ -7,7 +7,7 @@ import json
 import os
 import sys
 
-from .common import plural, read_stdin, write_text
+from .common import DEFAULT_MODEL, add_model_argument, plural, read_stdin, write_text
 
 # Alternating background colours for the pieces on a terminal (256-colour palette).
 _COLOURS = (153, 223, 194, 217, 189)
@@ -20,7 +20,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description="Turn text into GPT-2 token ids and show the piece each id stands for "
         "(coloured on a terminal, in [brackets] otherwise). Reads stdin when TEXT is not given.",
     )
-    p.add_argument("text", nargs="?", metavar="TEXT", help="the text (default: read stdin)")
+    p.add_argument(
+        "text", nargs="*", metavar="TEXT", help="the text (words are joined by spaces); '-' or nothing reads stdin"
+    )
     p.add_argument(
         "--json", action="store_true", help='print one JSON object: {"ids": [...], "tokens": [...], "count": n}'
     )
@@ -30,13 +32,29 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="encode <|endoftext|> as the special token 50256 instead of refusing it",
     )
+    add_vocab_arguments(p)
+    p.set_defaults(run=run)
+
+
+def add_vocab_arguments(p: argparse.ArgumentParser) -> None:
+    """-m/--model (its tokenizer) and --vocab (a vocabulary by path): tokenize and detokenize."""
+    add_model_argument(
+        p,
+        help="use this model's tokenizer: the vocabulary files in its directory, else GPT-2's "
+        f"(default {DEFAULT_MODEL}; no weights are read)",
+    )
     p.add_argument(
         "--vocab",
         metavar="PATH",
         help="a directory (encoder.json + vocab.bpe, vocab.json + merges.txt) "
-        "or a .tiktoken file (default: the GPT-2 vocabulary shipped with the package)",
+        "or a .tiktoken file (default: the model's, GPT-2's for the published models)",
     )
-    p.set_defaults(run=run)
+
+
+def load_tokenizer(args: argparse.Namespace):
+    from ..tokenizer import Tokenizer
+
+    return Tokenizer.load(args.vocab) if args.vocab else Tokenizer.for_model(args.model)
 
 
 def check_argument(text: str) -> str:
@@ -67,10 +85,10 @@ def render(pieces: list[str], colour: bool) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..tokenizer import Tokenizer, TokenizerError
+    from ..tokenizer import TokenizerError
 
-    tokenizer = Tokenizer.load(args.vocab)
-    text = read_stdin() if args.text is None else check_argument(args.text)
+    tokenizer = load_tokenizer(args)
+    text = read_stdin() if args.text in ([], ["-"]) else check_argument(" ".join(args.text))
     if not args.allow_special:
         for special in sorted(tokenizer.special_tokens_set):
             if special in text:

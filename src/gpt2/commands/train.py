@@ -105,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
         from ..training import TrainingInterrupted, train
         from ..training.data import default_cache_dir
     except ImportError as exc:
-        raise Gpt2Error(f"training needs PyTorch and NumPy ({exc}); pip install 'gpt2[train]'") from None
+        raise Gpt2Error(f'training needs PyTorch and NumPy ({exc}); pip install -e ".[train]"') from None
     from ..tokenizer import Tokenizer
 
     options = {field: getattr(args, field) for _, field, _, _ in HYPER if getattr(args, field) is not None}

@@ -39,6 +39,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..config import Config
+    from ..errors import install_hint
     from ..verify import VERIFY_CONFIG, format_table, run_verification
 
     config = Config.from_spec(args.config) if args.config else VERIFY_CONFIG
@@ -64,4 +65,9 @@ def run(args: argparse.Namespace) -> int:
         passed = sum(r.status == "pass" for r in report.rows)
         failed = sum(r.status == "fail" for r in report.rows)
         print(f"\n{passed} passed, {failed} failed" + ("" if report.ok else "  -> NOT VERIFIED"))
+        if not report.references_ran:
+            print(
+                "\nNOT VERIFIED: no reference could run, so only the pure engine's cache was checked "
+                f"against itself. Install one: {install_hint('numpy')} (or torch)."
+            )
     return 0 if report.ok else 1

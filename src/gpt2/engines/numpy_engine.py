@@ -298,7 +298,7 @@ def set_blas_threads(threads: int) -> None:
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:
-        raise Gpt2Error("setting the numpy engine's threads needs threadpoolctl: pip install threadpoolctl") from None
+        raise Gpt2Error('setting the numpy engine\'s threads needs threadpoolctl: pip install -e ".[numpy]"') from None
     if not isinstance(threads, int) or threads < 1:
         raise Gpt2Error(f"threads must be an integer >= 1, got {threads!r}")
     threadpool_limits(limits=threads, user_api="blas")

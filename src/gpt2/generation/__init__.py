@@ -6,8 +6,10 @@
     stops       stop strings, found even when they span tokens
     decoder     GenerationConfig; Decoder: one sequence's state, logits in, Step (token, text) out
     loop        stream() and generate(): one sequence, sliding past the context window
-    batch       generate_batch(): several sequences sharing each read of the weights
+    batch       stream_batch(), generate_batch(): several sequences sharing each read of the weights
+    memory      will a batch fit? checked before its KV cache is allocated
     beam        beam_search()
+    session     Session: a running text extended turn by turn, its KV cache kept (gpt2 chat)
 
 This package sits above the engines: it drives any `gpt2.engines.base.Engine`,
 and no engine imports it.
@@ -23,11 +25,12 @@ and no engine imports it.
 
 from ..config import END_OF_TEXT
 from .adjust import LogitAdjustments
-from .batch import generate_batch, row_samplers, row_seeds
+from .batch import batch_decoders, generate_batch, row_samplers, row_seeds, run_batch, stream_batch
 from .beam import Beam, beam_search
 from .decoder import Decoder, GenerationConfig, Step
-from .loop import generate, prompt_or_start, start_token, stream
+from .loop import Context, decode, generate, prompt_or_start, start_token, stream
 from .sampling import Sampler, SamplingConfig
+from .session import Session
 from .stops import StopStrings
 
 __all__ = [
@@ -39,6 +42,12 @@ __all__ = [
     "Step",
     "StopStrings",
     "stream",
+    "stream_batch",
+    "run_batch",
+    "batch_decoders",
+    "decode",
+    "Context",
+    "Session",
     "Sampler",
     "SamplingConfig",
     "beam_search",

@@ -1,14 +1,15 @@
 """Several sequences at once: batched sampling.
 
 At batch 1 a decoding step is bound by reading the weights; B rows share that
-read, so B samples cost far less than B runs. `generate_batch` gives each row
-its own sampler, so row i of a batch draws exactly what `generate` draws alone
-with the same sampler (up to float rounding in the logits: a batched product
-may sum in another order). Engines without batches (the pure engine) generate
-the rows one after another.
+read, so B samples cost far less than B runs. Each row is a `Decoder` with its
+own sampler, penalties, stop strings and log-probabilities, so row i of a batch
+draws exactly what `stream` draws alone with the same settings and seed (up to
+float rounding in the logits: a batched product may sum in another order).
+Engines without batches (the pure engine) generate the rows one after another.
 
 Every row stays inside the context window: a prompt keeps its last
-n_ctx - max_new_tokens tokens (the window does not slide here).
+n_ctx - max_new_tokens tokens (the window does not slide here). Before the
+batch's KV cache is allocated, `gpt2.generation.memory` checks that it fits.
 
 >>> from gpt2.config import Config
 >>> from gpt2.params import init_params
@@ -19,26 +20,46 @@ n_ctx - max_new_tokens tokens (the window does not slide here).
 >>> rows = generate_batch(engine, [[1, 2], [3, 4, 5]], 4, greedy, stop_ids=())
 >>> [len(r) for r in rows]
 [4, 4]
+>>> decoders = batch_decoders(engine, [[1, 2], [1, 2]], GenerationConfig(max_new_tokens=3, seed=7, stop_ids=()))
+>>> [d.seed for d in decoders]             # row i is seeded seed + i
+[7, 8]
+>>> [len(d.ids) for d in run_batch(engine, decoders)]
+[3, 3]
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 from ..config import END_OF_TEXT
 from ..engines.base import BatchEngine, BatchKVCache, Engine
 from ..errors import GenerationError
-from .loop import check_max_new_tokens, generate, prompt_or_start, start_token
-from .sampling import Sampler, SamplingConfig
+from .decoder import Decoder, GenerationConfig, Step
+from .loop import Context, check_max_new_tokens, decode, prompt_or_start, start_token
+from .memory import check_batch_fits
+from .sampling import Sampler, SamplingConfig, draw_seed
 
-__all__ = ["generate_batch", "fit_prompt", "row_seeds", "row_samplers"]
+if TYPE_CHECKING:
+    from ..tokenizer import Tokenizer
+
+__all__ = [
+    "generate_batch",
+    "batch_decoders",
+    "stream_batch",
+    "run_batch",
+    "fit_prompt",
+    "row_seeds",
+    "row_samplers",
+]
 
 
-def row_seeds(seed: int | None, n: int) -> list[int | None]:
-    """The seed of each of n rows: seed, seed + 1, ... (None: each row unseeded). Row i of a
-    batch seeded s draws what a single run seeded s + i draws."""
-    return [None if seed is None else seed + i for i in range(n)]
+def row_seeds(seed: int | None, n: int) -> list[int]:
+    """The seed of each of n rows: seed, seed + 1, ... Row i of a batch seeded s draws what a
+    single run seeded s + i draws. With no seed one is drawn for the batch, so every row's
+    seed is still known (and the batch can be repeated)."""
+    base = draw_seed() if seed is None else seed
+    return [base + i for i in range(n)]
 
 
 def row_samplers(config: SamplingConfig, seed: int | None, n: int) -> list[Sampler]:
@@ -58,6 +79,58 @@ def fit_prompt(ids: Sequence[int], max_new_tokens: int, engine: Engine) -> list[
     return prompt_or_start(ids, engine.config)[-(n_ctx - max_new_tokens) :]
 
 
+def batch_decoders(
+    engine: Engine,
+    prompts: Sequence[Sequence[int]],
+    config: GenerationConfig,
+    tokenizer: Tokenizer | None = None,
+) -> list[Decoder]:
+    """One `Decoder` per prompt, each prompt fitted to the window, row i seeded config.seed + i
+    (a seed is drawn for the batch when config.seed is None)."""
+    config.adjustments.check_vocabulary(engine.config.vocab_size)
+    seeds = row_seeds(config.seed, len(prompts))
+    return [
+        Decoder(fit_prompt(p, config.max_new_tokens, engine), config.replace(seed=s), tokenizer)
+        for p, s in zip(prompts, seeds)
+    ]
+
+
+def stream_batch(engine: Engine, decoders: Sequence[Decoder]) -> Iterator[tuple[int, Step]]:
+    """Run the decoders (their prompts fitted by `fit_prompt`) as one batch, yielding
+    (row, Step) as each row produces a token; a row's last step has a finish reason."""
+    live = [d for d in decoders if not d.finished]
+    if not live:
+        return
+    if not isinstance(engine, BatchEngine):
+        for b, d in enumerate(decoders):
+            for step in decode(engine, d, Context(list(d.prompt_ids))):
+                yield b, step
+        return
+    check_batch_fits(engine, len(decoders))
+    cache = engine.new_batch_cache(len(decoders))
+    logits = prefill(engine, [d.prompt_ids for d in decoders], cache)
+    filler = start_token(engine.config)
+    while True:
+        last = []
+        for b, d in enumerate(decoders):
+            if d.finished:  # finished rows keep stepping on a filler; their logits are ignored
+                last.append([filler])
+                continue
+            step = d.step(logits[b])
+            yield b, step
+            last.append([filler if d.finished else step.token])
+        if all(d.finished for d in decoders):
+            return
+        logits = engine.forward_batch(last, cache)
+
+
+def run_batch(engine: Engine, decoders: Sequence[Decoder]) -> Sequence[Decoder]:
+    """`stream_batch` run to the end; the decoders hold the ids and text."""
+    for _ in stream_batch(engine, decoders):
+        pass
+    return decoders
+
+
 def generate_batch(
     engine: Engine,
     prompts: Sequence[Sequence[int]],
@@ -68,36 +141,20 @@ def generate_batch(
     """New ids for each prompt (one sampler per prompt); a row ends at a stop id (not included)."""
     if len(samplers) != len(prompts):
         raise GenerationError(f"{len(prompts)} prompts but {len(samplers)} samplers")
-    stop = frozenset(stop_ids)
-    prompts = [fit_prompt(p, max_new_tokens, engine) for p in prompts]
-    if not prompts or max_new_tokens == 0:
-        return [[] for _ in prompts]
-    if not isinstance(engine, BatchEngine):
-        return [list(generate(engine, p, max_new_tokens, s, stop)) for p, s in zip(prompts, samplers)]
-    cache = engine.new_batch_cache(len(prompts))
-    logits = prefill(engine, prompts, cache)
-    outputs: list[list[int]] = [[] for _ in prompts]
-    done = [False] * len(prompts)
-    filler = start_token(engine.config)
-    for step in range(max_new_tokens):
-        last = []
-        for b, sampler in enumerate(samplers):
-            token = filler if done[b] else sampler.sample(logits[b])
-            if not done[b]:
-                if token in stop:
-                    done[b] = True
-                    token = filler
-                else:
-                    outputs[b].append(token)
-            last.append([token])  # finished rows keep stepping on a filler; their output is ignored
-        if all(done) or step == max_new_tokens - 1:
-            break
-        logits = engine.forward_batch(last, cache)
-    return outputs
+    config = GenerationConfig(max_new_tokens=max_new_tokens, stop_ids=tuple(stop_ids))
+    decoders = [Decoder(fit_prompt(p, max_new_tokens, engine), config, sampler=s) for p, s in zip(prompts, samplers)]
+    return [d.ids for d in run_batch(engine, decoders)]
 
 
 def prefill(engine: BatchEngine, prompts: Sequence[Sequence[int]], cache: BatchKVCache) -> list[Any]:
-    """Logits of each prompt's last position; one batched pass when the lengths agree."""
+    """Logits of each prompt's last position: one batched pass when the lengths agree; a prompt
+    repeated in every row (samples of one prompt, beams) runs once and is copied."""
+    first = list(prompts[0])
+    if len(prompts) > 1 and all(list(p) == first for p in prompts):
+        logits = engine.forward_batch([first], cache.row(0))[0]
+        for b in range(1, len(prompts)):
+            cache.copy_row(0, b)
+        return [logits] * len(prompts)
     if len({len(p) for p in prompts}) == 1:
         return list(engine.forward_batch(prompts, cache))
     return [engine.forward_batch([p], cache.row(b))[0] for b, p in enumerate(prompts)]

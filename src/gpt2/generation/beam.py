@@ -27,7 +27,8 @@ from ..config import END_OF_TEXT
 from ..engines.base import BatchEngine, Engine
 from ..errors import GenerationError
 from ..scoring import log_softmax
-from .batch import fit_prompt
+from .batch import fit_prompt, prefill
+from .memory import check_batch_fits
 
 
 @dataclass(frozen=True)
@@ -48,43 +49,51 @@ def beam_search(
 ) -> Beam:
     """The most probable continuation that beam search finds (deterministic).
 
-    Each step extends every live beam by every token, keeps the 2 * num_beams best
+    Each step extends every live beam by every token, takes the 2 * num_beams best
     (beam log-prob + token log-prob, ties to the lower beam and token), moves those
-    ending on a stop id to the finished list, and keeps the num_beams best of the
-    rest alive. A finished beam's rank is logprob / length ** length_penalty
-    (length counts the stop id); the search ends after max_new_tokens, or once
-    num_beams beams have finished and no live beam ranks above the worst of them.
-    With num_beams=1 and no stop id this is greedy decoding.
+    ending on a stop id *and ranked among the first num_beams* to the finished list,
+    and keeps the num_beams best of the rest alive. A finished beam's rank is
+    logprob / length ** length_penalty (length counts the stop id); the search ends
+    after max_new_tokens, or once num_beams beams have finished and no live beam
+    ranks above the worst of them. These are the rules of `transformers`' beam
+    search (`early_stopping=False`); the tests check that both pick the same
+    sequence. With num_beams=1 and no stop id this is greedy decoding.
     """
     import numpy as np  # engines with batched caches come with NumPy
 
-    if not isinstance(num_beams, int) or num_beams < 1:
+    if isinstance(num_beams, bool) or not isinstance(num_beams, int) or num_beams < 1:
         raise GenerationError(f"num_beams must be an integer >= 1, got {num_beams!r}")
+    if isinstance(length_penalty, bool) or not isinstance(length_penalty, (int, float)):
+        raise GenerationError(f"length_penalty must be a finite number, got {length_penalty!r}")
+    if not math.isfinite(length_penalty):
+        raise GenerationError(f"length_penalty must be a finite number, got {length_penalty!r}")
     if not isinstance(engine, BatchEngine):
         raise GenerationError(f"beam search needs an engine with batches (numpy or torch), not {engine.name}")
     stop = frozenset(stop_ids)
     prompt = fit_prompt(prompt_ids, max_new_tokens, engine)
     if max_new_tokens == 0:
         return Beam([], 0.0, 0.0, False)
+    check_batch_fits(engine, num_beams)  # before the cache is allocated
     cache = engine.new_batch_cache(num_beams)
-    logits = engine.forward_batch([prompt] * num_beams, cache)
+    logits = prefill(engine, [prompt] * num_beams, cache)  # the prompt runs once, copied to every row
     live_ids: list[list[int]] = [[] for _ in range(num_beams)]
     live_logprob = np.full(num_beams, -np.inf)
     live_logprob[0] = 0.0  # the rows start identical: let only the first one branch
     finished: list[Beam] = []
     for step in range(1, max_new_tokens + 1):
-        candidates = live_logprob[:, None] + log_softmax(logits)  # [beams, V]
+        candidates = live_logprob[:, None] + log_softmax(_as_array(logits))  # [beams, V]
         order = _best(candidates, 2 * num_beams)
         parents: list[int] = []
         next_ids: list[list[int]] = []
         next_logprob: list[float] = []
-        for flat in order:
+        for rank, flat in enumerate(order):
             beam, token = divmod(int(flat), candidates.shape[1])
             total = float(candidates[beam, token])
             if total == -np.inf:
                 break
             if token in stop:
-                finished.append(Beam(live_ids[beam], total, total / step**length_penalty, True))
+                if rank < num_beams:  # a stop ranked below the first num_beams is dropped, as transformers does
+                    finished.append(Beam(live_ids[beam], total, total / step**length_penalty, True))
             elif len(parents) < num_beams:
                 parents.append(beam)
                 next_ids.append(live_ids[beam] + [token])
@@ -107,6 +116,16 @@ def beam_search(
         if lp > -math.inf
     ]
     return max(finished + alive, key=lambda b: b.score)
+
+
+def _as_array(logits: Any) -> Any:
+    """The logits [beams, V] as one NumPy array (prefill gives a list of rows)."""
+    import numpy as np
+
+    if isinstance(logits, list):
+        rows = [r.detach().to("cpu").float().numpy() if hasattr(r, "detach") else np.asarray(r) for r in logits]
+        return np.stack(rows)
+    return logits
 
 
 def _best(candidates: Any, k: int) -> Any:

@@ -17,7 +17,8 @@ same loop reduced to the new ids.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from ..config import END_OF_TEXT, Config
 from ..engines.base import Engine, check_ids
@@ -28,7 +29,16 @@ from .sampling import Sampler
 if TYPE_CHECKING:
     from ..tokenizer import Tokenizer
 
-__all__ = ["generate", "stream", "crop_prompt", "prompt_or_start", "start_token", "check_max_new_tokens"]
+__all__ = [
+    "generate",
+    "stream",
+    "decode",
+    "Context",
+    "crop_prompt",
+    "prompt_or_start",
+    "start_token",
+    "check_max_new_tokens",
+]
 
 
 def start_token(config: Config) -> int:
@@ -75,22 +85,43 @@ def stream(
     ids = crop_prompt(prompt_or_start(prompt_ids, model), model)
     config.adjustments.check_vocabulary(model.vocab_size)
     decoder = Decoder(ids, config, tokenizer, sampler=sampler)
+    yield from decode(engine, decoder, Context(ids))
+
+
+@dataclass
+class Context:
+    """The running sequence one generation extends, and the KV cache of its positions: the
+    cache holds every id but those still to be run (at least the last one)."""
+
+    ids: list[int]
+    cache: Any = None  # None: a new cache is made on first use
+
+
+def decode(engine: Engine, decoder: Decoder, context: Context) -> Iterator[Step]:
+    """Drive `decoder` to its end on `engine`, extending `context` (whose ids end with the
+    decoder's prompt and fit the window). The window slides as in `stream`. On return,
+    `context.ids` has every token the decoder produced (not a stop id) and `context.cache`
+    holds all of them but the last, so a later call can go on from there (`Session`)."""
+    model = engine.config
     if decoder.finished:  # max_new_tokens == 0
         return
-    cache = engine.new_cache()
-    logits = engine.forward(ids, cache)
+    ids = context.ids
+    if context.cache is None:
+        context.cache = engine.new_cache()
+    logits = engine.forward(ids[len(context.cache) :], context.cache)
     while True:
         step = decoder.step(logits)
+        if not (step.finish_reason == "stop" and step.token in decoder.stop_ids):
+            ids.append(step.token)
         yield step
         if step.finish_reason is not None:
             return
-        ids.append(step.token)
         if len(ids) > model.n_ctx:
-            ids = ids[-max(1, model.n_ctx // 2) :]
-            cache = engine.new_cache()
-            logits = engine.forward(ids, cache)
+            del ids[: len(ids) - max(1, model.n_ctx // 2)]
+            context.cache = engine.new_cache()
+            logits = engine.forward(ids, context.cache)
         else:
-            logits = engine.forward([step.token], cache)
+            logits = engine.forward([step.token], context.cache)
 
 
 def generate(

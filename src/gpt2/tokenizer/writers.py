@@ -31,7 +31,7 @@ from .errors import TokenizerError
 if TYPE_CHECKING:
     from .tokenizer import Tokenizer
 
-__all__ = ["tiktoken_bytes", "encoder_json_bytes", "merges", "merges_bytes", "write_hf_tokenizer"]
+__all__ = ["tiktoken_bytes", "encoder_json_bytes", "merges", "merges_bytes", "hf_tokenizer_files", "write_hf_tokenizer"]
 
 
 def tiktoken_bytes(encoder: Mapping[bytes, int]) -> bytes:
@@ -66,10 +66,9 @@ def merges_bytes(encoder: Mapping[bytes, int]) -> bytes:
     return ("\n".join(lines) + "\n").encode("utf-8")
 
 
-def write_hf_tokenizer(directory: str | Path, tokenizer: Tokenizer, *, model_max_length: int = 1024) -> list[Path]:
-    """Write vocab.json, merges.txt and tokenizer_config.json (GPT2Tokenizer, <|endoftext|> as
-    the bos, eos and unk token) into `directory`, each atomically. Returns the paths."""
-    directory = Path(directory)
+def hf_tokenizer_files(tokenizer: Tokenizer, *, model_max_length: int = 1024) -> dict[str, bytes]:
+    """vocab.json, merges.txt and tokenizer_config.json (GPT2Tokenizer, <|endoftext|> as the bos,
+    eos and unk token), by file name."""
     eot = "<|endoftext|>"
     config = {
         "tokenizer_class": "GPT2Tokenizer",
@@ -80,11 +79,17 @@ def write_hf_tokenizer(directory: str | Path, tokenizer: Tokenizer, *, model_max
         "add_prefix_space": False,
         "clean_up_tokenization_spaces": False,
     }
-    files = {
+    return {
         "vocab.json": encoder_json_bytes(tokenizer.encoder, tokenizer.special_tokens),
         "merges.txt": merges_bytes(tokenizer.encoder),
         "tokenizer_config.json": (json.dumps(config, indent=2) + "\n").encode("utf-8"),
     }
+
+
+def write_hf_tokenizer(directory: str | Path, tokenizer: Tokenizer, *, model_max_length: int = 1024) -> list[Path]:
+    """Write `hf_tokenizer_files` into `directory`, each atomically. Returns the paths."""
+    directory = Path(directory)
+    files = hf_tokenizer_files(tokenizer, model_max_length=model_max_length)
     for name, data in files.items():
         atomic_write_bytes(directory / name, data)
     return [directory / name for name in files]

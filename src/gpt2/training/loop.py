@@ -424,7 +424,7 @@ def _plot(log: MetricsLog, out: Path, plot_ok: bool, emit: EventHandler) -> bool
     try:
         plot_losses(log.records(), out / PLOT_FILE, title=f"training loss: {out.resolve().name}")
     except ImportError:
-        emit(Notice("matplotlib is not installed, so no loss.png (pip install matplotlib)"))
+        emit(Notice('matplotlib is not installed, so no loss.png (pip install -e ".[plot]")'))
         return False
     except OSError as exc:
         emit(Notice(f"could not write {out / PLOT_FILE}: {exc.strerror or exc}"))

@@ -14,9 +14,10 @@ import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..atomic import atomic_write_bytes
-from ..config import Config, show_value
+from ..config import END_OF_TEXT, Config, show_value
 from ..errors import ConfigError, ParamError
 from ..params import Params, param_shapes, validate_params
 from ..regular_file import is_present
@@ -27,6 +28,9 @@ from .names import BLOCK_NAME, from_hf_names, infer_config, tf_to_ours
 from .safetensors import read_safetensors, write_safetensors
 from .tf_checkpoint import find_checkpoint_prefix, read_tf_checkpoint
 from .torch_bin import read_torch_bin
+
+if TYPE_CHECKING:
+    from ..tokenizer import Tokenizer
 
 FORMATS = ("safetensors", "torch", "tf")
 TORCH_SUFFIXES = (".bin", ".pt", ".pth")
@@ -265,21 +269,64 @@ def save_model(
     params: Params,
     *,
     progress: Callable[[int, int], None] | None = None,
+    tokenizer: Tokenizer | None = None,
 ) -> Path:
-    """Write `config.json` + `model.safetensors` (our names, checkpoint order) into
-    `directory`, each atomically; `transformers.GPT2LMHeadModel.from_pretrained` reads it."""
+    """Write a complete Hugging Face model directory, each file atomically:
+
+        config.json + model.safetensors      the model (our names, checkpoint order)
+        vocab.json, merges.txt,              its tokenizer (GPT2Tokenizer)
+        tokenizer_config.json
+        generation_config.json               <|endoftext|> as its bos and eos token
+
+    so that `transformers.pipeline("text-generation", model=directory)` and
+    `AutoTokenizer.from_pretrained(directory)` work offline. `tokenizer` None means
+    GPT-2's, written when the model's vocabulary holds it; a model whose vocabulary is
+    smaller gets no tokenizer files (none would fit it)."""
     validate_params(params, config)
     if not str(directory).strip():  # Path("") is ".": an unset shell variable must not write here
         raise WeightsError("the output directory name is empty")
     directory = Path(directory)
     if directory.exists() and not directory.is_dir():
         raise WeightsError(f"{directory} exists and is not a directory")
+    if tokenizer is None and config.vocab_size >= END_OF_TEXT + 1:
+        from ..tokenizer import Tokenizer
+
+        tokenizer = Tokenizer.gpt2()
+    if tokenizer is not None and tokenizer.n_vocab > config.vocab_size:
+        raise WeightsError(
+            f"the tokenizer has {tokenizer.n_vocab} tokens but the model's vocabulary only {config.vocab_size}"
+        )
     try:
         directory.mkdir(parents=True, exist_ok=True)
         ordered = {name: params[name] for name in param_shapes(config)}
         write_safetensors(directory / "model.safetensors", ordered, {"format": "pt"}, progress)
         text = json.dumps(config.to_hf_dict(), indent=2) + "\n"
         atomic_write_bytes(directory / "config.json", text.encode("utf-8"))
+        if tokenizer is not None:
+            for name, data in hf_tokenizer_files(tokenizer, config.n_ctx).items():
+                atomic_write_bytes(directory / name, data)
+        eot = tokenizer.eot_token if tokenizer is not None else None
+        generation = {"bos_token_id": eot, "eos_token_id": eot} if eot is not None else {}
+        atomic_write_bytes(directory / "generation_config.json", (json.dumps(generation, indent=2) + "\n").encode())
     except OSError as exc:
         raise WeightsError(f"cannot write {directory}: {exc.strerror or exc}") from None
     return directory
+
+
+# The tokenizer files take a second to build (the merges are derived from the ranks); a training
+# run saves every few hundred steps, so each tokenizer's are built once per process. The entries
+# hold the tokenizer itself, so that a tokenizer is never mistaken for a later one at its address.
+_TOKENIZER_FILES: list[tuple[Tokenizer, int, dict[str, bytes]]] = []
+
+
+def hf_tokenizer_files(tokenizer: Tokenizer, model_max_length: int) -> dict[str, bytes]:
+    """vocab.json, merges.txt and tokenizer_config.json of a tokenizer, by file name."""
+    from ..tokenizer.writers import hf_tokenizer_files as build
+
+    for known, length, files in _TOKENIZER_FILES:
+        if known is tokenizer and length == model_max_length:
+            return files
+    files = build(tokenizer, model_max_length=model_max_length)
+    del _TOKENIZER_FILES[:-3]  # a few at most
+    _TOKENIZER_FILES.append((tokenizer, model_max_length, files))
+    return files

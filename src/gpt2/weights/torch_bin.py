@@ -30,7 +30,7 @@ def read_torch_bin(path: str | Path) -> dict[str, Tensor]:
     except ImportError:
         raise TorchBinError(
             f"{path} is a PyTorch pickle, which only PyTorch can read safely: "
-            "pip install torch, or use the model's model.safetensors instead"
+            'pip install -e ".[torch]", or use the model\'s model.safetensors instead'
         ) from None
     state = _torch_load(torch, path)
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
