@@ -19,7 +19,7 @@ CLI = "\nfrom gpt2.cli import main\nsys.exit(main(sys.argv[1:]))\n"
 
 # Commands that run or read a model take it as -m/--model with one default. `convert SRC DST` names
 # two paths and `train --init MODEL` an optional starting point; `info` also takes it positionally.
-MODEL_COMMANDS = {"generate", "chat", "score", "info", "eval", "tokenize", "detokenize"}
+MODEL_COMMANDS = {"generate", "chat", "score", "info", "eval", "tokenize", "detokenize", "serve", "explore"}
 NO_MODEL = {"models", "verify", "convert", "train"}
 REQUIRED = {"train": ["--data", "x", "--out", "y"], "eval": ["--data", "x"], "convert": ["a", "b"]}
 
