@@ -162,7 +162,7 @@ def test_three_sampled_steps_are_gpt2_generate(client, explore_model, capsys):
     )
     out, err = capsys.readouterr()
     assert code == 0, err
-    assert json.loads(out)["ids"] == tokens
+    assert json.loads(out)["samples"][0]["ids"] == tokens
 
 
 def test_going_back_and_stepping_again_gives_the_same_token(client):

@@ -97,7 +97,7 @@ def test_greedy_text_equals_gpt2_generate(tmp_path, capsys):
         )
         out, err = capsys.readouterr()
         assert code == 0, err
-        outputs[prompt] = json.loads(out)["text"]
+        outputs[prompt] = json.loads(out)["samples"][0]["text"]
     from gpt2.server.state import ModelHolder
 
     holder = ModelHolder(NAME)

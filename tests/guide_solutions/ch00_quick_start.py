@@ -69,7 +69,7 @@ def greedy_ids(model: Path, engine: str, prompt: str = "It was", n: int = 12) ->
         "--json",
         prompt,
     )
-    return list(json.loads(out)["ids"])
+    return list(json.loads(out)["samples"][0]["ids"])
 
 
 def info_parameters(model: Path) -> int:

@@ -57,5 +57,8 @@ def run(args: argparse.Namespace) -> int:
         dst, config, params, progress=BytesBar("model.safetensors", sys.stderr), tokenizer=tokenizer if fits else None
     )
     n = sum(t.numel for t in params.values())
-    print(f"wrote {dst}: config.json, model.safetensors ({n:,} parameters), tokenizer files", file=sys.stderr)
+    vocabulary = (
+        "tokenizer files" if fits else f"no tokenizer files ({tokenizer.n_vocab} tokens do not fit the model's)"
+    )
+    print(f"wrote {dst}: config.json, model.safetensors ({n:,} parameters), {vocabulary}", file=sys.stderr)
     return 0

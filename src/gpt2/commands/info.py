@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
             f"n_layer={c.n_layer} n_embd={c.n_embd} n_head={c.n_head} vocab_size={c.vocab_size} n_ctx={c.n_ctx}",
         ),
         ("config from", origin),
-        ("parameters", f"{info.parameters:,} ({info.parameters / 1e6:.1f}M)"),
+        ("parameters", f"{info.parameters:,}" + (f" ({info.parameters / 1e6:.1f}M)" if info.parameters >= 1e6 else "")),
     ]
     if info.weights is not None:
         rows.append(("dtype", ", ".join(f"{d} ({n} tensors)" for d, n in info.dtypes.items())))
