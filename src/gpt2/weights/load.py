@@ -20,6 +20,7 @@ from ..config import Config
 from ..errors import ParamError
 from ..params import Params, param_shapes, validate_params
 from ..tensor import Tensor
+from . import quantized
 from .errors import ModelNotFound, TFCheckpointError, WeightsError
 from .hub import KNOWN_MODELS, DownloadProgress, HubSettings, download_model, repo_id_for
 from .names import from_hf_names, infer_config, tf_to_ours
@@ -146,8 +147,8 @@ def load_files(files: ModelFiles, *, verify_crc: bool | None = None) -> tuple[Co
         params = _tf_params(read_tf_checkpoint(files.weights, verify_crc), where)
     elif files.format == "torch":
         params = from_hf_names(read_torch_bin(files.weights), where)
-    else:
-        params = from_hf_names(read_safetensors(files.weights)[0], where)
+    else:  # int8 weights are paired with their scales first (see gpt2.weights.quantized)
+        params = from_hf_names(quantized.unpack(read_safetensors(files.weights)[0], where), where)
     config = Config.from_json_file(files.config) if files.config else infer_config(params, where)
     try:
         validate_params(params, config)
@@ -180,7 +181,8 @@ def save_model(
     progress: Callable[[int, int], None] | None = None,
 ) -> Path:
     """Write `config.json` + `model.safetensors` (our names, checkpoint order) into
-    `directory`, each atomically; `transformers.GPT2LMHeadModel.from_pretrained` reads it."""
+    `directory`, each atomically; `transformers.GPT2LMHeadModel.from_pretrained` reads it
+    (unless it holds int8 weights: those are written as gpt2.weights.quantized lays them out)."""
     validate_params(params, config)
     if not str(directory).strip():  # Path("") is ".": an unset shell variable must not write here
         raise WeightsError("the output directory name is empty")
@@ -189,8 +191,8 @@ def save_model(
         raise WeightsError(f"{directory} exists and is not a directory")
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        ordered = {name: params[name] for name in param_shapes(config)}
-        write_safetensors(directory / "model.safetensors", ordered, {"format": "pt"}, progress)
+        ordered, metadata = quantized.pack({name: params[name] for name in param_shapes(config)})
+        write_safetensors(directory / "model.safetensors", ordered, {"format": "pt", **metadata}, progress)
         text = json.dumps(config.to_hf_dict(), indent=2) + "\n"
         atomic_write_bytes(directory / "config.json", text.encode("utf-8"))
     except OSError as exc:
