@@ -18,8 +18,9 @@ DEFAULT_MODEL = "gpt2"
 
 
 def add_engine_arguments(p: argparse.ArgumentParser) -> None:
-    """--model, --engine, --device, --dtype, --threads."""
+    """--model, --engine, --device, --dtype, --quantize, --threads."""
     from ..engines import ENGINES
+    from ..weights.quantized import SCHEMES
 
     g = p.add_argument_group("model and engine")
     g.add_argument(
@@ -36,7 +37,13 @@ def add_engine_arguments(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--device", default=None, help="torch engine: cpu | cuda | mps (default: the best available)")
     dtypes = "; ".join(f"{name}: {' | '.join(spec.dtypes)}" for name, spec in ENGINES.items() if len(spec.dtypes) > 1)
-    g.add_argument("--dtype", default=None, help=dtypes)
+    g.add_argument("--dtype", default=None, help=f"{dtypes} (docs/precision.md: which engine for which precision)")
+    g.add_argument(
+        "--quantize",
+        default=None,
+        choices=SCHEMES,
+        help="int8: quantize the weights as they load (every engine; the torch engine multiplies in int8)",
+    )
     g.add_argument(
         "--threads",
         type=int,
@@ -89,7 +96,10 @@ def open_engine(args: argparse.Namespace) -> Any:
             file=sys.stderr,
             flush=True,
         )
-    return load_engine(name, config, params, **options)
+    engine = load_engine(name, config, params, quantize=getattr(args, "quantize", None), **options)
+    for notice in getattr(engine, "notices", ()):  # what the engine chose, worth knowing
+        print(f"gpt2 {getattr(args, 'command', '')}: note: {notice}", file=sys.stderr)
+    return engine
 
 
 # --- reading and writing text ----------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""`gpt2 convert SRC DST`: any loadable model -> a Hugging Face style directory."""
+"""`gpt2 convert SRC DST`: any loadable model -> a Hugging Face style directory, optionally in
+half precision (`--dtype`) or with int8 weights (`--quantize int8`)."""
 
 from __future__ import annotations
 
@@ -10,23 +11,43 @@ OUTPUTS = ("model.safetensors", "config.json")  # what convert writes into DST
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
+    from ..weights.half import DTYPES
+    from ..weights.quantized import SCHEMES
+
     p = sub.add_parser(
         "convert",
-        help="write any loadable model as config.json + model.safetensors",
+        help="write any loadable model as config.json + model.safetensors (also in bf16, fp16 or int8)",
         description=(
             "Load SRC (a hub name, an HF directory or file, or OpenAI's TensorFlow checkpoint) "
             "and write DST/config.json and DST/model.safetensors, which "
-            "transformers.GPT2LMHeadModel.from_pretrained(DST) also loads. Dtypes are kept."
+            "transformers.GPT2LMHeadModel.from_pretrained(DST) also loads. Dtypes are kept unless "
+            "--dtype says otherwise. --quantize int8 stores the projections and the embedding table "
+            "in one byte a weight with a float32 scale per output row (docs/precision.md): every "
+            "engine of this project loads that file; transformers does not."
         ),
     )
     p.add_argument("src", help="gpt2 | gpt2-medium | gpt2-large | gpt2-xl, a directory, or a file")
     p.add_argument("dst", help="output directory (created if needed)")
+    p.add_argument(
+        "--dtype",
+        choices=tuple(DTYPES),
+        default=None,
+        help="store the weights as float32, bfloat16 or float16 (half the size), rounded to nearest",
+    )
+    p.add_argument(
+        "--quantize",
+        choices=SCHEMES,
+        default=None,
+        help="int8: quantize the projections and the embedding table (a quarter of fp32's size)",
+    )
     p.add_argument("--force", action="store_true", help="overwrite config.json / model.safetensors already in DST")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..weights import WeightsError, load_model, save_model
+    from ..weights.half import cast_params
+    from ..weights.quantized import quantize_params
     from .progress import BytesBar, DownloadBar
 
     if not args.dst.strip():  # checked before loading, which may mean a download
@@ -37,7 +58,15 @@ def run(args: argparse.Namespace) -> int:
             if (dst / name).exists():
                 raise WeightsError(f"{dst / name} already exists (use --force to overwrite)")
     config, params = load_model(args.src, progress=DownloadBar(sys.stderr))
+    if args.dtype:  # int8 tensors already in SRC keep their int8 values and scales
+        params = cast_params(params, args.dtype)
+    if args.quantize:
+        params = quantize_params(params, args.quantize)
     save_model(dst, config, params, progress=BytesBar("model.safetensors", sys.stderr))
     n = sum(t.numel for t in params.values())
-    print(f"wrote {dst}/config.json and {dst}/model.safetensors ({n:,} parameters)", file=sys.stderr)
+    size = (dst / "model.safetensors").stat().st_size
+    print(
+        f"wrote {dst}/config.json and {dst}/model.safetensors ({n:,} parameters, {size / 1e6:.1f} MB)",
+        file=sys.stderr,
+    )
     return 0

@@ -43,9 +43,19 @@ from ...config import Config
 from ...errors import Gpt2Error
 from ...params import PROJECTIONS, validate_params
 from ...tensor import Tensor
+from ...weights.quantized import QuantizedTensor
 from ..base import BatchKVCache, check_rows
 from .device import pick_device
 from .model import GPT2, tensor_to_torch
+from .precision import (
+    Projection,
+    dense_projection,
+    embedding_rows,
+    int8_kernel,
+    int8_projection,
+    int8_scale,
+    native_half,
+)
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -85,7 +95,9 @@ class TorchEngine:
         threads: int | None = None,
         kernel: str = "auto",
     ) -> None:
-        """kernel: "auto" (oneDNN on the CPU in float32 with 2+ threads), "onednn" or "blas"."""
+        """dtype: how the weights are stored and multiplied (see gpt2.engines.torch.precision); int8
+        weights (gpt2.weights.quantized, or load_engine(..., quantize="int8")) stay int8.
+        kernel: "auto" (oneDNN on the CPU in float32 with 2+ threads), "onednn" or "blas"."""
         if dtype not in DTYPES:
             raise Gpt2Error(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
         if kernel not in KERNELS:
@@ -98,23 +110,56 @@ class TorchEngine:
         self.config = config
         self.device = pick_device(device)
         self.dtype = DTYPES[dtype]
-        self.model = _load_module(config, params, self.device, self.dtype)
+        # On the CPU the activations, norms, attention and cache are float32 whatever the weights
+        # are (see precision.py); on a GPU everything runs in the weights' dtype.
+        self.act_dtype = torch.float32 if self.device.type == "cpu" else self.dtype
+        self.notices: list[str] = []  # what the engine chose for you, worth telling (the CLI prints them)
+        quantized = {name: t for name, t in params.items() if isinstance(t, QuantizedTensor)}
+        self.quantization = "int8" if quantized else None
+        # PyTorch's CPU bf16 products round their output to bf16 (8 bits): fine inside a block, where
+        # the fp32 residual stream absorbs it, not for the logits (it flipped 1.3% of the top-1 tokens
+        # of a trained model). So in bf16 the tied embedding/head table is held in fp16: the same
+        # values (fp16 has more mantissa), products rounded 8x more finely (see docs/precision.md).
+        self.head_dtype = torch.float16 if self.device.type == "cpu" and self.dtype == torch.bfloat16 else self.dtype
+        self.model = _load_module(config, params, self.device, self.dtype, self.act_dtype, self.head_dtype)
         self.kernel = pick_kernel(kernel, self.device, self.dtype)
-        if self.kernel == "onednn":
+        half_on_cpu = self.device.type == "cpu" and self.dtype != torch.float32
+        if self.kernel == "onednn" or half_on_cpu:  # both read dense (out, in) matrices
             _transpose_storage(self.model, PROJECTION_WEIGHTS)
         elif self.device.type == "cpu":
             _transpose_storage(self.model, BLAS_TRANSPOSED)
-        self._inner_product = _onednn_linear() if self.kernel == "onednn" else None
-        # Each block's (weight, bias) pairs under the tree's names, made once: the layer norms, and
-        # each projection in the layout its kernel reads: oneDNN takes (out, in) = weight.t(),
-        # contiguous here; addmm takes the (in, out) weight.
-        self._blocks: list[dict[str, tuple[torch.Tensor, torch.Tensor]]] = []
-        for block in self.model.h:
-            pairs = {name: _weight_and_bias(block.get_submodule(name)) for name in ("ln_1", "ln_2")}
+        inner = _onednn_linear() if self.kernel == "onednn" else None
+        int8_op = None
+        if quantized:
+            int8_op, notice = int8_kernel(self.device)
+            if notice:
+                self.notices.append(notice)
+        if half_on_cpu and not native_half(self.dtype):
+            self.notices.append(
+                f"this CPU has no {dtype} arithmetic (AMX or AVX512 {dtype}): prompts are multiplied in float32"
+            )
+
+        def projection(name: str, weight_in_out: torch.Tensor, bias: torch.Tensor | None) -> Projection:
+            if name in quantized:  # the module holds the int8 values, (out, in) in memory
+                scale = int8_scale(quantized[name], self.device)
+                return int8_projection(weight_in_out.t(), scale, bias, self.act_dtype, int8_op)
+            return dense_projection(weight_in_out, bias, self.act_dtype, inner)
+
+        # Each block's layer norms (weight, bias) and projections (callables x -> x @ W + b).
+        self._norms: list[dict[str, tuple[torch.Tensor, torch.Tensor]]] = []
+        self._projections: list[dict[str, Projection]] = []
+        for i, block in enumerate(self.model.h):
+            self._norms.append({name: _weight_and_bias(block.get_submodule(name)) for name in ("ln_1", "ln_2")})
+            projections = {}
             for name, _, _ in PROJECTIONS:
                 weight, bias = _weight_and_bias(block.get_submodule(name))
-                pairs[name] = (weight.t() if self._inner_product is not None else weight, bias)
-            self._blocks.append(pairs)
+                projections[name] = projection(f"h.{i}.{name}.weight", weight, bias)
+            self._projections.append(projections)
+        wte = self.model.wte.weight
+        self._head = projection("wte.weight", wte.t(), None)  # the tied output projection: [d, V] as (in, out)
+        self._wte: torch.Tensor | tuple[torch.Tensor, torch.Tensor] = wte
+        if "wte.weight" in quantized:
+            self._wte = (wte, int8_scale(quantized["wte.weight"], self.device))
 
     # --- the Engine contract ---------------------------------------------------------------
 
@@ -133,8 +178,8 @@ class TorchEngine:
     def new_batch_cache(self, batch_size: int) -> KVCache:
         c = self.config
         shape = (batch_size, c.n_layer, c.n_head, c.n_ctx, c.head_dim)
-        keys = torch.zeros(shape, dtype=self.dtype, device=self.device)
-        values = torch.zeros(shape, dtype=self.dtype, device=self.device)
+        keys = torch.zeros(shape, dtype=self.act_dtype, device=self.device)
+        values = torch.zeros(shape, dtype=self.act_dtype, device=self.device)
         return KVCache(keys, values, torch.zeros(batch_size, dtype=torch.long))
 
     @torch.inference_mode()
@@ -149,19 +194,8 @@ class TorchEngine:
         B, T, d = x.shape
         m = self.model
         x = F.layer_norm(x.reshape(B * T, d), (d,), m.ln_f.weight, m.ln_f.bias, self.config.layer_norm_epsilon)
-        if self._inner_product is not None:
-            logits = self._inner_product(x, m.wte.weight, None, "none", [], "")  # [N, V]
-        else:
-            logits = x @ m.wte.weight.t()  # the tied output projection
-        logits = logits.float().view(B, T, -1)
+        logits = self._head(x).float().view(B, T, -1)  # [B, T, V], the tied output projection
         return logits if all_logits else logits[:, 0]
-
-    def _project(self, x: torch.Tensor, weight_and_bias: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-        """x [N, in] -> [N, out]: x @ W + b, W in the kernel's layout (see self._weights)."""
-        weight, bias = weight_and_bias
-        if self._inner_product is not None:
-            return self._inner_product(x, weight, bias, "none", [], "")  # weight [out, in]
-        return torch.addmm(bias, x, weight)  # weight [in, out]
 
     # --- the forward pass ------------------------------------------------------------------
 
@@ -176,16 +210,16 @@ class TorchEngine:
             pos = m.wpe.weight[past[0] : past[0] + T]  # [T, d]
         else:
             pos = m.wpe.weight[torch.tensor([[p + i for i in range(T)] for p in past], device=self.device)]
-        x = (m.wte.weight[tokens] + pos).view(B * T, d)  # [N, d], N = B * T
+        x = (embedding_rows(self._wte, tokens, self.act_dtype) + pos).view(B * T, d)  # [N, d], N = B * T
         mask, causal = self._mask(past, T, uniform)
-        for layer, w in enumerate(self._blocks):
-            h = F.layer_norm(x, (d,), *w["ln_1"], eps)  # [N, d]
-            qkv = self._project(h, w["attn.c_attn"])  # [N, 3d]
+        for layer, (norms, w) in enumerate(zip(self._norms, self._projections)):
+            h = F.layer_norm(x, (d,), *norms["ln_1"], eps)  # [N, d]
+            qkv = w["attn.c_attn"](h)  # [N, 3d]
             a = self.attention(qkv, cache, layer, past, B, T, mask, causal)  # [N, d]
-            x = x + self._project(a, w["attn.c_proj"])  # residual
-            h = F.layer_norm(x, (d,), *w["ln_2"], eps)  # [N, d]
-            f = F.gelu(self._project(h, w["mlp.c_fc"]), approximate="tanh")  # [N, 4d]
-            x = x + self._project(f, w["mlp.c_proj"])  # residual
+            x = x + w["attn.c_proj"](a)  # residual
+            h = F.layer_norm(x, (d,), *norms["ln_2"], eps)  # [N, d]
+            f = F.gelu(w["mlp.c_fc"](h), approximate="tanh")  # [N, 4d]
+            x = x + w["mlp.c_proj"](f)  # residual
         cache.advance(T)
         return x.view(B, T, d)
 
@@ -262,16 +296,41 @@ def _transpose_storage(model: GPT2, suffixes: tuple[str, ...]) -> None:
     """Give the named parameters column-major storage: `p.t().contiguous().t()` has p's
     shape and values, so every reader (embedding lookups, addmm, state_dict) is unchanged."""
     for name, param in list(model.named_parameters()):
-        if name.endswith(suffixes):
+        # int8 values are column-major already where they need to be (see _load_module)
+        if name.endswith(suffixes) and param.is_floating_point():
             owner = model.get_submodule(name.rsplit(".", 1)[0]) if "." in name else model
             column_major = param.detach().t().contiguous().t()
             setattr(owner, name.rsplit(".", 1)[-1], torch.nn.Parameter(column_major, requires_grad=False))
 
 
-def _load_module(config: Config, params: Mapping[str, Tensor], device: torch.device, dtype: torch.dtype) -> GPT2:
-    """A `GPT2` module holding the tree's tensors, without spending time on a random init."""
+def _load_module(
+    config: Config,
+    params: Mapping[str, Tensor],
+    device: torch.device,
+    dtype: torch.dtype,
+    act: torch.dtype,
+    head: torch.dtype,
+) -> GPT2:
+    """A `GPT2` module holding the tree's tensors, without spending time on a random init. The
+    matrices read in bulk each token are stored in `dtype` (the projections) and `head` (wte),
+    everything else in `act`; int8 ones hold their int8 values (the engine keeps their scales),
+    as (out, in) memory."""
     with torch.device("meta"):
         model = GPT2(config)
-    state = {name: tensor_to_torch(t) for name, t in params.items()}
+    model.requires_grad_(False)  # an int8 tensor cannot be a parameter that wants gradients
+    state = {}
+    for name, t in params.items():
+        if isinstance(t, QuantizedTensor):  # the values only: the engine builds its products from the tree
+            q = torch.frombuffer(bytearray(memoryview(t.data).cast("B")), dtype=torch.int8).view(t.shape)
+            state[name] = q.t().contiguous().t() if t.axis == 1 else q
+        else:
+            state[name] = tensor_to_torch(t)
     model.load_state_dict(state, strict=True, assign=True)
-    return model.to(device=device, dtype=dtype).eval().requires_grad_(False)
+    bulk = {f"h.{i}.{w}" for i in range(config.n_layer) for w in PROJECTION_WEIGHTS}
+    for name, tensor in model.state_dict(keep_vars=True).items():
+        target = head if name == "wte.weight" else dtype if name in bulk else act
+        if tensor.is_floating_point():
+            tensor.data = tensor.data.to(device=device, dtype=target)
+        else:
+            tensor.data = tensor.data.to(device=device)
+    return model.eval()
