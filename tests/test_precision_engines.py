@@ -219,3 +219,17 @@ def test_generate_and_score_take_dtype_and_quantize(model_dir, flags):
 def test_a_dtype_the_engine_does_not_run_is_one_line(model_dir):
     done = gpt2("generate", "Hi", "-m", str(model_dir), "--engine", "numpy", "--dtype", "bfloat16", check=False)
     assert done.returncode == 2 and done.stderr.count("\n") == 1 and "numpy engine runs in" in done.stderr
+
+
+# --- the float32 kernels -------------------------------------------------------------------------
+
+
+def test_openblas_is_the_default_float32_cpu_kernel_and_agrees(kit):
+    expected = kit.reference_logits(kit.prompt)
+    engine = load_engine("torch", kit.config, kit.params, device="cpu")
+    assert engine.kernel == "openblas"  # NumPy is installed here
+    np.testing.assert_allclose(logits_of(engine, kit.prompt), expected, atol=2e-5, rtol=1e-4)
+    # one-row products read the module's own memory: nothing is copied
+    assert engine.model.h[0].mlp.c_fc.weight.t().is_contiguous()
+    with pytest.raises(Exception, match="the openblas kernel needs NumPy, the cpu device and float32"):
+        load_engine("torch", kit.config, kit.params, device="cpu", dtype="bfloat16", kernel="openblas")

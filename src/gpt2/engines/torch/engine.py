@@ -14,13 +14,16 @@ weights when it is built: for other weights, build another engine):
   ever done in half precision, so fp16/bf16 logits stay finite;
 - everything runs under `torch.inference_mode()`; the cache lengths are kept on
   the host, so a step never waits on the device to learn where to write;
-- on the CPU in float32 the projections run through oneDNN's inner product
-  (`torch.ops.mkldnn._linear_pointwise`) on dense (out, in) weights, which
-  streams them ~25% faster than MKL's `addmm` at batch 1 (see `pick_kernel`;
-  `kernel="blas"` turns it off). The weights keep their names and (in, out)
-  shapes in `engine.model`: only their memory is column-major, so nothing is
-  stored twice. Without oneDNN, the layouts MKL streams fastest are used
-  (see BLAS_TRANSPOSED);
+- on the CPU in float32, one-row products (decoding) run through NumPy's OpenBLAS
+  matrix-vector product on views of the module's own (out, in) memory: measured, it
+  streams the weights faster than MKL's or oneDNN's (docs/precision.md); prompts run
+  through oneDNN's inner product (`torch.ops.mkldnn._linear_pointwise`) with 2+ threads,
+  else MKL's addmm (see `pick_kernel`; `kernel="onednn"` or `"blas"` picks one for
+  everything). The weights keep their names and (in, out) shapes in `engine.model`: only
+  their memory is column-major, so nothing is stored twice. Without NumPy or oneDNN, the
+  layouts MKL streams fastest are used (see BLAS_TRANSPOSED);
+- int8 and half-precision weights: see `gpt2.engines.torch.precision` (W8A16 through
+  `torch._weight_int8pack_mm`; float32 activations on the CPU);
 - logits come back as float32 whatever the compute dtype.
 
 >>> from gpt2.params import init_params
@@ -59,7 +62,9 @@ from .precision import (
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
-KERNELS = ("auto", "onednn", "blas")
+# "openblas": one-row float32 products through NumPy's OpenBLAS (several rows: oneDNN or MKL);
+# "onednn": oneDNN's inner product; "blas": MKL's addmm. See pick_kernel.
+KERNELS = ("auto", "openblas", "onednn", "blas")
 PROJECTION_WEIGHTS = tuple(name + ".weight" for name, _, _ in PROJECTIONS)
 
 # Per-token times of the 124M model's matrices at batch 1 on a 2-core x86 machine
@@ -114,6 +119,7 @@ class TorchEngine:
         # are (see precision.py); on a GPU everything runs in the weights' dtype.
         self.act_dtype = torch.float32 if self.device.type == "cpu" else self.dtype
         self.notices: list[str] = []  # what the engine chose for you, worth telling (the CLI prints them)
+        self._scale = 1.0 / config.head_dim**0.5
         quantized = {name: t for name, t in params.items() if isinstance(t, QuantizedTensor)}
         self.quantization = "int8" if quantized else None
         # PyTorch's CPU bf16 products round their output to bf16 (8 bits): fine inside a block, where
@@ -124,11 +130,20 @@ class TorchEngine:
         self.model = _load_module(config, params, self.device, self.dtype, self.act_dtype, self.head_dtype)
         self.kernel = pick_kernel(kernel, self.device, self.dtype)
         half_on_cpu = self.device.type == "cpu" and self.dtype != torch.float32
-        if self.kernel == "onednn" or half_on_cpu:  # both read dense (out, in) matrices
+        if self.kernel in ("onednn", "openblas") or half_on_cpu:  # they read dense (out, in) matrices
             _transpose_storage(self.model, PROJECTION_WEIGHTS)
         elif self.device.type == "cpu":
             _transpose_storage(self.model, BLAS_TRANSPOSED)
-        inner = _onednn_linear() if self.kernel == "onednn" else None
+        several_rows = self.kernel == "openblas" and torch.get_num_threads() > 1 and _working_onednn()
+        inner = _onednn_linear() if self.kernel == "onednn" or several_rows else None
+        one_row = _numpy_gemv() if self.kernel == "openblas" else None
+        if one_row is not None and threads is not None:  # OpenBLAS has its own threads
+            try:
+                from threadpoolctl import threadpool_limits
+
+                threadpool_limits(limits=threads, user_api="blas")
+            except ImportError:
+                self.notices.append("OpenBLAS keeps its own thread count: pip install threadpoolctl to set it")
         int8_op = None
         if quantized:
             int8_op, notice = int8_kernel(self.device)
@@ -143,7 +158,7 @@ class TorchEngine:
             if name in quantized:  # the module holds the int8 values, (out, in) in memory
                 scale = int8_scale(quantized[name], self.device)
                 return int8_projection(weight_in_out.t(), scale, bias, self.act_dtype, int8_op)
-            return dense_projection(weight_in_out, bias, self.act_dtype, inner)
+            return dense_projection(weight_in_out, bias, self.act_dtype, inner, one_row)
 
         # Each block's layer norms (weight, bias) and projections (callables x -> x @ W + b).
         self._norms: list[dict[str, tuple[torch.Tensor, torch.Tensor]]] = []
@@ -249,7 +264,13 @@ class TorchEngine:
         H, hd = self.config.n_head, self.config.head_dim
         q, k, v = qkv.view(B, T, 3, H, hd).permute(2, 0, 3, 1, 4)  # 3 x [B, H, T, hd]
         keys, values = cache.write(layer, k, v, past)  # [B, H, S, hd], S = max(past) + T
-        y = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, is_causal=causal)  # [B, H, T, hd]
+        if T == 1 and mask is None and self.device.type == "cpu":
+            # One query a row: two small products and a softmax run on this thread, where SDPA's CPU
+            # kernel would wake the thread pool for 12 heads (and meet OpenBLAS's threads there).
+            scores = torch.matmul(q, keys.transpose(-1, -2)).mul_(self._scale)  # [B, H, 1, S]
+            y = torch.matmul(torch.softmax(scores, dim=-1), values)  # [B, H, 1, hd]
+        else:
+            y = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, is_causal=causal)  # [B, H, T, hd]
         return y.transpose(1, 2).reshape(B * T, H * hd)  # [N, d]
 
 
@@ -261,6 +282,18 @@ def _weight_and_bias(module: torch.nn.Module) -> tuple[torch.Tensor, torch.Tenso
     return weight, bias
 
 
+def _numpy_gemv() -> Any:
+    """NumPy's matmul if NumPy is installed and multiplies a small matrix right, else None."""
+    try:
+        import numpy as np
+    except ImportError:
+        return None
+    w, x = torch.linspace(-3, 2, 80).cos().view(5, 16), torch.linspace(-1, 1, 16)
+    out = torch.empty(5)
+    np.matmul(w.numpy(), x.numpy(), out=out.numpy())
+    return np.matmul if torch.allclose(out, w @ x, atol=1e-5) else None
+
+
 def _onednn_linear() -> Any:
     """oneDNN's inner product y = x @ w.T + b (w [out, in]), or None if this PyTorch lacks it."""
     try:
@@ -270,26 +303,35 @@ def _onednn_linear() -> Any:
 
 
 def pick_kernel(kernel: str, device: torch.device, dtype: torch.dtype) -> str:
-    """ "onednn" or "blas". "auto" takes oneDNN on the CPU in float32 with more than one
-    thread (its gain comes from using every core; on one thread MKL's matrix-vector
-    product is faster: 30 vs 34 ms per token for 124M), if it is built in and gives the
-    right answer on a small product. Asking for "onednn" where it cannot run is an error."""
-    usable = device.type == "cpu" and dtype == torch.float32 and torch.backends.mkldnn.is_available()
-    if kernel == "blas" or (kernel == "auto" and not (usable and torch.get_num_threads() > 1)):
-        return "blas"
-    op = _onednn_linear()
-    if usable and op is not None:
-        try:
-            # fixed values: drawing random ones would move torch's global generator
-            x, w = torch.linspace(-1, 1, 48).view(3, 16), torch.linspace(-3, 2, 80).cos().view(5, 16)
-            b = torch.linspace(0, 1, 5)
-            if torch.allclose(op(x, w, b, "none", [], ""), torch.addmm(b, x, w.t()), atol=1e-4):
-                return "onednn"
-        except RuntimeError:
-            pass
-    if kernel == "onednn":
+    """ "openblas", "onednn" or "blas" (see KERNELS). "auto" takes OpenBLAS through NumPy on
+    the CPU in float32 when NumPy is installed (its matrix-vector product streams the weights
+    faster than MKL's or oneDNN's: measured in docs/precision.md), else oneDNN with more than one
+    thread (its gain comes from using every core; on one thread MKL's matrix-vector product is
+    faster), else MKL. Each is used only if it gives the right answer on a small product; asking
+    for one that cannot run is an error."""
+    cpu32 = device.type == "cpu" and dtype == torch.float32
+    if kernel == "auto":
+        if cpu32 and _numpy_gemv() is not None:
+            return "openblas"
+        kernel = "onednn" if cpu32 and torch.get_num_threads() > 1 and _working_onednn() else "blas"
+    if kernel == "openblas" and not (cpu32 and _numpy_gemv() is not None):
+        raise Gpt2Error("the openblas kernel needs NumPy, the cpu device and float32")
+    if kernel == "onednn" and not (cpu32 and _working_onednn()):
         raise Gpt2Error("the onednn kernel needs PyTorch with oneDNN, the cpu device and float32")
-    return "blas"
+    return kernel
+
+
+def _working_onednn() -> bool:
+    op = _onednn_linear()
+    if op is None or not torch.backends.mkldnn.is_available():
+        return False
+    try:
+        # fixed values: drawing random ones would move torch's global generator
+        x, w = torch.linspace(-1, 1, 48).view(3, 16), torch.linspace(-3, 2, 80).cos().view(5, 16)
+        b = torch.linspace(0, 1, 5)
+        return bool(torch.allclose(op(x, w, b, "none", [], ""), torch.addmm(b, x, w.t()), atol=1e-4))
+    except RuntimeError:
+        return False
 
 
 def _transpose_storage(model: GPT2, suffixes: tuple[str, ...]) -> None:

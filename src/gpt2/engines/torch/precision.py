@@ -23,8 +23,9 @@ The measurements behind each choice are in docs/precision.md.
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -33,9 +34,10 @@ import torch.nn.functional as F
 from ...weights.quantized import QuantizedTensor
 from ..cpu import BF16_FLAGS, cpu_flags
 
-# torch._weight_int8pack_mm reads its operands in blocks along the inner dimension: with an
-# inner size that is not a multiple of this it returned wrong values or crashed (PyTorch 2.13,
-# measured on AVX512); such matrices are dequantized instead.
+# torch._weight_int8pack_mm reads its operands in blocks along the inner dimension. Measured on
+# PyTorch 2.13 (AVX512), inner sizes 16, 32, 48, 64, 96 and 128 were right; 1-8, 24, 40, 56 and
+# 100 gave wrong values and some crashed the process. The kernel is used only for multiples of
+# 32 (GPT-2's 768 and 3072 are); other matrices are dequantized instead.
 INT8_INNER_MULTIPLE = 32
 FP16_FLAGS = ("avx512_fp16", "amx_fp16")
 
@@ -98,11 +100,6 @@ def int8_kernel(device: torch.device) -> tuple[Any, str | None]:
     return op, None
 
 
-def int8_matmul(op: Any, x: torch.Tensor, q: torch.Tensor, ones: torch.Tensor) -> torch.Tensor:
-    """x [N, in] @ q.T for q [out, in] int8, through the kernel: bf16 in, bf16 out, fp32 sums."""
-    return op(x.to(torch.bfloat16), q, ones)
-
-
 def dequantized(q: torch.Tensor, scale: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """The matrix q * scale [out, in] in `dtype`: the reference the kernel is tested against, and
     the fallback where it cannot run."""
@@ -112,10 +109,15 @@ def dequantized(q: torch.Tensor, scale: torch.Tensor, dtype: torch.dtype) -> tor
 # --- projections ------------------------------------------------------------------------------------
 
 
-def dense_projection(weight: torch.Tensor, bias: torch.Tensor | None, act: torch.dtype, inner: Any) -> Projection:
+def dense_projection(
+    weight: torch.Tensor, bias: torch.Tensor | None, act: torch.dtype, inner: Any, one_row: Any = None
+) -> Projection:
     """x @ W + b for a float weight. `weight` is (in, out) (any memory layout); `inner` is oneDNN's
-    inner product (then weight.t() is read as dense (out, in)) or None for addmm."""
+    inner product (then weight.t() is read as dense (out, in)) or None for addmm; `one_row`, if
+    given, is NumPy's matmul, used for one-row products on weight.t() (dense (out, in)) in float32."""
     wdtype = weight.dtype
+    if one_row is not None and wdtype == act == torch.float32 and weight.t().is_contiguous():
+        return _openblas_projection(weight, bias, one_row, dense_projection(weight, bias, act, inner))
     if wdtype == act or weight.device.type != "cpu":  # the weights' own dtype throughout
         if inner is not None:
             w_out_in = weight.t()
@@ -129,9 +131,46 @@ def dense_projection(weight: torch.Tensor, bias: torch.Tensor | None, act: torch
     native = native_half(wdtype)
 
     def project(x: torch.Tensor) -> torch.Tensor:
-        if x.shape[0] == 1 or native:  # a matrix-vector product, or hardware that has the instructions
+        if x.shape[0] == 1:  # a matrix-vector product: ATen's own, see _aten_gemv
+            with _aten_gemv():
+                return F.linear(x.to(wdtype), w_out_in, half_bias).to(act)
+        if native:  # hardware that has the instructions
             return F.linear(x.to(wdtype), w_out_in, half_bias).to(act)
         return F.linear(x, w_out_in.to(act), bias)  # widened for this product only
+
+    return project
+
+
+@contextlib.contextmanager
+def _aten_gemv() -> Iterator[None]:
+    """Route a one-row half-precision product to ATen's matrix-vector kernel (fp32 sums, read
+    straight from the 16-bit weights) rather than oneDNN's matrix product, which PyTorch picks for
+    bf16 whenever oneDNN is enabled: 11 vs 19 ms per 124M token on one AVX512-BF16 core
+    (docs/precision.md). PyTorch offers no per-call switch, so this flips its global oneDNN flag
+    for the one call (a few microseconds); another thread's half-precision product in that
+    moment would take ATen's kernel too, with the same result."""
+    enabled = torch._C._get_mkldnn_enabled()
+    torch._C._set_mkldnn_enabled(False)
+    try:
+        yield
+    finally:
+        torch._C._set_mkldnn_enabled(enabled)
+
+
+def _openblas_projection(
+    weight: torch.Tensor, bias: torch.Tensor | None, matmul: Any, several_rows: Projection
+) -> Projection:
+    """One row through NumPy's matmul (OpenBLAS's gemv, on a view of the same memory: nothing is
+    copied), written into a fresh tensor; several rows through `several_rows`."""
+    w_out_in = weight.t().numpy()  # [out, in], contiguous
+    n_out = w_out_in.shape[0]
+
+    def project(x: torch.Tensor) -> torch.Tensor:
+        if x.shape[0] != 1:
+            return several_rows(x)
+        y = torch.empty((1, n_out), dtype=torch.float32)
+        matmul(w_out_in, x.numpy()[0], out=y.numpy()[0])
+        return y if bias is None else y.add_(bias)
 
     return project
 
