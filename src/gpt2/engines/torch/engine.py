@@ -87,6 +87,14 @@ class KVCache(BatchKVCache):
     values [batch, n_layer, n_head, n_ctx, head_dim] on the engine's device, lengths int64
     on the host, so a step never waits on the device to learn where to write."""
 
+    _views: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+
+    def layer_views(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Row 0's (keys, values) of each layer, [n_head, n_ctx, head_dim] views, made once."""
+        if self._views is None:
+            self._views = [(self.keys[0, i], self.values[0, i]) for i in range(self.keys.shape[1])]
+        return self._views
+
 
 class TorchEngine:
     name = "torch"
@@ -202,8 +210,11 @@ class TorchEngine:
         """T new tokens in each of B rows (rows may hold different numbers of past
         positions) -> float32 logits [B, V] of each row's last position ([B, T, V] if all_logits)."""
         checked = check_rows(rows, cache, self.config)
-        tokens = torch.tensor(checked, dtype=torch.long).to(self.device, non_blocking=True)  # [B, T]
-        x = self.hidden_states(tokens, cache)  # [B, T, d]
+        if len(checked) == 1 and len(checked[0]) == 1 and self.device.type == "cpu":
+            x = self.one_token(checked[0][0], cache).view(1, 1, -1)  # decoding at batch 1: the hot path
+        else:
+            tokens = torch.tensor(checked, dtype=torch.long).to(self.device, non_blocking=True)  # [B, T]
+            x = self.hidden_states(tokens, cache)  # [B, T, d]
         if not all_logits:
             x = x[:, -1:]
         B, T, d = x.shape
@@ -237,6 +248,30 @@ class TorchEngine:
             x = x + w["mlp.c_proj"](f)  # residual
         cache.advance(T)
         return x.view(B, T, d)
+
+    def one_token(self, token: int, cache: KVCache) -> torch.Tensor:
+        """One token after a one-row cache's positions -> the residual stream [1, d] after every
+        block. `hidden_states` computes the same for any batch; at batch 1 a step is so small
+        that PyTorch's cost per operation counts, so this does the same arithmetic in half the
+        tensor operations: the cache's per-layer views made once per cache, the new key and value
+        written with one copy each, attention as two batched products and a softmax, and the
+        residual additions in place."""
+        p = int(cache.lengths[0])
+        m, eps, d = self.model, self.config.layer_norm_epsilon, self.config.n_embd
+        H, hd = self.config.n_head, self.config.head_dim
+        x = embedding_rows(self._wte, torch.tensor([token]), self.act_dtype) + m.wpe.weight[p : p + 1]  # [1, d]
+        for (keys, values), norms, w in zip(cache.layer_views(), self._norms, self._projections):
+            h = F.layer_norm(x, (d,), *norms["ln_1"], eps)  # [1, d]
+            q, k, v = w["attn.c_attn"](h).view(3, H, 1, hd).unbind(0)  # 3 x [H, 1, hd]
+            keys.narrow(1, p, 1).copy_(k)  # keys, values: [H, n_ctx, hd]
+            values.narrow(1, p, 1).copy_(v)
+            scores = torch.bmm(q, keys[:, : p + 1].transpose(1, 2)).mul_(self._scale)  # [H, 1, p + 1]
+            a = torch.bmm(torch.softmax(scores, dim=-1), values[:, : p + 1]).view(1, d)  # [H, 1, hd] -> [1, d]
+            x += w["attn.c_proj"](a)  # residual
+            h = F.layer_norm(x, (d,), *norms["ln_2"], eps)  # [1, d]
+            x += w["mlp.c_proj"](F.gelu(w["mlp.c_fc"](h), approximate="tanh"))  # residual
+        cache.advance(1)
+        return x
 
     def _mask(self, past: list[int], T: int, uniform: bool) -> tuple[torch.Tensor | None, bool]:
         """(boolean mask [B, 1, T, S] where True = may attend, or None; is_causal)."""
