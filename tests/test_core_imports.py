@@ -21,6 +21,7 @@ OPTIONAL = (
     "gpt2.engines.torch.engine",
     "gpt2.engines.torch.device",
     "gpt2.engines.torch.model",
+    "gpt2.engines.torch.precision",
     "gpt2.generation.vectorised",
     "gpt2.training",
     "gpt2.references",

@@ -25,8 +25,10 @@ from .errors import Gpt2Error
 
 Buffer = bytes | bytearray | memoryview
 
-# safetensors dtype name -> bytes per element
-DTYPE_SIZES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2}
+# safetensors dtype name -> bytes per element. I8 holds int8 weights, which mean nothing without
+# their scales: `gpt2.weights.quantized.QuantizedTensor` pairs the two (see docs/precision.md).
+DTYPE_SIZES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I8": 1}
+FLOAT_DTYPES = ("F64", "F32", "F16", "BF16")
 
 _LITTLE = sys.byteorder == "little"
 
@@ -66,6 +68,11 @@ class Tensor:
 
     def to_array(self) -> array.array:
         """The values as `array('f')` (F32/F16/BF16) or `array('d')` (F64), native order."""
+        if self.dtype not in FLOAT_DTYPES:
+            raise TensorError(
+                f"{self.dtype}{list(self.shape)} holds integers without their scales; "
+                "gpt2.weights.quantized.QuantizedTensor pairs them and dequantizes"
+            )
         raw = memoryview(self.data).cast("B")
         if self.dtype in ("F32", "F64"):
             out = array.array("f" if self.dtype == "F32" else "d")

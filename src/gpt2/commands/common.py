@@ -82,8 +82,9 @@ def detail(args: argparse.Namespace, message: str) -> None:
 
 
 def add_engine_arguments(p: argparse.ArgumentParser) -> None:
-    """--model, --engine, --device, --dtype, --threads."""
+    """--model, --engine, --device, --dtype, --quantize, --threads."""
     from ..engines import ENGINES
+    from ..weights.quantized import SCHEMES
 
     g = p.add_argument_group("model and engine")
     add_model_argument(g)
@@ -95,7 +96,13 @@ def add_engine_arguments(p: argparse.ArgumentParser) -> None:
     )
     add_device_argument(g)
     dtypes = "; ".join(f"{name}: {' | '.join(spec.dtypes)}" for name, spec in ENGINES.items() if len(spec.dtypes) > 1)
-    g.add_argument("--dtype", default=None, help=dtypes)
+    g.add_argument("--dtype", default=None, help=f"{dtypes} (docs/precision.md: which engine for which precision)")
+    g.add_argument(
+        "--quantize",
+        default=None,
+        choices=SCHEMES,
+        help="int8: quantize the weights as they load (every engine; the torch engine multiplies in int8)",
+    )
     g.add_argument(
         "--threads",
         type=int,
@@ -234,7 +241,9 @@ def open_engine(args: argparse.Namespace) -> Any:
             file=sys.stderr,
             flush=True,
         )
-    engine = load_engine(name, config, params, **options)
+    engine = load_engine(name, config, params, quantize=getattr(args, "quantize", None), **options)
+    for notice in getattr(engine, "notices", ()):  # what the engine chose, worth knowing
+        print(f"gpt2 {getattr(args, 'command', '')}: note: {notice}", file=sys.stderr)
     described = ", ".join(f"{k}={v}" for k, v in options.items())
     detail(args, f"{name} engine{f' ({described})' if described else ''} ready in {time.perf_counter() - loaded:.2f} s")
     return engine

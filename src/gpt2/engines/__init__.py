@@ -2,7 +2,7 @@
 
     pure   standard library only: the readable, verifiable reference   engines/pure/
     numpy  fast CPU inference                    (needs numpy)          engines/numpy_engine.py
-    torch  GPUs, half precision, training         (needs torch)          engines/torch/
+    torch  GPUs, half precision, int8, training   (needs torch)          engines/torch/
 
 Every engine keeps the contract in :mod:`gpt2.engines.base` (`Engine`, and
 `BatchEngine` for the two that run batches); `gpt2.generation` drives any of them.
@@ -47,7 +47,8 @@ __all__ = [
 
 @dataclass(frozen=True)
 class EngineSpec:
-    """What an engine is, needs and accepts."""
+    """What an engine is, needs and accepts. Every engine also takes `quantize="int8"` (see
+    load_engine); how fast it runs int8 and half precision is in docs/precision.md."""
 
     name: str
     target: str  # "module:Class"
@@ -88,7 +89,7 @@ ENGINES: dict[str, EngineSpec] = {
             "numpy",
             ("float32", "float64"),
             ("cpu",),
-            ("dtype", "threads"),
+            ("dtype", "threads", "dequantize"),
             True,
             "fast CPU inference at the speed of the memory bus",
         ),
@@ -136,12 +137,23 @@ def require_engine(name: str) -> EngineSpec:
     return spec
 
 
-def load_engine(name: str, config: Config, params: Mapping[str, Tensor], **options: Any) -> Engine:
-    """Build engine `name` ("pure", "numpy", "torch") over a parameter tree."""
+def load_engine(
+    name: str, config: Config, params: Mapping[str, Tensor], *, quantize: str | None = None, **options: Any
+) -> Engine:
+    """Build engine `name` ("pure", "numpy", "torch") over a parameter tree.
+
+    `quantize="int8"` quantizes the tree's projections and embedding table first (see
+    gpt2.weights.quantized), as a file written by `gpt2 convert --quantize int8` holds them;
+    every engine runs such a tree (the torch engine with int8 matrix products; numpy and
+    pure dequantize). Tensors already int8 are kept. Half precision is the `dtype` option."""
     spec = require_engine(name)
     unknown = sorted(set(options) - set(spec.options))
     if unknown:
         raise Gpt2Error(f"the {name} engine has no option {unknown[0]!r} (it takes {', '.join(spec.options)})")
+    if quantize is not None:
+        from ..weights.quantized import quantize_params
+
+        params = quantize_params(params, quantize)
     module_name, class_name = spec.target.split(":")
     engine_class = getattr(importlib.import_module(module_name), class_name)
     engine: Engine = engine_class(config, params, **options)

@@ -14,7 +14,12 @@ matrices from memory. Everything here serves that:
   recomputed and the cache is never copied;
 - the one-row decode step writes its projections into buffers reused from
   step to step (`out=`), and the residual stream is updated in place;
-- everything stays in the engine's dtype (float32): no float64 upcasts.
+- everything stays in the engine's dtype (float32): no float64 upcasts;
+- half-precision weights are widened to float32 when the engine is built;
+  int8 weights (gpt2.weights.quantized) too, by default (`dequantize="load"`),
+  or kept int8 and widened a slice at a time, just before each product, into
+  a small reused buffer (`dequantize="layer"`: a quarter of the memory, and
+  slower: NumPy has no int8 matrix product). docs/precision.md has the figures.
 
 Several sequences run together (`new_batch_cache`, `forward_batch`): the rows
 share each read of the weights, and may hold different numbers of positions.
@@ -39,6 +44,7 @@ from ..config import Config
 from ..errors import Gpt2Error
 from ..params import BLOCK_TENSORS, PROJECTIONS, validate_params
 from ..tensor import Tensor
+from ..weights.quantized import QuantizedTensor, dequantize
 from .base import BatchKVCache, check_rows
 
 DTYPES = {"float32": np.float32, "float64": np.float64}
@@ -46,7 +52,10 @@ GELU_C = math.sqrt(2.0 / math.pi)
 
 
 def tensor_to_numpy(t: Tensor) -> np.ndarray:
-    """A `Tensor` as a NumPy array of its own precision (a view of its bytes where possible)."""
+    """A `Tensor` as a NumPy array of its own precision (a view of its bytes where possible);
+    an int8 one (gpt2.weights.quantized) as its dequantized float32 values."""
+    if isinstance(t, QuantizedTensor):
+        t = dequantize(t)
     raw = memoryview(t.data).cast("B")
     if t.dtype == "BF16":  # the top half of a float32
         return (np.frombuffer(raw, dtype="<u2").astype(np.uint32) << 16).view(np.float32).reshape(t.shape)
@@ -80,14 +89,16 @@ def layer_norm(x: np.ndarray, gain: np.ndarray, bias: np.ndarray, eps: float, ou
     return out
 
 
-def linear(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, out: np.ndarray) -> np.ndarray:
+def linear(x: np.ndarray, weight: Matrix, bias: np.ndarray | None, out: np.ndarray) -> np.ndarray:
     """out [N, out_dim] = x [N, in_dim] @ weight.T + bias, weight stored (out, in) contiguous.
 
     `out` is the transpose of a C-contiguous [out_dim, N] buffer, so both cases
     below are a single BLAS call that writes in place: one row is a gemv, many rows
     a gemm with the weight streamed once.
     """
-    if x.shape[0] == 1:
+    if isinstance(weight, Int8Matrix):
+        weight.product(x, out)
+    elif x.shape[0] == 1:
         np.matmul(weight, x[0], out=out[0])  # gemv: [out, in] @ [in]
     else:
         np.matmul(weight, x.T, out=out.T)  # gemm: [out, in] @ [in, N]
@@ -152,6 +163,40 @@ def causal_mask(past: np.ndarray, n_new: int, dtype: Any) -> np.ndarray | None:
 # --- the weights, laid out for the products ---------------------------------------------------
 
 
+class Int8Matrix:
+    """An int8 matrix q [out, in] with float32 scales [out], multiplied a slice of rows at a time:
+    each slice is widened to float32 into one buffer shared by every matrix (small enough to stay
+    in the CPU's cache), multiplied by BLAS, and the scales are applied to the slice's outputs
+    (y[r] = scale[r] * (q[r] @ x): the same value as dequantizing first, one multiply per row)."""
+
+    BUFFER_BYTES = 512 * 1024  # about half of a core's L2 cache
+
+    def __init__(self, q: np.ndarray, scale: np.ndarray, dtype: Any, buffer: np.ndarray) -> None:
+        self.q = np.ascontiguousarray(q)  # [out, in] int8
+        self.scale = np.ascontiguousarray(scale, dtype=dtype).reshape(-1)  # [out]
+        self.shape = self.q.shape
+        self.rows = max(1, self.BUFFER_BYTES // (self.shape[1] * np.dtype(dtype).itemsize))  # rows a slice
+        self.buffer = buffer  # [BUFFER_BYTES] of dtype, shared
+
+    def product(self, x: np.ndarray, out: np.ndarray) -> None:
+        """out [N, out_dim] = x [N, in] @ (q * scale).T, written in place."""
+        n_out, n_in = self.shape
+        for start in range(0, n_out, self.rows):
+            stop = min(start + self.rows, n_out)
+            w = self.buffer[: (stop - start) * n_in].reshape(stop - start, n_in)
+            np.copyto(w, self.q[start:stop], casting="unsafe")  # int8 -> float, exact
+            block = out[:, start:stop]  # [N, rows]
+            if x.shape[0] == 1:
+                np.matmul(w, x[0], out=block[0])
+            else:
+                np.matmul(w, x.T, out=block.T)
+            block *= self.scale[start:stop]
+
+
+Matrix = np.ndarray | Int8Matrix
+DEQUANTIZE = ("load", "layer")
+
+
 class Buffers:
     """The activations of a step with N rows, allocated once and reused while N stays the same."""
 
@@ -171,12 +216,21 @@ class NumpyEngine:
     name = "numpy"
 
     def __init__(
-        self, config: Config, params: Mapping[str, Tensor], dtype: str = "float32", threads: int | None = None
+        self,
+        config: Config,
+        params: Mapping[str, Tensor],
+        dtype: str = "float32",
+        threads: int | None = None,
+        dequantize: str = "load",
     ) -> None:
         """`threads`: set the BLAS thread count (process-wide, through threadpoolctl) -- only
-        when asked. One thread is steadier on a machine whose cores are shared."""
+        when asked. One thread is steadier on a machine whose cores are shared. `dequantize`:
+        for int8 weights, "load" (float32 copies made once: fastest) or "layer" (kept int8,
+        widened slice by slice before each product: a quarter of the memory, slower)."""
         if dtype not in DTYPES:
             raise Gpt2Error(f"the numpy engine runs in {' or '.join(DTYPES)}, not {dtype!r}")
+        if dequantize not in DEQUANTIZE:
+            raise Gpt2Error(f"dequantize must be {' or '.join(DEQUANTIZE)}, not {dequantize!r}")
         if threads is not None:
             set_blas_threads(threads)
         validate_params(params, config)
@@ -187,14 +241,36 @@ class NumpyEngine:
         def array(name: str) -> np.ndarray:
             return np.array(tensor_to_numpy(params[name]), dtype=self.dtype, order="C")
 
-        def out_by_in(name: str) -> np.ndarray:  # checkpoint (in, out) -> contiguous (out, in)
-            return np.ascontiguousarray(tensor_to_numpy(params[name]).T, dtype=self.dtype)
+        self.quantization = "int8" if any(isinstance(t, QuantizedTensor) for t in params.values()) else None
+        self.dequantize = dequantize
+        keep_int8 = dequantize == "layer"
 
-        self.wte = array("wte.weight")  # [V, d]: embedding rows, and the tied output projection
+        shared = np.empty(Int8Matrix.BUFFER_BYTES // self.dtype.itemsize, self.dtype)  # used if keep_int8
+
+        def int8(t: QuantizedTensor) -> Int8Matrix:  # (out, in) int8 and its scales
+            q = np.frombuffer(memoryview(t.data).cast("B"), dtype=np.int8).reshape(t.shape)
+            scale = np.frombuffer(memoryview(t.scale.data).cast("B"), dtype="<f4")
+            return Int8Matrix(q.T if t.axis == 1 else q, scale, self.dtype, shared)
+
+        def out_by_in(name: str) -> Matrix:  # checkpoint (in, out) -> contiguous (out, in)
+            t = params[name]
+            if keep_int8 and isinstance(t, QuantizedTensor):
+                return int8(t)
+            return np.ascontiguousarray(tensor_to_numpy(t).T, dtype=self.dtype)
+
+        wte = params["wte.weight"]
+        if keep_int8 and isinstance(wte, QuantizedTensor):  # rows dequantized as they are looked up
+            head = int8(wte)
+            self.head: Matrix = head
+            self.wte, self.wte_scale = head.q, head.scale  # [V, d] int8, [V]
+        else:
+            self.wte = array("wte.weight")  # [V, d]: embedding rows, and the tied output projection
+            self.head = self.wte
         self.wpe = array("wpe.weight")  # [n_ctx, d]
         # Each block under the tree's own names; the projections' weights stored (out, in).
         projections = {name + ".weight" for name, _, _ in PROJECTIONS}
-        self.blocks: list[dict[str, np.ndarray]] = [
+        # Arrays under the tree's names; a projection weight kept int8 is an Int8Matrix.
+        self.blocks: list[dict[str, Any]] = [
             {name: (out_by_in if name in projections else array)(f"h.{i}.{name}") for name, _, _ in BLOCK_TENSORS}
             for i in range(config.n_layer)
         ]
@@ -235,7 +311,7 @@ class NumpyEngine:
         B, T, d = x.shape
         eps = self.config.layer_norm_epsilon
         h = layer_norm(x.reshape(B * T, d), *self.ln_f, eps, out=np.empty((B * T, d), self.dtype))  # [N, d]
-        logits = linear(h, self.wte, None, out=np.empty((self.config.vocab_size, B * T), self.dtype).T)  # [N, V]
+        logits = linear(h, self.head, None, out=np.empty((self.config.vocab_size, B * T), self.dtype).T)  # [N, V]
         logits = logits.reshape(B, T, -1).astype(np.float32, copy=False)
         return logits if all_logits else logits[:, 0]
 
@@ -247,7 +323,7 @@ class NumpyEngine:
         B, T = tokens.shape
         past = cache.past()  # [B] positions each row already holds
         positions = np.asarray(past)[:, None] + np.arange(T)  # [B, T]
-        x = (self.wte[tokens] + self.wpe[positions]).reshape(B * T, -1)  # [N, d], N = B * T
+        x = (self.embed(tokens) + self.wpe[positions]).reshape(B * T, -1)  # [N, d], N = B * T
         mask = causal_mask(np.asarray(past), T, self.dtype)  # [B, 1, T, S] or None
         buf = self._buffers_for(B * T)
         eps = self.config.layer_norm_epsilon
@@ -265,6 +341,12 @@ class NumpyEngine:
                 recorder.residual(layer, x[:T])  # row 0's positions
         cache.advance(T)
         return x.reshape(B, T, -1)
+
+    def embed(self, tokens: np.ndarray) -> np.ndarray:
+        """wte[tokens] [B, T, d] (int8 rows times their scales, if the table is kept int8)."""
+        if self.wte.dtype == np.int8:
+            return self.wte[tokens] * self.wte_scale[tokens][..., None]
+        return self.wte[tokens]
 
     def attention(
         self,

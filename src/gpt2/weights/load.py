@@ -22,6 +22,7 @@ from ..errors import ConfigError, ParamError
 from ..params import Params, param_shapes, validate_params
 from ..regular_file import is_present
 from ..tensor import Tensor
+from . import quantized
 from .errors import ModelNotFound, TFCheckpointError, WeightsError
 from .hub import KNOWN_MODELS, DownloadProgress, HubSettings, download_model, repo_cache_dir, repo_id_for
 from .names import BLOCK_NAME, from_hf_names, infer_config, tf_to_ours
@@ -217,8 +218,8 @@ def _read(files: ModelFiles, verify_crc: bool | None, n_head: int | None) -> Loa
         params = _tf_params(read_tf_checkpoint(files.weights, verify_crc), where)
     elif files.format == "torch":
         params = from_hf_names(read_torch_bin(files.weights), where)
-    else:
-        params = from_hf_names(read_safetensors(files.weights)[0], where)
+    else:  # int8 weights are paired with their scales first (see gpt2.weights.quantized)
+        params = from_hf_names(quantized.unpack(read_safetensors(files.weights)[0], where), where)
     guessed = False
     if files.config is not None:
         config = Config.from_json_file(files.config)
@@ -279,9 +280,10 @@ def save_model(
         generation_config.json               <|endoftext|> as its bos and eos token
 
     so that `transformers.pipeline("text-generation", model=directory)` and
-    `AutoTokenizer.from_pretrained(directory)` work offline. `tokenizer` None means
-    GPT-2's, written when the model's vocabulary holds it; a model whose vocabulary is
-    smaller gets no tokenizer files (none would fit it)."""
+    `AutoTokenizer.from_pretrained(directory)` work offline (unless it holds int8 weights:
+    those are written as gpt2.weights.quantized lays them out, which only this project reads).
+    `tokenizer` None means GPT-2's, written when the model's vocabulary holds it; a model
+    whose vocabulary is smaller gets no tokenizer files (none would fit it)."""
     validate_params(params, config)
     if not str(directory).strip():  # Path("") is ".": an unset shell variable must not write here
         raise WeightsError("the output directory name is empty")
@@ -298,8 +300,8 @@ def save_model(
         )
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        ordered = {name: params[name] for name in param_shapes(config)}
-        write_safetensors(directory / "model.safetensors", ordered, {"format": "pt"}, progress)
+        ordered, metadata = quantized.pack({name: params[name] for name in param_shapes(config)})
+        write_safetensors(directory / "model.safetensors", ordered, {"format": "pt", **metadata}, progress)
         text = json.dumps(config.to_hf_dict(), indent=2) + "\n"
         atomic_write_bytes(directory / "config.json", text.encode("utf-8"))
         if tokenizer is not None:

@@ -27,6 +27,7 @@ from ...config import Config
 from ...errors import GenerationError, Gpt2Error
 from ...params import PROJECTIONS, validate_params
 from ...tensor import Tensor
+from ...weights.quantized import dequantize_params, is_quantized
 from ..base import check_ids, check_window
 from .layout import BEST_METHOD, STORAGES
 from .ops import dot, gelu_vector, layer_norm, softmax
@@ -81,6 +82,10 @@ class PureEngine:
         (fast up to 400M parameters, compact above); see `gpt2.pure.layout`. `method`: the inner
         product, see `gpt2.pure.layout`."""
         validate_params(params, config)
+        # int8 weights (gpt2.weights.quantized) become the floats they stand for, q * scale, here:
+        # `dequantize(params[name]).to_array()` beside the original weights shows the rounding error.
+        self.quantization = "int8" if is_quantized(params) else None
+        params = dequantize_params(params)
         if storage == "auto":
             storage = "fast" if config.num_parameters() <= FAST_STORAGE_MAX_PARAMS else "compact"
         if storage not in STORAGES:

@@ -14,13 +14,16 @@ weights when it is built: for other weights, build another engine):
   ever done in half precision, so fp16/bf16 logits stay finite;
 - everything runs under `torch.inference_mode()`; the cache lengths are kept on
   the host, so a step never waits on the device to learn where to write;
-- on the CPU in float32 the projections run through oneDNN's inner product
-  (`torch.ops.mkldnn._linear_pointwise`) on dense (out, in) weights, which
-  streams them ~25% faster than MKL's `addmm` at batch 1 (see `pick_kernel`;
-  `kernel="blas"` turns it off). The weights keep their names and (in, out)
-  shapes in `engine.model`: only their memory is column-major, so nothing is
-  stored twice. Without oneDNN, the layouts MKL streams fastest are used
-  (see BLAS_TRANSPOSED);
+- on the CPU in float32, one-row products (decoding) run through NumPy's OpenBLAS
+  matrix-vector product on views of the module's own (out, in) memory: measured, it
+  streams the weights faster than MKL's or oneDNN's (docs/precision.md); prompts run
+  through oneDNN's inner product (`torch.ops.mkldnn._linear_pointwise`) with 2+ threads,
+  else MKL's addmm (see `pick_kernel`; `kernel="onednn"` or `"blas"` picks one for
+  everything). The weights keep their names and (in, out) shapes in `engine.model`: only
+  their memory is column-major, so nothing is stored twice. Without NumPy or oneDNN, the
+  layouts MKL streams fastest are used (see BLAS_TRANSPOSED);
+- int8 and half-precision weights: see `gpt2.engines.torch.precision` (W8A16 through
+  `torch._weight_int8pack_mm`; float32 activations on the CPU);
 - logits come back as float32 whatever the compute dtype.
 
 >>> from gpt2.params import init_params
@@ -43,13 +46,25 @@ from ...config import Config
 from ...errors import Gpt2Error
 from ...params import PROJECTIONS, validate_params
 from ...tensor import Tensor
+from ...weights.quantized import QuantizedTensor
 from ..base import BatchKVCache, check_rows
 from .device import pick_device
 from .model import GPT2, tensor_to_torch
+from .precision import (
+    Projection,
+    dense_projection,
+    embedding_rows,
+    int8_kernel,
+    int8_projection,
+    int8_scale,
+    native_half,
+)
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
-KERNELS = ("auto", "onednn", "blas")
+# "openblas": one-row float32 products through NumPy's OpenBLAS (several rows: oneDNN or MKL);
+# "onednn": oneDNN's inner product; "blas": MKL's addmm. See pick_kernel.
+KERNELS = ("auto", "openblas", "onednn", "blas")
 PROJECTION_WEIGHTS = tuple(name + ".weight" for name, _, _ in PROJECTIONS)
 
 # Per-token times of the 124M model's matrices at batch 1 on a 2-core x86 machine
@@ -72,6 +87,14 @@ class KVCache(BatchKVCache):
     values [batch, n_layer, n_head, n_ctx, head_dim] on the engine's device, lengths int64
     on the host, so a step never waits on the device to learn where to write."""
 
+    _views: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+
+    def layer_views(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Row 0's (keys, values) of each layer, [n_head, n_ctx, head_dim] views, made once."""
+        if self._views is None:
+            self._views = [(self.keys[0, i], self.values[0, i]) for i in range(self.keys.shape[1])]
+        return self._views
+
 
 class TorchEngine:
     name = "torch"
@@ -85,7 +108,9 @@ class TorchEngine:
         threads: int | None = None,
         kernel: str = "auto",
     ) -> None:
-        """kernel: "auto" (oneDNN on the CPU in float32 with 2+ threads), "onednn" or "blas"."""
+        """dtype: how the weights are stored and multiplied (see gpt2.engines.torch.precision); int8
+        weights (gpt2.weights.quantized, or load_engine(..., quantize="int8")) stay int8.
+        kernel: "auto" (oneDNN on the CPU in float32 with 2+ threads), "onednn" or "blas"."""
         if dtype not in DTYPES:
             raise Gpt2Error(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
         if kernel not in KERNELS:
@@ -98,23 +123,66 @@ class TorchEngine:
         self.config = config
         self.device = pick_device(device)
         self.dtype = DTYPES[dtype]
-        self.model = _load_module(config, params, self.device, self.dtype)
+        # On the CPU the activations, norms, attention and cache are float32 whatever the weights
+        # are (see precision.py); on a GPU everything runs in the weights' dtype.
+        self.act_dtype = torch.float32 if self.device.type == "cpu" else self.dtype
+        self.notices: list[str] = []  # what the engine chose for you, worth telling (the CLI prints them)
+        self._scale = 1.0 / config.head_dim**0.5
+        quantized = {name: t for name, t in params.items() if isinstance(t, QuantizedTensor)}
+        self.quantization = "int8" if quantized else None
+        # PyTorch's CPU bf16 products round their output to bf16 (8 bits): fine inside a block, where
+        # the fp32 residual stream absorbs it, not for the logits (it flipped 1.3% of the top-1 tokens
+        # of a trained model). So in bf16 the tied embedding/head table is held in fp16: the same
+        # values (fp16 has more mantissa), products rounded 8x more finely (see docs/precision.md).
+        self.head_dtype = torch.float16 if self.device.type == "cpu" and self.dtype == torch.bfloat16 else self.dtype
+        self.model = _load_module(config, params, self.device, self.dtype, self.act_dtype, self.head_dtype)
         self.kernel = pick_kernel(kernel, self.device, self.dtype)
-        if self.kernel == "onednn":
+        half_on_cpu = self.device.type == "cpu" and self.dtype != torch.float32
+        if self.kernel in ("onednn", "openblas") or half_on_cpu:  # they read dense (out, in) matrices
             _transpose_storage(self.model, PROJECTION_WEIGHTS)
         elif self.device.type == "cpu":
             _transpose_storage(self.model, BLAS_TRANSPOSED)
-        self._inner_product = _onednn_linear() if self.kernel == "onednn" else None
-        # Each block's (weight, bias) pairs under the tree's names, made once: the layer norms, and
-        # each projection in the layout its kernel reads: oneDNN takes (out, in) = weight.t(),
-        # contiguous here; addmm takes the (in, out) weight.
-        self._blocks: list[dict[str, tuple[torch.Tensor, torch.Tensor]]] = []
-        for block in self.model.h:
-            pairs = {name: _weight_and_bias(block.get_submodule(name)) for name in ("ln_1", "ln_2")}
+        several_rows = self.kernel == "openblas" and torch.get_num_threads() > 1 and _working_onednn()
+        inner = _onednn_linear() if self.kernel == "onednn" or several_rows else None
+        one_row = _numpy_gemv() if self.kernel == "openblas" else None
+        if one_row is not None and threads is not None:  # OpenBLAS has its own threads
+            try:
+                from threadpoolctl import threadpool_limits
+
+                threadpool_limits(limits=threads, user_api="blas")
+            except ImportError:
+                self.notices.append("OpenBLAS keeps its own thread count: pip install threadpoolctl to set it")
+        int8_op = None
+        if quantized:
+            int8_op, notice = int8_kernel(self.device)
+            if notice:
+                self.notices.append(notice)
+        if half_on_cpu and not native_half(self.dtype):
+            self.notices.append(
+                f"this CPU has no {dtype} arithmetic (AMX or AVX512 {dtype}): prompts are multiplied in float32"
+            )
+
+        def projection(name: str, weight_in_out: torch.Tensor, bias: torch.Tensor | None) -> Projection:
+            if name in quantized:  # the module holds the int8 values, (out, in) in memory
+                scale = int8_scale(quantized[name], self.device)
+                return int8_projection(weight_in_out.t(), scale, bias, self.act_dtype, int8_op)
+            return dense_projection(weight_in_out, bias, self.act_dtype, inner, one_row)
+
+        # Each block's layer norms (weight, bias) and projections (callables x -> x @ W + b).
+        self._norms: list[dict[str, tuple[torch.Tensor, torch.Tensor]]] = []
+        self._projections: list[dict[str, Projection]] = []
+        for i, block in enumerate(self.model.h):
+            self._norms.append({name: _weight_and_bias(block.get_submodule(name)) for name in ("ln_1", "ln_2")})
+            projections = {}
             for name, _, _ in PROJECTIONS:
                 weight, bias = _weight_and_bias(block.get_submodule(name))
-                pairs[name] = (weight.t() if self._inner_product is not None else weight, bias)
-            self._blocks.append(pairs)
+                projections[name] = projection(f"h.{i}.{name}.weight", weight, bias)
+            self._projections.append(projections)
+        wte = self.model.wte.weight
+        self._head = projection("wte.weight", wte.t(), None)  # the tied output projection: [d, V] as (in, out)
+        self._wte: torch.Tensor | tuple[torch.Tensor, torch.Tensor] = wte
+        if "wte.weight" in quantized:
+            self._wte = (wte, int8_scale(quantized["wte.weight"], self.device))
 
     # --- the Engine contract ---------------------------------------------------------------
 
@@ -136,8 +204,8 @@ class TorchEngine:
     def new_batch_cache(self, batch_size: int) -> KVCache:
         c = self.config
         shape = (batch_size, c.n_layer, c.n_head, c.n_ctx, c.head_dim)
-        keys = torch.zeros(shape, dtype=self.dtype, device=self.device)
-        values = torch.zeros(shape, dtype=self.dtype, device=self.device)
+        keys = torch.zeros(shape, dtype=self.act_dtype, device=self.device)
+        values = torch.zeros(shape, dtype=self.act_dtype, device=self.device)
         return KVCache(keys, values, torch.zeros(batch_size, dtype=torch.long))
 
     @torch.inference_mode()
@@ -148,26 +216,18 @@ class TorchEngine:
         positions) -> float32 logits [B, V] of each row's last position ([B, T, V] if all_logits).
         A `recorder` sees row 0."""
         checked = check_rows(rows, cache, self.config)
-        tokens = torch.tensor(checked, dtype=torch.long).to(self.device, non_blocking=True)  # [B, T]
-        x = self.hidden_states(tokens, cache, recorder)  # [B, T, d]
+        if recorder is None and len(checked) == 1 and len(checked[0]) == 1 and self.device.type == "cpu":
+            x = self.one_token(checked[0][0], cache).view(1, 1, -1)  # decoding at batch 1: the hot path
+        else:
+            tokens = torch.tensor(checked, dtype=torch.long).to(self.device, non_blocking=True)  # [B, T]
+            x = self.hidden_states(tokens, cache, recorder)  # [B, T, d]
         if not all_logits:
             x = x[:, -1:]
         B, T, d = x.shape
         m = self.model
         x = F.layer_norm(x.reshape(B * T, d), (d,), m.ln_f.weight, m.ln_f.bias, self.config.layer_norm_epsilon)
-        if self._inner_product is not None:
-            logits = self._inner_product(x, m.wte.weight, None, "none", [], "")  # [N, V]
-        else:
-            logits = x @ m.wte.weight.t()  # the tied output projection
-        logits = logits.float().view(B, T, -1)
+        logits = self._head(x).float().view(B, T, -1)  # [B, T, V], the tied output projection
         return logits if all_logits else logits[:, 0]
-
-    def _project(self, x: torch.Tensor, weight_and_bias: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-        """x [N, in] -> [N, out]: x @ W + b, W in the kernel's layout (see self._weights)."""
-        weight, bias = weight_and_bias
-        if self._inner_product is not None:
-            return self._inner_product(x, weight, bias, "none", [], "")  # weight [out, in]
-        return torch.addmm(bias, x, weight)  # weight [in, out]
 
     # --- the forward pass ------------------------------------------------------------------
 
@@ -182,22 +242,46 @@ class TorchEngine:
             pos = m.wpe.weight[past[0] : past[0] + T]  # [T, d]
         else:
             pos = m.wpe.weight[torch.tensor([[p + i for i in range(T)] for p in past], device=self.device)]
-        x = (m.wte.weight[tokens] + pos).view(B * T, d)  # [N, d], N = B * T
+        x = (embedding_rows(self._wte, tokens, self.act_dtype) + pos).view(B * T, d)  # [N, d], N = B * T
         mask, causal = self._mask(past, T, uniform)
         if recorder is not None:
             recorder.residual(-1, x[:T])
-        for layer, w in enumerate(self._blocks):
-            h = F.layer_norm(x, (d,), *w["ln_1"], eps)  # [N, d]
-            qkv = self._project(h, w["attn.c_attn"])  # [N, 3d]
+        for layer, (norms, w) in enumerate(zip(self._norms, self._projections)):
+            h = F.layer_norm(x, (d,), *norms["ln_1"], eps)  # [N, d]
+            qkv = w["attn.c_attn"](h)  # [N, 3d]
             a = self.attention(qkv, cache, layer, past, B, T, mask, causal, recorder)  # [N, d]
-            x = x + self._project(a, w["attn.c_proj"])  # residual
-            h = F.layer_norm(x, (d,), *w["ln_2"], eps)  # [N, d]
-            f = F.gelu(self._project(h, w["mlp.c_fc"]), approximate="tanh")  # [N, 4d]
-            x = x + self._project(f, w["mlp.c_proj"])  # residual
+            x = x + w["attn.c_proj"](a)  # residual
+            h = F.layer_norm(x, (d,), *norms["ln_2"], eps)  # [N, d]
+            f = F.gelu(w["mlp.c_fc"](h), approximate="tanh")  # [N, 4d]
+            x = x + w["mlp.c_proj"](f)  # residual
             if recorder is not None:
                 recorder.residual(layer, x[:T])  # row 0's positions
         cache.advance(T)
         return x.view(B, T, d)
+
+    def one_token(self, token: int, cache: KVCache) -> torch.Tensor:
+        """One token after a one-row cache's positions -> the residual stream [1, d] after every
+        block. `hidden_states` computes the same for any batch; at batch 1 a step is so small
+        that PyTorch's cost per operation counts, so this does the same arithmetic in half the
+        tensor operations: the cache's per-layer views made once per cache, the new key and value
+        written with one copy each, attention as two batched products and a softmax, and the
+        residual additions in place."""
+        p = int(cache.lengths[0])
+        m, eps, d = self.model, self.config.layer_norm_epsilon, self.config.n_embd
+        H, hd = self.config.n_head, self.config.head_dim
+        x = embedding_rows(self._wte, torch.tensor([token]), self.act_dtype) + m.wpe.weight[p : p + 1]  # [1, d]
+        for (keys, values), norms, w in zip(cache.layer_views(), self._norms, self._projections):
+            h = F.layer_norm(x, (d,), *norms["ln_1"], eps)  # [1, d]
+            q, k, v = w["attn.c_attn"](h).view(3, H, 1, hd).unbind(0)  # 3 x [H, 1, hd]
+            keys.narrow(1, p, 1).copy_(k)  # keys, values: [H, n_ctx, hd]
+            values.narrow(1, p, 1).copy_(v)
+            scores = torch.bmm(q, keys[:, : p + 1].transpose(1, 2)).mul_(self._scale)  # [H, 1, p + 1]
+            a = torch.bmm(torch.softmax(scores, dim=-1), values[:, : p + 1]).view(1, d)  # [H, 1, hd] -> [1, d]
+            x += w["attn.c_proj"](a)  # residual
+            h = F.layer_norm(x, (d,), *norms["ln_2"], eps)  # [1, d]
+            x += w["mlp.c_proj"](F.gelu(w["mlp.c_fc"](h), approximate="tanh"))  # residual
+        cache.advance(1)
+        return x
 
     def _mask(self, past: list[int], T: int, uniform: bool) -> tuple[torch.Tensor | None, bool]:
         """(boolean mask [B, 1, T, S] where True = may attend, or None; is_causal)."""
@@ -230,6 +314,11 @@ class TorchEngine:
             weights = attention_weights(q, keys, mask, causal)  # [B, H, T, S]
             recorder.attention(layer, weights[0])
             y = weights @ values  # [B, H, T, hd]
+        elif T == 1 and mask is None and self.device.type == "cpu":
+            # One query a row: two small products and a softmax run on this thread, where SDPA's CPU
+            # kernel would wake the thread pool for 12 heads (and meet OpenBLAS's threads there).
+            scores = torch.matmul(q, keys.transpose(-1, -2)).mul_(self._scale)  # [B, H, 1, S]
+            y = torch.matmul(torch.softmax(scores, dim=-1), values)  # [B, H, 1, hd]
         else:
             y = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, is_causal=causal)  # [B, H, T, hd]
         return y.transpose(1, 2).reshape(B * T, H * hd)  # [N, d]
@@ -256,6 +345,18 @@ def _weight_and_bias(module: torch.nn.Module) -> tuple[torch.Tensor, torch.Tenso
     return weight, bias
 
 
+def _numpy_gemv() -> Any:
+    """NumPy's matmul if NumPy is installed and multiplies a small matrix right, else None."""
+    try:
+        import numpy as np
+    except ImportError:
+        return None
+    w, x = torch.linspace(-3, 2, 80).cos().view(5, 16), torch.linspace(-1, 1, 16)
+    out = torch.empty(5)
+    np.matmul(w.numpy(), x.numpy(), out=out.numpy())
+    return np.matmul if torch.allclose(out, w @ x, atol=1e-5) else None
+
+
 def _onednn_linear() -> Any:
     """oneDNN's inner product y = x @ w.T + b (w [out, in]), or None if this PyTorch lacks it."""
     try:
@@ -265,42 +366,76 @@ def _onednn_linear() -> Any:
 
 
 def pick_kernel(kernel: str, device: torch.device, dtype: torch.dtype) -> str:
-    """ "onednn" or "blas". "auto" takes oneDNN on the CPU in float32 with more than one
-    thread (its gain comes from using every core; on one thread MKL's matrix-vector
-    product is faster: 30 vs 34 ms per token for 124M), if it is built in and gives the
-    right answer on a small product. Asking for "onednn" where it cannot run is an error."""
-    usable = device.type == "cpu" and dtype == torch.float32 and torch.backends.mkldnn.is_available()
-    if kernel == "blas" or (kernel == "auto" and not (usable and torch.get_num_threads() > 1)):
-        return "blas"
-    op = _onednn_linear()
-    if usable and op is not None:
-        try:
-            # fixed values: drawing random ones would move torch's global generator
-            x, w = torch.linspace(-1, 1, 48).view(3, 16), torch.linspace(-3, 2, 80).cos().view(5, 16)
-            b = torch.linspace(0, 1, 5)
-            if torch.allclose(op(x, w, b, "none", [], ""), torch.addmm(b, x, w.t()), atol=1e-4):
-                return "onednn"
-        except RuntimeError:
-            pass
-    if kernel == "onednn":
+    """ "openblas", "onednn" or "blas" (see KERNELS). "auto" takes OpenBLAS through NumPy on
+    the CPU in float32 when NumPy is installed (its matrix-vector product streams the weights
+    faster than MKL's or oneDNN's: measured in docs/precision.md), else oneDNN with more than one
+    thread (its gain comes from using every core; on one thread MKL's matrix-vector product is
+    faster), else MKL. Each is used only if it gives the right answer on a small product; asking
+    for one that cannot run is an error."""
+    cpu32 = device.type == "cpu" and dtype == torch.float32
+    if kernel == "auto":
+        if cpu32 and _numpy_gemv() is not None:
+            return "openblas"
+        kernel = "onednn" if cpu32 and torch.get_num_threads() > 1 and _working_onednn() else "blas"
+    if kernel == "openblas" and not (cpu32 and _numpy_gemv() is not None):
+        raise Gpt2Error("the openblas kernel needs NumPy, the cpu device and float32")
+    if kernel == "onednn" and not (cpu32 and _working_onednn()):
         raise Gpt2Error("the onednn kernel needs PyTorch with oneDNN, the cpu device and float32")
-    return "blas"
+    return kernel
+
+
+def _working_onednn() -> bool:
+    op = _onednn_linear()
+    if op is None or not torch.backends.mkldnn.is_available():
+        return False
+    try:
+        # fixed values: drawing random ones would move torch's global generator
+        x, w = torch.linspace(-1, 1, 48).view(3, 16), torch.linspace(-3, 2, 80).cos().view(5, 16)
+        b = torch.linspace(0, 1, 5)
+        return bool(torch.allclose(op(x, w, b, "none", [], ""), torch.addmm(b, x, w.t()), atol=1e-4))
+    except RuntimeError:
+        return False
 
 
 def _transpose_storage(model: GPT2, suffixes: tuple[str, ...]) -> None:
     """Give the named parameters column-major storage: `p.t().contiguous().t()` has p's
     shape and values, so every reader (embedding lookups, addmm, state_dict) is unchanged."""
     for name, param in list(model.named_parameters()):
-        if name.endswith(suffixes):
+        # int8 values are column-major already where they need to be (see _load_module)
+        if name.endswith(suffixes) and param.is_floating_point():
             owner = model.get_submodule(name.rsplit(".", 1)[0]) if "." in name else model
             column_major = param.detach().t().contiguous().t()
             setattr(owner, name.rsplit(".", 1)[-1], torch.nn.Parameter(column_major, requires_grad=False))
 
 
-def _load_module(config: Config, params: Mapping[str, Tensor], device: torch.device, dtype: torch.dtype) -> GPT2:
-    """A `GPT2` module holding the tree's tensors, without spending time on a random init."""
+def _load_module(
+    config: Config,
+    params: Mapping[str, Tensor],
+    device: torch.device,
+    dtype: torch.dtype,
+    act: torch.dtype,
+    head: torch.dtype,
+) -> GPT2:
+    """A `GPT2` module holding the tree's tensors, without spending time on a random init. The
+    matrices read in bulk each token are stored in `dtype` (the projections) and `head` (wte),
+    everything else in `act`; int8 ones hold their int8 values (the engine keeps their scales),
+    as (out, in) memory."""
     with torch.device("meta"):
         model = GPT2(config)
-    state = {name: tensor_to_torch(t) for name, t in params.items()}
+    model.requires_grad_(False)  # an int8 tensor cannot be a parameter that wants gradients
+    state = {}
+    for name, t in params.items():
+        if isinstance(t, QuantizedTensor):  # the values only: the engine builds its products from the tree
+            q = torch.frombuffer(bytearray(memoryview(t.data).cast("B")), dtype=torch.int8).view(t.shape)
+            state[name] = q.t().contiguous().t() if t.axis == 1 else q
+        else:
+            state[name] = tensor_to_torch(t)
     model.load_state_dict(state, strict=True, assign=True)
-    return model.to(device=device, dtype=dtype).eval().requires_grad_(False)
+    bulk = {f"h.{i}.{w}" for i in range(config.n_layer) for w in PROJECTION_WEIGHTS}
+    for name, tensor in model.state_dict(keep_vars=True).items():
+        target = head if name == "wte.weight" else dtype if name in bulk else act
+        if tensor.is_floating_point():
+            tensor.data = tensor.data.to(device=device, dtype=target)
+        else:
+            tensor.data = tensor.data.to(device=device)
+    return model.eval()

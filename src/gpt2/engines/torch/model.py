@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from ...config import Config
 from ...params import Params, param_shapes, validate_params
 from ...tensor import Tensor
+from ...weights.quantized import QuantizedTensor
 
 
 class Conv1D(nn.Module):
@@ -172,7 +173,10 @@ _TORCH_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloa
 
 
 def tensor_to_torch(t: Tensor) -> torch.Tensor:
-    """A `Tensor` as a torch tensor of its own dtype (copied, so the source buffer may close)."""
+    """A `Tensor` as a torch tensor of its own dtype (copied, so the source buffer may close);
+    an int8 one (gpt2.weights.quantized) as its dequantized float32 values."""
+    if isinstance(t, QuantizedTensor):
+        t = t.to_f32()
     if t.numel == 0:
         return torch.empty(t.shape, dtype=_TORCH_DTYPES[t.dtype])
     flat = torch.frombuffer(bytearray(memoryview(t.data).cast("B")), dtype=_TORCH_DTYPES[t.dtype])
