@@ -211,7 +211,7 @@ def test_convert_writes_half_and_int8_files(model_dir, tmp_path):
 )
 def test_generate_and_score_take_dtype_and_quantize(model_dir, flags):
     done = gpt2("generate", "Hello", "-m", str(model_dir), "-n", "3", "--temperature", "0", "--json", *flags)
-    assert len(json.loads(done.stdout)["ids"]) == 3
+    assert len(json.loads(done.stdout)["samples"][0]["ids"]) == 3
     done = gpt2("score", "Hello world", "-m", str(model_dir), "--json", *flags)
     assert json.loads(done.stdout)["perplexity"] > 1
 

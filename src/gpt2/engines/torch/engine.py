@@ -43,7 +43,7 @@ import torch
 import torch.nn.functional as F
 
 from ...config import Config
-from ...errors import Gpt2Error
+from ...errors import Gpt2Error, install_hint
 from ...params import PROJECTIONS, validate_params
 from ...tensor import Tensor
 from ...weights.quantized import QuantizedTensor
@@ -151,7 +151,7 @@ class TorchEngine:
 
                 threadpool_limits(limits=threads, user_api="blas")
             except ImportError:
-                self.notices.append("OpenBLAS keeps its own thread count: pip install threadpoolctl to set it")
+                self.notices.append(f"OpenBLAS keeps its own thread count: {install_hint('numpy')} to set it")
         int8_op = None
         if quantized:
             int8_op, notice = int8_kernel(self.device)
