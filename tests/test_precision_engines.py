@@ -233,3 +233,20 @@ def test_openblas_is_the_default_float32_cpu_kernel_and_agrees(kit):
     assert engine.model.h[0].mlp.c_fc.weight.t().is_contiguous()
     with pytest.raises(Exception, match="the openblas kernel needs NumPy, the cpu device and float32"):
         load_engine("torch", kit.config, kit.params, device="cpu", dtype="bfloat16", kernel="openblas")
+
+
+@pytest.mark.parametrize("command", ["generate", "score", "serve"])
+def test_every_model_command_passes_quantize_to_the_engine(command):
+    from gpt2.cli import build_parsers
+    from gpt2.commands.common import engine_options
+
+    parser = build_parsers()[0]
+    args = parser.parse_args([command, "-m", "some-model", "--engine", "numpy", "--quantize", "int8"])
+    assert engine_options("numpy", args) == {"quantize": "int8"}
+
+
+def test_explore_refuses_quantize_rather_than_ignoring_it(capsys):
+    from gpt2.cli import main
+
+    assert main(["explore", "-m", "some-model", "--engine", "numpy", "--quantize", "int8", "--no-browser"]) == 2
+    assert "--quantize is for generate, score and serve" in capsys.readouterr().err

@@ -215,6 +215,8 @@ def engine_options(name: str, args: argparse.Namespace) -> dict[str, Any]:
         raise Gpt2Error(f"the {name} engine runs in {' | '.join(spec.dtypes)}, not {options['dtype']!r}")
     if options.get("threads") is not None and options["threads"] < 1:
         raise Gpt2Error(f"--threads must be >= 1, got {options['threads']}")
+    if getattr(args, "quantize", None):  # every engine runs an int8 tree (see load_engine)
+        options["quantize"] = args.quantize
     return options
 
 
@@ -241,7 +243,7 @@ def open_engine(args: argparse.Namespace) -> Any:
             file=sys.stderr,
             flush=True,
         )
-    engine = load_engine(name, config, params, quantize=getattr(args, "quantize", None), **options)
+    engine = load_engine(name, config, params, **options)
     for notice in getattr(engine, "notices", ()):  # what the engine chose, worth knowing
         print(f"gpt2 {getattr(args, 'command', '')}: note: {notice}", file=sys.stderr)
     described = ", ".join(f"{k}={v}" for k, v in options.items())

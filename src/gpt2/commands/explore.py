@@ -58,6 +58,8 @@ def run(args: argparse.Namespace) -> int:
         raise Gpt2Error(f"--port must be in [0, 65535], got {args.port}")
     name = engine_name(args)  # fail fast, before reading weights
     options = engine_options(name, args)
+    if "quantize" in options:  # the lens and the embeddings views read the float weights themselves
+        raise Gpt2Error("gpt2 explore shows the model's own float weights: --quantize is for generate, score and serve")
 
     from ..explore.app import create_app, serve
     from ..explore.explorer import Explorer
