@@ -119,7 +119,9 @@ def test_token_cache_is_reused_and_directories_are_joined_with_eot(tmp_path, tok
     ids = tokens.tolist()
     assert ids.count(tokenizer.eot_token) == 2 and ids[-1] == tokenizer.eot_token
     assert tokenizer.decode([i for i in ids if i != tokenizer.eot_token]) == "Hello there.General Kenobi!"
-    assert (tmp_path / "cache" / f"{key}.bin").stat().st_size == 2 * len(ids)
+    from gpt2.training.data import CACHE_HEADER, cache_path
+
+    assert cache_path(tmp_path / "cache", key).stat().st_size == CACHE_HEADER + 2 * len(ids)
 
     class Refuses:  # a second run must not tokenise again
         eot_token = tokenizer.eot_token
@@ -134,15 +136,30 @@ def test_token_cache_is_reused_and_directories_are_joined_with_eot(tmp_path, tok
     assert key2 == key and again.tolist() == ids
 
 
-@pytest.mark.parametrize("damage", [b"", b"abc", b"\x01\x00\x02\x00"])  # empty, odd size, no final EOT
-def test_a_damaged_token_cache_is_rebuilt_not_a_crash(tmp_path, tokenizer, damage):
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda b: b"",  # empty
+        lambda b: b[:-1],  # cut short: an odd size
+        lambda b: b[:-2],  # cut at a token boundary: the count in the header disagrees
+        lambda b: b[:-4] + b[-2:],  # one token missing, still ending with end-of-text
+        lambda b: b[:-3] + bytes([b[-3] ^ 1]) + b[-2:],  # one bit flipped, length and end intact
+        lambda b: b"\x01\x00\x02\x00",  # another format altogether
+    ],
+    ids=["empty", "odd", "short", "dropped", "flipped", "foreign"],
+)
+def test_a_damaged_token_cache_is_rebuilt_not_trusted(tmp_path, tokenizer, damage):
+    from gpt2.training.data import CACHE_HEADER, cache_path
+
     data = tmp_path / "a.txt"
-    data.write_text("Hello there.")
+    data.write_text("Hello there, general Kenobi.")
     tokens, key = load_tokens(data, tokenizer, tmp_path / "cache")
-    (tmp_path / "cache" / f"{key}.bin").write_bytes(damage)
+    cache = cache_path(tmp_path / "cache", key)
+    cache.write_bytes(damage(cache.read_bytes()))
     again, _ = load_tokens(data, tokenizer, tmp_path / "cache")
     assert again.tolist() == tokens.tolist()
-    assert (tmp_path / "cache" / f"{key}.bin").stat().st_size == 2 * len(tokens)  # and the file is repaired
+    assert cache.stat().st_size == CACHE_HEADER + 2 * len(tokens)  # and the file is repaired
+    assert load_tokens(data, tokenizer, tmp_path / "cache")[0].tolist() == tokens.tolist()
 
 
 @pytest.mark.parametrize(
@@ -164,7 +181,7 @@ def test_settings_reject_impossible_values():
     with pytest.raises(TrainConfigError, match="batch-size"):
         TrainConfig(batch_size=0)
     with pytest.raises(TrainConfigError, match="longer than the model's context window 64"):
-        TrainConfig(context_length=65).resolved(n_ctx=64)
+        TrainConfig(context_length=65).resolved(Config(n_layer=2, n_embd=32, n_head=2, n_ctx=64))
 
 
 def test_atomic_write_failure_leaves_the_old_file(tmp_path, monkeypatch):
@@ -304,7 +321,7 @@ def test_full_disk_while_saving_keeps_the_previous_checkpoint(tmp_path, tokenize
 
             monkeypatch.setattr(os, "fsync", full_disk)
 
-    with pytest.raises(CheckpointError, match="no space left on device.*previous checkpoint is intact"):
+    with pytest.raises(CheckpointError, match=r"no space left on device.*previous checkpoint \(step 4\) is intact"):
         small_run(on_event=on_event, max_steps=8)
     monkeypatch.undo()
     assert checkpoint.load_state(tmp_path / "run")["step"] == 4
