@@ -111,8 +111,13 @@ def read_stdin() -> str:
 
 
 def words_or_stdin(parts: list[str]) -> str:
-    """The text of a command's positional words, joined by spaces; none, or '-', reads stdin."""
+    """The text of a command's positional words, joined by spaces; none, or '-', reads stdin
+    (on a terminal, saying so first)."""
     if not parts or parts == ["-"]:
+        from .progress import is_terminal
+
+        if is_terminal(sys.stdin):  # else a user waits on a silent command that waits on them
+            print("reading the text from stdin (Ctrl-D on a new line ends it) ...", file=sys.stderr, flush=True)
         return sys.stdin.read()
     return " ".join(parts)
 
