@@ -205,7 +205,8 @@ def _raise(exc):
 
 
 def test_tiny_preset_learns_the_verdict(tmp_path, tokenizer, verdict):
-    """The issue's proof: the tiny preset, a few dozen CPU steps, validation loss falls."""
+    """The issue's proof: the tiny preset with the default learning rate, a few CPU steps,
+    and the validation loss falls by more than 2 nats."""
     evals = []
     result = train(
         verdict,
@@ -216,7 +217,6 @@ def test_tiny_preset_learns_the_verdict(tmp_path, tokenizer, verdict):
             max_steps=20,
             batch_size=4,
             context_length=32,
-            lr=3e-3,
             warmup_steps=2,
             eval_interval=20,
             eval_batches=2,
@@ -243,6 +243,41 @@ def test_tiny_preset_learns_the_verdict(tmp_path, tokenizer, verdict):
     twin.load_state_dict(state["model"])
     assert torch.equal(model(ids)[0], twin(ids)[0])
     assert (tmp_path / "tiny" / "metrics.jsonl").is_file() and (tmp_path / "tiny" / "loss.png").is_file()
+
+
+def test_the_default_learning_rate_follows_the_width(tmp_path, small_run):
+    from gpt2.training import TrainStarted
+    from gpt2.training.config import default_lr
+
+    started: list[TrainStarted] = []
+    small_run(on_event=lambda e: started.append(e) if isinstance(e, TrainStarted) else None, max_steps=1, lr=None)
+    assert started[0].train_config["lr"] == default_lr(Config(n_layer=2, n_embd=32, n_head=2)) == 3e-3
+    assert started[0].train_config["min_lr"] == pytest.approx(3e-4)
+    assert default_lr(Config.preset("gpt2")) == 6e-4 and default_lr(Config.preset("gpt2-xl")) < 3e-4
+    with pytest.raises(TrainConfigError, match="min-lr 0.01 is above the learning rate 0.003"):
+        TrainConfig(min_lr=0.01).resolved(Config.preset("tiny"))
+
+
+@pytest.mark.parametrize("native", [False, True])
+def test_bfloat16_on_a_cpu_without_native_support_is_said(tmp_path, small_run, monkeypatch, native):
+    import gpt2.training.loop as loop
+    from gpt2.training import Notice
+    from gpt2.training.cpu_features import Bf16Support
+
+    monkeypatch.setattr(loop, "cpu_bf16_support", lambda: Bf16Support(native, ("avx512_bf16",) * native, "test"))
+    notices: list[str] = []
+    result = small_run(
+        on_event=lambda e: notices.append(e.message) if isinstance(e, Notice) else None,
+        max_steps=2,
+        dtype="bfloat16",
+        device="cpu",
+    )
+    assert result.step == 2 and result.val_loss is not None
+    said = [n for n in notices if "no native bfloat16" in n]
+    if native:
+        assert said == []
+    else:
+        assert len(said) == 1 and "usually slower than float32" in said[0]
 
 
 # --- exact resume ---------------------------------------------------------------------------

@@ -95,7 +95,7 @@ class TrainConfig:
     def replace(self, **changes: Any) -> TrainConfig:
         return dataclasses.replace(self, **changes)
 
-    def resolved(self, model: Config) -> TrainConfig:
+    def resolved(self, model: Config) -> ResolvedTrainConfig:
         """The same settings with every None default made concrete for `model`'s shape."""
         n_ctx = model.n_ctx
         context = self.context_length or n_ctx
@@ -104,7 +104,7 @@ class TrainConfig:
         lr = default_lr(model) if self.lr is None else self.lr
         if self.min_lr is not None and self.min_lr > lr:
             raise TrainConfigError(f"min-lr {self.min_lr!r} is above the learning rate {lr!r}")
-        return self.replace(
+        concrete = dict(
             context_length=context,
             stride=self.stride or context,
             lr=lr,
@@ -112,6 +112,7 @@ class TrainConfig:
             warmup_steps=min(100, self.max_steps // 10) if self.warmup_steps is None else self.warmup_steps,
             sample_interval=self.eval_interval if self.sample_interval is None else self.sample_interval,
         )
+        return ResolvedTrainConfig(**{**self.to_dict(), **concrete})
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -123,6 +124,18 @@ class TrainConfig:
         if unknown:
             raise TrainConfigError(f"unknown training option {unknown[0]!r}")
         return cls(**dict(d))
+
+
+@dataclass(frozen=True)
+class ResolvedTrainConfig(TrainConfig):
+    """A TrainConfig whose model-dependent defaults are concrete (see `TrainConfig.resolved`)."""
+
+    context_length: int = 0
+    stride: int = 0
+    lr: float = 0.0
+    min_lr: float = 0.0
+    warmup_steps: int = 0
+    sample_interval: int = 0
 
 
 def default_lr(model: Config) -> float:

@@ -244,8 +244,8 @@ class Windows:
 
     def batch(self, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
         """Inputs and targets, both [len(indices), context] int64."""
-        rows = np.stack([self.tokens[self.starts[i] : self.starts[i] + self.context + 1] for i in indices])
-        rows = torch.from_numpy(rows.astype(np.int64))  # [B, context + 1]
+        stacked = np.stack([self.tokens[self.starts[i] : self.starts[i] + self.context + 1] for i in indices])
+        rows = torch.from_numpy(stacked.astype(np.int64))  # [B, context + 1]
         return rows[:, :-1], rows[:, 1:]
 
 

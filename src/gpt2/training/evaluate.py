@@ -12,6 +12,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -21,6 +22,9 @@ from . import distributed
 from .allocator import keep_freed_memory
 from .data import Windows, check_vocabulary, load_tokens, split_tokens
 from .errors import DataError, TrainConfigError
+
+if TYPE_CHECKING:
+    from ..engines.torch.model import GPT2
 
 
 def autocast_context(device: torch.device, dtype: str):
@@ -76,16 +80,14 @@ def windows_loss(
 
 
 @torch.no_grad()
-def sample_text(
-    model: torch.nn.Module, tokenizer, *, n_tokens: int, seed: int, device: torch.device, top_k: int = 40
-) -> str:
+def sample_text(model: GPT2, tokenizer, *, n_tokens: int, seed: int, device: torch.device, top_k: int = 40) -> str:
     """A short unconditional sample (top-k, seeded so samples are comparable across steps).
     Uses its own random generator: sampling never disturbs the training RNG."""
     was_training = model.training
     model.eval()
     sampler = Sampler(SamplingConfig(temperature=1.0, top_k=top_k), seed=seed)
     n_ctx = model.config.n_ctx
-    ids = [tokenizer.eot_token]
+    ids: list[int] = [tokenizer.eot_token]
     try:
         for _ in range(n_tokens):
             logits, _ = model(torch.tensor([ids[-n_ctx:]], device=device))

@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import sys
 from pathlib import Path
 from types import TracebackType
 
@@ -41,7 +42,7 @@ _WINDOWS_LOCK_OFFSET = 1 << 20  # locking past the end of a file is allowed ther
 
 def _try_lock(fd: int) -> bool:
     """Take the exclusive lock without waiting; False if another process holds it."""
-    if os.name == "nt":  # pragma: no cover - Windows
+    if sys.platform == "win32":  # pragma: no cover - Windows
         import msvcrt
 
         # Windows locks are mandatory: lock a byte far past the pid, so others can still read it
@@ -97,7 +98,7 @@ class RunLock:
         """Delete the file (a clean exit), then drop the lock by closing it."""
         if self._fd is None:
             return
-        if os.name != "nt":  # Windows cannot delete an open file; an empty one is left instead
+        if sys.platform != "win32":  # Windows cannot delete an open file; an empty one is left instead
             with contextlib.suppress(OSError):
                 os.unlink(self.path)
         else:  # pragma: no cover - Windows

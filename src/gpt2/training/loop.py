@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -289,7 +289,7 @@ class Trainer:
                         f"{self.dist.world_size}: training continues, but not bit for bit"
                     )
                 )
-        model = torch.compile(self.raw_model) if run.compile else self.raw_model
+        model = cast(torch.nn.Module, torch.compile(self.raw_model)) if run.compile else self.raw_model
         self.model = distributed.wrap(model, self.dist, self.device)
 
     def _sync_export(self) -> None:
@@ -365,7 +365,7 @@ class Trainer:
             x, y = x.to(self.device), y.to(self.device)
             # DDP all-reduces gradients in backward(); only the last micro-batch needs it
             last_micro = micro == run.grad_accum - 1
-            with self.model.no_sync() if dist.enabled and not last_micro else contextlib.nullcontext():
+            with cast(Any, self.model).no_sync() if dist.enabled and not last_micro else contextlib.nullcontext():
                 with autocast_context(self.device, run.dtype):
                     _, loss = self.model(x, y)
                 self.scaler.scale(loss / run.grad_accum).backward()
