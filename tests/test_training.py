@@ -258,6 +258,37 @@ def test_the_default_learning_rate_follows_the_width(tmp_path, small_run):
         TrainConfig(min_lr=0.01).resolved(Config.preset("tiny"))
 
 
+def test_a_run_resumes_with_the_learning_rate_it_started_with(
+    tmp_path, tokenizer, verdict, small_shape, quick_training
+):
+    """Runs saved when the default rate was 6e-4 everywhere keep it on --resume."""
+    from gpt2.training import TrainStarted
+
+    options = {k: v for k, v in quick_training.items() if k != "lr"}
+    started: list[TrainStarted] = []
+
+    def run(resume: bool, max_steps: int) -> None:
+        train(
+            verdict,
+            tmp_path / "run",
+            tokenizer=tokenizer,
+            config=Config(**small_shape),
+            resume=resume,
+            options={**options, "max_steps": max_steps},
+            cache_dir=tmp_path / "cache",
+            on_event=lambda e: started.append(e) if isinstance(e, TrainStarted) else None,
+        )
+
+    run(resume=False, max_steps=2)
+    path = tmp_path / "run" / checkpoint.STATE_FILE
+    state = torch.load(path, weights_only=True)
+    assert "lr" not in state["settings_given"] and state["settings"]["lr"] == 3e-3
+    state["settings"]["lr"] = 6e-4  # as a run of the old default saved it
+    torch.save(state, path)
+    run(resume=True, max_steps=4)
+    assert [e.train_config["lr"] for e in started] == [3e-3, 6e-4]
+
+
 @pytest.mark.parametrize("native", [False, True])
 def test_bfloat16_on_a_cpu_without_native_support_is_said(tmp_path, small_run, monkeypatch, native):
     import gpt2.training.loop as loop

@@ -107,7 +107,11 @@ def _describe(c: Config) -> str:
 def _train_config(options: Mapping[str, Any], resume_state: dict | None) -> TrainConfig:
     if resume_state is None:
         return TrainConfig.from_dict(options)
-    return TrainConfig.from_dict({**resume_state["settings_given"], **options})
+    given = dict(resume_state["settings_given"])
+    if given.get("lr") is None and "lr" in resume_state.get("settings", {}):
+        # the default rate has changed (it follows the width now): a run keeps the one it started with
+        given["lr"] = resume_state["settings"]["lr"]
+    return TrainConfig.from_dict({**given, **options})
 
 
 # --- the loop ----------------------------------------------------------------------------
