@@ -39,7 +39,7 @@ def small_config(tmp_path, small_shape):
     return str(path)
 
 
-def wait_for(condition, what: str, seconds: float = 120.0) -> None:
+def wait_for(condition, what: str, seconds: float = 600.0) -> None:
     deadline = time.monotonic() + seconds
     while not condition():
         if time.monotonic() > deadline:
