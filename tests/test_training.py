@@ -251,10 +251,10 @@ def test_the_default_learning_rate_follows_the_width(tmp_path, small_run):
 
     started: list[TrainStarted] = []
     small_run(on_event=lambda e: started.append(e) if isinstance(e, TrainStarted) else None, max_steps=1, lr=None)
-    assert started[0].train_config["lr"] == default_lr(Config(n_layer=2, n_embd=32, n_head=2)) == 3e-3
-    assert started[0].train_config["min_lr"] == pytest.approx(3e-4)
+    assert started[0].train_config["lr"] == default_lr(Config(n_layer=2, n_embd=32, n_head=2)) == 2e-3
+    assert started[0].train_config["min_lr"] == pytest.approx(2e-4)
     assert default_lr(Config.preset("gpt2")) == 6e-4 and default_lr(Config.preset("gpt2-xl")) < 3e-4
-    with pytest.raises(TrainConfigError, match="min-lr 0.01 is above the learning rate 0.003"):
+    with pytest.raises(TrainConfigError, match="min-lr 0.01 is above the learning rate 0.002"):
         TrainConfig(min_lr=0.01).resolved(Config.preset("tiny"))
 
 
@@ -282,11 +282,11 @@ def test_a_run_resumes_with_the_learning_rate_it_started_with(
     run(resume=False, max_steps=2)
     path = tmp_path / "run" / checkpoint.STATE_FILE
     state = torch.load(path, weights_only=True)
-    assert "lr" not in state["settings_given"] and state["settings"]["lr"] == 3e-3
+    assert "lr" not in state["settings_given"] and state["settings"]["lr"] == 2e-3
     state["settings"]["lr"] = 6e-4  # as a run of the old default saved it
     torch.save(state, path)
     run(resume=True, max_steps=4)
-    assert [e.train_config["lr"] for e in started] == [3e-3, 6e-4]
+    assert [e.train_config["lr"] for e in started] == [2e-3, 6e-4]
 
 
 @pytest.mark.parametrize("native", [False, True])

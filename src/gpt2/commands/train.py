@@ -25,7 +25,7 @@ HYPER = (
     ("--grad-accum", "grad_accum", int, "micro-batches per optimizer step (default 1)"),
     ("--context-length", "context_length", int, "tokens per sequence, at most n_ctx (default n_ctx)"),
     ("--stride", "stride", int, "tokens between window starts (default: the context length)"),
-    ("--lr", "lr", float, "peak learning rate (default by width: 6e-4 x 768 / n_embd, within [1.5e-4, 3e-3])"),
+    ("--lr", "lr", float, "peak learning rate (default by width: 6e-4 x 768 / n_embd, within [1.5e-4, 2e-3])"),
     ("--min-lr", "min_lr", float, "final learning rate of the cosine decay (default lr/10)"),
     ("--warmup-steps", "warmup_steps", int, "linear warm-up steps (default max-steps/10, at most 100)"),
     ("--weight-decay", "weight_decay", float, "AdamW decay on matrices (default 0.1)"),
