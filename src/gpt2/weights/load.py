@@ -18,9 +18,10 @@ from pathlib import Path
 from ..atomic import atomic_write_bytes
 from ..config import Config
 from ..errors import ParamError
+from ..packaged import packaged_model, packaged_models
 from ..params import Params, param_shapes, validate_params
 from ..tensor import Tensor
-from .errors import ModelNotFound, TFCheckpointError, WeightsError
+from .errors import DownloadError, ModelNotFound, TFCheckpointError, WeightsError
 from .hub import KNOWN_MODELS, DownloadProgress, HubSettings, download_model, repo_id_for
 from .names import from_hf_names, infer_config, tf_to_ours
 from .safetensors import read_safetensors, write_safetensors
@@ -66,12 +67,23 @@ def resolve_model(
         raise WeightsError(f"{path} is not a regular file or a directory")
     if Path(f"{path}.index").is_file():  # a TF bundle prefix such as dir/model.ckpt
         return ModelFiles("tf", path, _beside(path, "hparams.json"))
+    packaged = packaged_model(str(name_or_path))
+    if packaged is not None:  # ships inside the package: no hub, no network
+        return _resolve_directory(packaged)
     repo_id = repo_id_for(str(name_or_path))
     if repo_id is None:
         raise ModelNotFound(
-            f"{name_or_path}: no such file or directory, and not a known model name ({', '.join(KNOWN_MODELS)})"
+            f"{name_or_path}: no such file or directory, and not a known model name "
+            f"({', '.join([*KNOWN_MODELS, *packaged_models()])})"
         )
-    snapshot = download_model(repo_id, hub or HubSettings.from_env(), progress)
+    settings = hub or HubSettings.from_env()
+    try:
+        snapshot = download_model(repo_id, settings, progress)
+    except (ModelNotFound, DownloadError) as exc:  # offline: name what works without a network
+        if (isinstance(exc, ModelNotFound) and not settings.offline) or not packaged_models():
+            raise
+        shipped = " or ".join(f"--model {name}" for name in packaged_models())
+        raise type(exc)(f"{exc}; with no network, {shipped} ships with the package") from None
     return _resolve_directory(snapshot)
 
 
