@@ -119,7 +119,9 @@ def test_token_cache_is_reused_and_directories_are_joined_with_eot(tmp_path, tok
     ids = tokens.tolist()
     assert ids.count(tokenizer.eot_token) == 2 and ids[-1] == tokenizer.eot_token
     assert tokenizer.decode([i for i in ids if i != tokenizer.eot_token]) == "Hello there.General Kenobi!"
-    assert (tmp_path / "cache" / f"{key}.bin").stat().st_size == 2 * len(ids)
+    from gpt2.training.data import CACHE_HEADER, cache_path
+
+    assert cache_path(tmp_path / "cache", key).stat().st_size == CACHE_HEADER + 2 * len(ids)
 
     class Refuses:  # a second run must not tokenise again
         eot_token = tokenizer.eot_token
@@ -134,15 +136,30 @@ def test_token_cache_is_reused_and_directories_are_joined_with_eot(tmp_path, tok
     assert key2 == key and again.tolist() == ids
 
 
-@pytest.mark.parametrize("damage", [b"", b"abc", b"\x01\x00\x02\x00"])  # empty, odd size, no final EOT
-def test_a_damaged_token_cache_is_rebuilt_not_a_crash(tmp_path, tokenizer, damage):
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda b: b"",  # empty
+        lambda b: b[:-1],  # cut short: an odd size
+        lambda b: b[:-2],  # cut at a token boundary: the count in the header disagrees
+        lambda b: b[:-4] + b[-2:],  # one token missing, still ending with end-of-text
+        lambda b: b[:-3] + bytes([b[-3] ^ 1]) + b[-2:],  # one bit flipped, length and end intact
+        lambda b: b"\x01\x00\x02\x00",  # another format altogether
+    ],
+    ids=["empty", "odd", "short", "dropped", "flipped", "foreign"],
+)
+def test_a_damaged_token_cache_is_rebuilt_not_trusted(tmp_path, tokenizer, damage):
+    from gpt2.training.data import CACHE_HEADER, cache_path
+
     data = tmp_path / "a.txt"
-    data.write_text("Hello there.")
+    data.write_text("Hello there, general Kenobi.")
     tokens, key = load_tokens(data, tokenizer, tmp_path / "cache")
-    (tmp_path / "cache" / f"{key}.bin").write_bytes(damage)
+    cache = cache_path(tmp_path / "cache", key)
+    cache.write_bytes(damage(cache.read_bytes()))
     again, _ = load_tokens(data, tokenizer, tmp_path / "cache")
     assert again.tolist() == tokens.tolist()
-    assert (tmp_path / "cache" / f"{key}.bin").stat().st_size == 2 * len(tokens)  # and the file is repaired
+    assert cache.stat().st_size == CACHE_HEADER + 2 * len(tokens)  # and the file is repaired
+    assert load_tokens(data, tokenizer, tmp_path / "cache")[0].tolist() == tokens.tolist()
 
 
 @pytest.mark.parametrize(
@@ -164,7 +181,7 @@ def test_settings_reject_impossible_values():
     with pytest.raises(TrainConfigError, match="batch-size"):
         TrainConfig(batch_size=0)
     with pytest.raises(TrainConfigError, match="longer than the model's context window 64"):
-        TrainConfig(context_length=65).resolved(n_ctx=64)
+        TrainConfig(context_length=65).resolved(Config(n_layer=2, n_embd=32, n_head=2, n_ctx=64))
 
 
 def test_atomic_write_failure_leaves_the_old_file(tmp_path, monkeypatch):
@@ -188,7 +205,8 @@ def _raise(exc):
 
 
 def test_tiny_preset_learns_the_verdict(tmp_path, tokenizer, verdict):
-    """The issue's proof: the tiny preset, a few dozen CPU steps, validation loss falls."""
+    """The issue's proof: the tiny preset with the default learning rate, a few CPU steps,
+    and the validation loss falls by more than 2 nats."""
     evals = []
     result = train(
         verdict,
@@ -199,7 +217,6 @@ def test_tiny_preset_learns_the_verdict(tmp_path, tokenizer, verdict):
             max_steps=20,
             batch_size=4,
             context_length=32,
-            lr=3e-3,
             warmup_steps=2,
             eval_interval=20,
             eval_batches=2,
@@ -226,6 +243,72 @@ def test_tiny_preset_learns_the_verdict(tmp_path, tokenizer, verdict):
     twin.load_state_dict(state["model"])
     assert torch.equal(model(ids)[0], twin(ids)[0])
     assert (tmp_path / "tiny" / "metrics.jsonl").is_file() and (tmp_path / "tiny" / "loss.png").is_file()
+
+
+def test_the_default_learning_rate_follows_the_width(tmp_path, small_run):
+    from gpt2.training import TrainStarted
+    from gpt2.training.config import default_lr
+
+    started: list[TrainStarted] = []
+    small_run(on_event=lambda e: started.append(e) if isinstance(e, TrainStarted) else None, max_steps=1, lr=None)
+    assert started[0].train_config["lr"] == default_lr(Config(n_layer=2, n_embd=32, n_head=2)) == 2e-3
+    assert started[0].train_config["min_lr"] == pytest.approx(2e-4)
+    assert default_lr(Config.preset("gpt2")) == 6e-4 and default_lr(Config.preset("gpt2-xl")) < 3e-4
+    with pytest.raises(TrainConfigError, match="min-lr 0.01 is above the learning rate 0.002"):
+        TrainConfig(min_lr=0.01).resolved(Config.preset("tiny"))
+
+
+def test_a_run_resumes_with_the_learning_rate_it_started_with(
+    tmp_path, tokenizer, verdict, small_shape, quick_training
+):
+    """Runs saved when the default rate was 6e-4 everywhere keep it on --resume."""
+    from gpt2.training import TrainStarted
+
+    options = {k: v for k, v in quick_training.items() if k != "lr"}
+    started: list[TrainStarted] = []
+
+    def run(resume: bool, max_steps: int) -> None:
+        train(
+            verdict,
+            tmp_path / "run",
+            tokenizer=tokenizer,
+            config=Config(**small_shape),
+            resume=resume,
+            options={**options, "max_steps": max_steps},
+            cache_dir=tmp_path / "cache",
+            on_event=lambda e: started.append(e) if isinstance(e, TrainStarted) else None,
+        )
+
+    run(resume=False, max_steps=2)
+    path = tmp_path / "run" / checkpoint.STATE_FILE
+    state = torch.load(path, weights_only=True)
+    assert "lr" not in state["settings_given"] and state["settings"]["lr"] == 2e-3
+    state["settings"]["lr"] = 6e-4  # as a run of the old default saved it
+    torch.save(state, path)
+    run(resume=True, max_steps=4)
+    assert [e.train_config["lr"] for e in started] == [2e-3, 6e-4]
+
+
+@pytest.mark.parametrize("native", [False, True])
+def test_bfloat16_on_a_cpu_without_native_support_is_said(tmp_path, small_run, monkeypatch, native):
+    import gpt2.training.loop as loop
+    from gpt2.training import Notice
+    from gpt2.training.cpu_features import Bf16Support
+
+    monkeypatch.setattr(loop, "cpu_bf16_support", lambda: Bf16Support(native, ("avx512_bf16",) * native, "test"))
+    notices: list[str] = []
+    result = small_run(
+        on_event=lambda e: notices.append(e.message) if isinstance(e, Notice) else None,
+        max_steps=2,
+        dtype="bfloat16",
+        device="cpu",
+    )
+    assert result.step == 2 and result.val_loss is not None
+    said = [n for n in notices if "no native bfloat16" in n]
+    if native:
+        assert said == []
+    else:
+        assert len(said) == 1 and "usually slower than float32" in said[0]
 
 
 # --- exact resume ---------------------------------------------------------------------------
@@ -304,7 +387,7 @@ def test_full_disk_while_saving_keeps_the_previous_checkpoint(tmp_path, tokenize
 
             monkeypatch.setattr(os, "fsync", full_disk)
 
-    with pytest.raises(CheckpointError, match="no space left on device.*previous checkpoint is intact"):
+    with pytest.raises(CheckpointError, match=r"no space left on device.*previous checkpoint \(step 4\) is intact"):
         small_run(on_event=on_event, max_steps=8)
     monkeypatch.undo()
     assert checkpoint.load_state(tmp_path / "run")["step"] == 4

@@ -244,7 +244,7 @@ def test_a_bar_counts_windows_as_well_as_bytes():
     out = io.StringIO()
     bar = BytesBar("scoring windows", out, amount="{:,}".format)
     bar(4000, 4000)
-    assert out.getvalue() == "\rscoring windows [##############################] 4,000 / 4,000\n"
+    assert out.getvalue() == "scoring windows [##############################] 4,000 / 4,000  0:00\n"
 
 
 def test_evaluate_text_reports_progress(tmp_path, small_config, verdict):

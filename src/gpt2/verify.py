@@ -7,9 +7,12 @@ weights; then the NumPy and PyTorch engines are checked against the pure engine.
 The error measure is max |pure - reference| / max |reference|; it
 must stay within 1e-9 for NumPy and 1e-4 for PyTorch.
 
->>> report = run_verification(references=())   # pure-only checks, no NumPy/PyTorch needed
+>>> seen = []
+>>> report = run_verification(references=(), progress=lambda *p: seen.append(p))   # pure only
 >>> [r.component for r in report.rows][:1]
 ['cached vs uncached decoding']
+>>> seen[-1] == ("components", len(COMPONENTS), len(COMPONENTS))
+True
 """
 
 from __future__ import annotations
@@ -35,6 +38,34 @@ VERIFY_CONFIG = Config(n_layer=2, n_embd=24, n_head=3, vocab_size=97, n_ctx=16)
 PURE_TOLERANCE = 1e-9
 SELF_CHECK = "pure, uncached"  # the reference of the pure engine's check against itself
 ENGINE_TOLERANCE = 1e-4  # the NumPy and PyTorch engines compute in float32
+
+# `progress(stage, done, total)`: stage "random weights" counts parameters drawn (the
+# long part at the large sizes), "components" the components checked, "engines" the
+# NumPy and PyTorch engines checked against the pure one.
+Progress = Callable[[str, int, int], None]
+
+# What `components` yields, in order (so progress knows the total before the first one).
+COMPONENTS = (
+    "matmul",
+    "add",
+    "transpose",
+    "softmax",
+    "causal softmax",
+    "layer norm",
+    "GELU (tanh)",
+    "linear",
+    "token + position embeddings",
+    "scaled dot-product attention",
+    "multi-head attention",
+    "MLP",
+    "transformer block",
+    "decoder stack",
+    "final layer norm",
+    "output projection",
+    "forward pass (logits)",
+    "engine prefill (KV cache)",
+    "engine cached decoding",
+)
 
 
 @dataclass
@@ -78,10 +109,11 @@ class Report:
         }
 
 
-def random_params(config: Config, rng: random.Random) -> dict[str, Tensor]:
+def random_params(config: Config, rng: random.Random, progress: Progress | None = None) -> dict[str, Tensor]:
     """Weights with every entry random (gains near 1, biases and matrices near 0), so a
     dropped bias or gain shows up, unlike with GPT-2's init (zero biases, unit gains)."""
     params = {}
+    total, done = config.num_parameters(), 0
     for name, shape in param_shapes(config).items():
         n = math.prod(shape)
         if len(shape) == 2:
@@ -91,6 +123,9 @@ def random_params(config: Config, rng: random.Random) -> dict[str, Tensor]:
         else:
             values = [rng.gauss(0.0, 0.2) for _ in range(n)]
         params[name] = Tensor.from_floats(values, shape, dtype="F64")
+        done += n
+        if progress is not None:
+            progress("random weights", done, total)
     return params
 
 
@@ -198,11 +233,12 @@ def run_verification(
     references: Iterable[str] = ("numpy", "torch"),
     config: Config = VERIFY_CONFIG,
     seed: int = 0,
-    progress: Callable[[str], None] | None = None,
+    progress: Progress | None = None,
 ) -> Report:
-    """Run every check; `references` names the frameworks to compare against."""
+    """Run every check; `references` names the frameworks to compare against;
+    `progress(stage, done, total)` follows the work (see `Progress`)."""
     rng = random.Random(seed)
-    params = random_params(config, rng)
+    params = random_params(config, rng, progress)
     report = Report(config=config.to_hf_dict(), seed=seed)
 
     # The pure engine against itself: the KV cache must change nothing.
@@ -228,9 +264,7 @@ def run_verification(
             report.unavailable[name] = f"{refs.FRAMEWORKS[name]} is not installed ({install_hint(name)})"
             continue
         loaded[name] = refs.load(name)
-    for component, pure, reference_fn in components(config, rng, params):
-        if progress:
-            progress(component)
+    for done, (component, pure, reference_fn) in enumerate(components(config, rng, params), 1):
         for name in references:
             if name not in loaded:
                 report.rows.append(Row(component, name, None, None, None, "unavailable", report.unavailable[name]))
@@ -239,12 +273,18 @@ def run_verification(
             err, rel = compare(pure, r.tolist(reference_fn(r)))
             status = "pass" if rel <= r.TOLERANCE else "fail"
             report.rows.append(Row(component, r.NAME, err, rel, r.TOLERANCE, status))
-    report.rows.extend(check_other_engines(config, params, rng, tuple(loaded)))
+        if progress:
+            progress("components", done, len(COMPONENTS))
+    report.rows.extend(check_other_engines(config, params, rng, tuple(loaded), progress))
     return report
 
 
 def check_other_engines(
-    config: Config, params: dict[str, Tensor], rng: random.Random, engines: Sequence[str]
+    config: Config,
+    params: dict[str, Tensor],
+    rng: random.Random,
+    engines: Sequence[str],
+    progress: Progress | None = None,
 ) -> list[Row]:
     """All three engines give the same logits: the NumPy and PyTorch engines (float32)
     against the pure engine's float64 forward pass, prefill and cached decoding."""
@@ -269,6 +309,8 @@ def check_other_engines(
                 "pass" if rel <= ENGINE_TOLERANCE else "fail",
             )
         )
+        if progress:
+            progress("engines", len(rows), len(engines))
     return rows
 
 

@@ -270,6 +270,10 @@ def read_stdin() -> str:
 
     if sys.stdin is None:  # started with stdin closed (`<&-`)
         raise Gpt2Error("stdin is closed; give the text as an argument, or redirect stdin from a file")
+    from .progress import is_terminal
+
+    if is_terminal(sys.stdin):  # else a user waits on a silent command that waits on them
+        print("reading the text from stdin (Ctrl-D on a new line ends it) ...", file=sys.stderr, flush=True)
     stream = getattr(sys.stdin, "buffer", None)
     try:
         if stream is None:  # already text (a StringIO in tests)
@@ -284,7 +288,8 @@ def read_stdin() -> str:
 
 
 def words_or_stdin(parts: list[str]) -> str:
-    """The text of a command's positional words, joined by spaces; none, or '-', reads stdin.
+    """The text of a command's positional words, joined by spaces; none, or '-', reads stdin
+    (on a terminal, saying so first).
     Either way the text must be UTF-8, as `gpt2 tokenize` requires (see read_stdin)."""
     if not parts or parts == ["-"]:
         return read_stdin()

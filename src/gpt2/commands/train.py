@@ -16,6 +16,7 @@ import sys
 import time
 
 from ..errors import Gpt2Error
+from .progress import duration, is_terminal
 
 # Options that become TrainConfig fields: (flag, field, type, help).
 HYPER = (
@@ -24,10 +25,11 @@ HYPER = (
     ("--grad-accum", "grad_accum", int, "micro-batches per optimizer step (default 1)"),
     ("--context-length", "context_length", int, "tokens per sequence, at most n_ctx (default n_ctx)"),
     ("--stride", "stride", int, "tokens between window starts (default: the context length)"),
-    ("--lr", "lr", float, "peak learning rate (default 6e-4)"),
+    ("--lr", "lr", float, "peak learning rate (default by width: 6e-4 x 768 / n_embd, within [1.5e-4, 2e-3])"),
     ("--min-lr", "min_lr", float, "final learning rate of the cosine decay (default lr/10)"),
     ("--warmup-steps", "warmup_steps", int, "linear warm-up steps (default max-steps/10, at most 100)"),
     ("--weight-decay", "weight_decay", float, "AdamW decay on matrices (default 0.1)"),
+    ("--beta2", "beta2", float, "AdamW second-moment decay (default 0.95)"),
     ("--grad-clip", "grad_clip", float, "clip the gradient norm to this; 0 = off (default 1.0)"),
     ("--dropout", "dropout", float, "dropout probability (default: the model's, 0)"),
     ("--val-fraction", "val_fraction", float, "share of the text held out for validation (default 0.1)"),
@@ -125,6 +127,9 @@ def run(args: argparse.Namespace) -> int:
             env=os.environ,
             on_event=progress,
         )
+    except Gpt2Error:
+        progress.finish()  # end the bar's line before the error's
+        raise
     except TrainingInterrupted as stopped:  # Ctrl-C: say what is safe on disk, no traceback
         progress.finish()
         if os.environ.get("RANK", "0") == "0":
@@ -147,15 +152,20 @@ SAY_TOKENISING_FROM = 1_000_000  # characters
 
 class Progress:
     """Renders the trainer's events on stderr: a redrawn bar on a terminal, a line
-    every 5% of the run otherwise (logs, CI)."""
+    every 5% of the run otherwise (logs, CI). The bar shows the loss, the learning
+    rate, tokens/s, ms per step, the elapsed time and the time left (from the wall
+    time of this run's steps so far, evaluations and checkpoints included)."""
 
     def __init__(self, stream, quiet: bool = False) -> None:
         self.stream = stream
         self.quiet = quiet
-        self.tty = stream.isatty()
+        self.tty = is_terminal(stream)
         self.rate: float | None = None
+        self.ms_per_step: float | None = None
         self.bar_shown = False
         self.started = time.monotonic()
+        self.first_step: int | None = None  # the step this run started from (resume: not 0)
+        self.first_step_at = 0.0
         self.warned: set[str] = set()
 
     def __call__(self, event) -> None:
@@ -176,6 +186,7 @@ class Progress:
             self.line(f"tokenising {files}{e.characters:,} characters (cached for the next run) ...")
 
     def on_TrainStarted(self, e) -> None:
+        self.first_step, self.first_step_at = e.step, time.monotonic()
         if self.quiet:
             return
         verb = "resuming at step" if e.resumed else "training from step"
@@ -185,11 +196,26 @@ class Progress:
             f"{e.val_tokens:,} validation tokens, {e.tokens_per_step:,} tokens per step"
         )
 
+    def timing(self, step: int, max_steps: int) -> str:
+        """'elapsed 1:02  ETA 3:10' from this run's wall time per step so far."""
+        now = time.monotonic()
+        text = f"elapsed {duration(now - self.started)}"
+        done = step - (self.first_step or 0)
+        if done > 0 and step < max_steps:
+            per_step = (now - self.first_step_at) / done
+            text += f"  ETA {duration(per_step * (max_steps - step))}"
+        return text
+
     def on_StepDone(self, e) -> None:
         self.rate = e.tokens_per_s if self.rate is None else 0.9 * self.rate + 0.1 * e.tokens_per_s
+        ms = 1000 * e.seconds
+        self.ms_per_step = ms if self.ms_per_step is None else 0.9 * self.ms_per_step + 0.1 * ms
         if self.quiet:
             return
-        text = f"step {e.step}/{e.max_steps}  loss {e.loss:.4f}  lr {e.lr:.2e}  {self.rate:,.0f} tok/s"
+        text = (
+            f"step {e.step}/{e.max_steps}  loss {e.loss:.4f}  lr {e.lr:.2e}  {self.rate:,.0f} tok/s  "
+            f"{self.ms_per_step:,.0f} ms/step  {self.timing(e.step, e.max_steps)}"
+        )
         if self.tty:
             width = 24
             filled = width * e.step // e.max_steps
@@ -208,7 +234,7 @@ class Progress:
             self.line("  sample: " + e.sample.replace("\n", "\n          "))
 
     def on_CheckpointSaved(self, e) -> None:
-        if not self.quiet and not self.tty:
+        if not self.quiet:
             self.line(f"step {e.step}: checkpoint saved in {e.directory}")
 
     def on_Notice(self, e) -> None:

@@ -6,6 +6,8 @@ import argparse
 import json
 import sys
 
+from .progress import Bar
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -37,20 +39,40 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run)
 
 
+class StageBars:
+    """verify's `progress(stage, done, total)`: one bar per stage on stderr (a line every
+    5% off a terminal); random weights are counted in parameters."""
+
+    def __init__(self, stream) -> None:
+        self.stream = stream
+        self.bar: Bar | None = None
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        if self.bar is None or self.bar.label != stage:
+            self.close()
+            count = "{:,}".format
+            unit = " parameters/s" if stage == "random weights" else f" {stage}/s"
+            self.bar = Bar(stage, total, self.stream, amount=count, rate_unit=unit)
+        self.bar.update(done, total)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
 def run(args: argparse.Namespace) -> int:
     from ..config import Config
     from ..errors import install_hint
     from ..verify import VERIFY_CONFIG, format_table, run_verification
 
     config = Config.from_spec(args.config) if args.config else VERIFY_CONFIG
-    progress = None
-    if not args.json and sys.stderr.isatty():
-        progress = lambda name: print(f"\r\033[Kchecking {name} ...", end="", file=sys.stderr, flush=True)  # noqa: E731
-    report = run_verification(
-        references=tuple(args.reference or ("numpy", "torch")), config=config, seed=args.seed, progress=progress
-    )
-    if progress:
-        print("\r\033[K", end="", file=sys.stderr)
+    progress = StageBars(sys.stderr)
+    try:
+        report = run_verification(
+            references=tuple(args.reference or ("numpy", "torch")), config=config, seed=args.seed, progress=progress
+        )
+    finally:
+        progress.close()
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
     else:

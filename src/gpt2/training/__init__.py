@@ -11,7 +11,7 @@ trainer), `checkpoint` (atomic files), `metrics` (log + plot), `evaluate`,
 
 from .config import TrainConfig
 from .errors import CheckpointError, DataError, TrainConfigError, TrainingInterrupted
-from .evaluate import EvalResult, evaluate_text
+from .evaluate import EvalPlan, EvalResult, evaluate_text
 from .events import CheckpointSaved, Evaluated, Notice, StepDone, Tokenizing, TrainStarted
 from .loop import TrainResult, train
 
@@ -21,6 +21,7 @@ __all__ = [
     "TrainResult",
     "evaluate_text",
     "EvalResult",
+    "EvalPlan",
     "Tokenizing",
     "TrainStarted",
     "StepDone",

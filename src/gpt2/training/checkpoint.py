@@ -10,51 +10,99 @@ A run directory holds:
                         the resumable state can never be half old and half new
     config.json         } the model, exported after each checkpoint for
     model.safetensors   } `gpt2 generate --model DIR`, every engine and transformers
+    .train.lock         while a run is in it (see `lock`)
+
+No file system renames two files at once, so a kill between the writes of a save
+could leave the exported model one checkpoint behind the state. The state is
+therefore the one source of truth, written first, and the export records the step
+it holds (`"step"` in the safetensors metadata): a run that starts in the directory
+(`--resume`) compares the two and re-exports the model from the state when they
+differ (:func:`sync_export`).
 """
 
 from __future__ import annotations
 
 import errno
 import io
+import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from ..atomic import atomic_write_bytes
 from ..config import Config
 from ..errors import Gpt2Error
+from ..params import Params, param_shapes, validate_params
 from .errors import CheckpointError
 
 STATE_FILE = "train_state.pt"
+MODEL_FILE = "model.safetensors"
 STATE_FORMAT = 1
 
 
-def _saving_error(exc: OSError, what: Path) -> CheckpointError:
-    if exc.errno == errno.ENOSPC:
-        reason = "no space left on device"
+def _saving_error(reason: str, what: Path, previous_step: int | None) -> CheckpointError:
+    """The error of a failed save, saying truthfully what is left on disk."""
+    if previous_step is None:
+        left = "no checkpoint of this run was saved before"
     else:
-        reason = exc.strerror or str(exc)
-    return CheckpointError(f"could not save {what}: {reason}; the previous checkpoint is intact")
+        left = f"the previous checkpoint (step {previous_step}) is intact"
+    return CheckpointError(f"could not save {what}: {reason}; {left}")
+
+
+def _reason(exc: OSError) -> str:
+    return "no space left on device" if exc.errno == errno.ENOSPC else exc.strerror or str(exc)
 
 
 # --- the model, for every reader ---------------------------------------------------------
 
 
-def export_model(directory: str | Path, config: Config, params) -> None:
-    """Write `config.json` + `model.safetensors` (each atomically, by `gpt2.weights`)."""
-    from ..weights import save_model
+def export_model(
+    directory: str | Path, config: Config, params: Params, step: int, previous_step: int | None = None
+) -> None:
+    """Write `config.json` then `model.safetensors` (each atomically), the weights in
+    checkpoint order with `step` in their metadata. `previous_step` (the last finished
+    checkpoint, None if none) only shapes the error message."""
+    from ..weights import write_safetensors
+
+    directory = Path(directory)
+    try:
+        validate_params(params, config)
+        text = json.dumps(config.to_hf_dict(), indent=2) + "\n"
+        atomic_write_bytes(directory / "config.json", text.encode("utf-8"))
+        ordered = {name: params[name] for name in param_shapes(config)}
+        write_safetensors(directory / MODEL_FILE, ordered, {"format": "pt", "step": str(step)})
+    except OSError as exc:
+        raise _saving_error(_reason(exc), directory / MODEL_FILE, previous_step) from None
+    except Gpt2Error as exc:
+        raise _saving_error(str(exc), directory / MODEL_FILE, previous_step) from None
+
+
+def exported_step(directory: str | Path) -> int | None:
+    """The step of the exported model (None: missing, unreadable, or exported before
+    steps were recorded)."""
+    from ..weights.safetensors import read_header
 
     try:
-        save_model(directory, config, params)
-    except (OSError, Gpt2Error) as exc:
-        if isinstance(exc, OSError):
-            raise _saving_error(exc, Path(directory) / "model.safetensors") from None
-        raise CheckpointError(f"{exc}; the previous checkpoint is intact") from None
+        step = read_header(Path(directory) / MODEL_FILE).metadata.get("step", "")
+    except Gpt2Error:
+        return None
+    return int(step) if step.isdigit() else None
+
+
+def sync_export(directory: str | Path, state: dict[str, Any], config: Config, params: Callable[[], Params]) -> bool:
+    """Make the exported model the state's, re-exporting it when a save was cut between
+    the two writes; True when it had to. `params()` gives the state's weights as a
+    parameter tree (called only when needed)."""
+    if exported_step(directory) == state["step"] and (Path(directory) / "config.json").is_file():
+        return False
+    export_model(directory, config, params(), state["step"], previous_step=state["step"])
+    return True
 
 
 # --- the training state ------------------------------------------------------------------
 
 
-def save_state(directory: str | Path, state: dict[str, Any]) -> None:
+def save_state(directory: str | Path, state: dict[str, Any], previous_step: int | None = None) -> None:
     """Atomically write the resumable training state (a dict of tensors and plain values)."""
     import torch
 
@@ -64,7 +112,7 @@ def save_state(directory: str | Path, state: dict[str, Any]) -> None:
     try:
         atomic_write_bytes(path, buffer.getvalue())
     except OSError as exc:
-        raise _saving_error(exc, path) from None
+        raise _saving_error(_reason(exc), path, previous_step) from None
 
 
 def load_state(directory: str | Path) -> dict[str, Any]:

@@ -6,7 +6,9 @@ The pipeline, one step per function:
    files skipped), and refuses anything that is not UTF-8 text;
 2. :func:`load_tokens` tokenises them, joined by the end-of-text token, into a
    uint16 file named by the hash of the text and of the tokenizer, so a second
-   run (or a resume) skips the tokenisation;
+   run (or a resume) skips the tokenisation; the file carries its token count and
+   the sha256 of its tokens, checked on every read, so a damaged cache is rebuilt,
+   never trusted;
 3. :func:`split_tokens` cuts the stream in two contiguous parts, train then
    validation (contiguous, so no overlapping window leaks text between them);
 4. :class:`Windows` views a part as windows of `context + 1` tokens, one every
@@ -39,7 +41,12 @@ import torch
 from ..atomic import atomic_write_bytes
 from .errors import DataError
 
-TOKEN_FILE_VERSION = b"gpt2-tokens-v1"
+TOKEN_FILE_VERSION = b"gpt2-tokens-v1"  # part of the cache key (and of every checkpoint's data key)
+# The cache file: this magic, the token count (8 bytes, little-endian), the sha256 of the
+# token bytes, then the tokens (uint16, little-endian).
+CACHE_MAGIC = b"gpt2-tokens-v2\n\x00"
+CACHE_HEADER = len(CACHE_MAGIC) + 8 + 32
+CACHE_SUFFIX = ".tokens"
 _PROBE = "Hello world! <|endoftext|> 123 \u00e9t\u00e9 \U0001f600\n\n  spaces"
 
 
@@ -122,17 +129,35 @@ def tokenize_texts(texts: Sequence[str], tokenizer) -> np.ndarray:
     return np.frombuffer(ids, dtype=np.uint16).copy()
 
 
+def cache_path(cache_dir: str | Path, key: str) -> Path:
+    return Path(cache_dir) / f"{key}{CACHE_SUFFIX}"
+
+
+def token_cache_bytes(tokens: np.ndarray) -> bytes:
+    """The cache file of `tokens`: header (magic, count, sha256), then the tokens."""
+    data = tokens.astype("<u2").tobytes()
+    return CACHE_MAGIC + len(tokens).to_bytes(8, "little") + hashlib.sha256(data).digest() + data
+
+
 def read_token_cache(path: Path, eot_token: int) -> np.ndarray | None:
-    """The cached tokens, memory-mapped (paged in as windows are read); None when the file
-    is missing or plainly damaged (empty, an odd number of bytes, not ending with the
-    end-of-text token every text ends with), so the caller tokenises again."""
+    """The cached tokens, memory-mapped (paged in as windows are read), or None when the
+    file is missing or fails a check (its magic, its length against the count in its
+    header, the sha256 of its tokens, the final end-of-text token), so the caller
+    tokenises again. Hashing reads the file once: about a second a gigabyte."""
     try:
-        size = path.stat().st_size
+        with open(path, "rb") as f:
+            header = f.read(CACHE_HEADER)
+            size = os.fstat(f.fileno()).st_size
     except OSError:
         return None
-    if size == 0 or size % 2:
+    if len(header) < CACHE_HEADER or not header.startswith(CACHE_MAGIC):
         return None
-    tokens = np.memmap(path, dtype="<u2", mode="r")
+    count = int.from_bytes(header[len(CACHE_MAGIC) : len(CACHE_MAGIC) + 8], "little")
+    if count == 0 or size != CACHE_HEADER + 2 * count:
+        return None
+    tokens = np.memmap(path, dtype="<u2", mode="r", offset=CACHE_HEADER, shape=(count,))
+    if hashlib.sha256(tokens.data).digest() != header[-32:]:
+        return None
     return tokens if int(tokens[-1]) == eot_token else None
 
 
@@ -142,14 +167,15 @@ def load_tokens(
     cache_dir: str | Path | None,
     on_tokenize: Callable[[int, int], None] | None = None,
 ) -> tuple[np.ndarray, str]:
-    """Tokens of FILE_OR_DIR and their cache key. With a cache directory the uint16 token
-    file `<cache_dir>/<key>.bin` is reused when present and written (atomically) when not.
-    `on_tokenize(files, characters)` is called before the (slow) tokenisation, if any."""
+    """Tokens of FILE_OR_DIR and their cache key. With a cache directory the token file
+    `<cache_dir>/<key>.tokens` is reused when present and intact, and written
+    (atomically) when not. `on_tokenize(files, characters)` is called before the
+    (slow) tokenisation, if any."""
     texts = read_texts(path)
     if not any(t.strip() for t in texts):
         raise DataError(f"{path} is empty")
     key = tokens_key(texts, tokenizer)
-    cache_file = Path(cache_dir) / f"{key}.bin" if cache_dir is not None else None
+    cache_file = cache_path(cache_dir, key) if cache_dir is not None else None
     cached = read_token_cache(cache_file, tokenizer.eot_token) if cache_file is not None else None
     if cached is not None:
         return cached, key
@@ -159,8 +185,8 @@ def load_tokens(
     if cache_file is None:
         return tokens, key
     try:
-        Path(cache_dir).mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(cache_file, tokens.astype("<u2").tobytes())
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(cache_file, token_cache_bytes(tokens))
     except OSError:
         pass  # a cache we cannot write only costs time on the next run
     return tokens, key
@@ -218,8 +244,8 @@ class Windows:
 
     def batch(self, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
         """Inputs and targets, both [len(indices), context] int64."""
-        rows = np.stack([self.tokens[self.starts[i] : self.starts[i] + self.context + 1] for i in indices])
-        rows = torch.from_numpy(rows.astype(np.int64))  # [B, context + 1]
+        stacked = np.stack([self.tokens[self.starts[i] : self.starts[i] + self.context + 1] for i in indices])
+        rows = torch.from_numpy(stacked.astype(np.int64))  # [B, context + 1]
         return rows[:, :-1], rows[:, 1:]
 
 

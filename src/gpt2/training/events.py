@@ -35,6 +35,7 @@ class StepDone:
     loss: float
     lr: float
     tokens_per_s: float
+    seconds: float = 0.0  # this step's wall time
 
 
 @dataclass(frozen=True)

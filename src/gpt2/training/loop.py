@@ -25,18 +25,21 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 
 from ..config import Config
 from ..engines.torch.device import pick_device
 from . import checkpoint, distributed
+from .allocator import keep_freed_memory
 from .config import TrainConfig
+from .cpu_features import cpu_bf16_support
 from .data import Windows, WindowSampler, check_vocabulary, load_tokens, split_tokens
 from .errors import CheckpointError, DataError, TrainingInterrupted
 from .evaluate import autocast_context, sample_text, spread_indices, windows_loss
 from .events import CheckpointSaved, Evaluated, Notice, StepDone, Tokenizing, TrainStarted
+from .lock import RunLock
 from .metrics import METRICS_FILE, PLOT_FILE, MetricsLog, plot_losses
 from .optim import make_optimizer, set_learning_rate
 from .schedule import learning_rate
@@ -104,7 +107,11 @@ def _describe(c: Config) -> str:
 def _train_config(options: Mapping[str, Any], resume_state: dict | None) -> TrainConfig:
     if resume_state is None:
         return TrainConfig.from_dict(options)
-    return TrainConfig.from_dict({**resume_state["settings_given"], **options})
+    given = dict(resume_state["settings_given"])
+    if given.get("lr") is None and "lr" in resume_state.get("settings", {}):
+        # the default rate has changed (it follows the width now): a run keeps the one it started with
+        given["lr"] = resume_state["settings"]["lr"]
+    return TrainConfig.from_dict({**given, **options})
 
 
 # --- the loop ----------------------------------------------------------------------------
@@ -137,7 +144,18 @@ def train(
     dist = distributed.from_environment(env or {})
     new_directory = not Path(out_dir).exists()
     trainer = None
+    lock = None
     try:
+        if dist.is_main:  # before anything in the directory is read, written or cleaned up
+            checkpoint.prepare_run_directory(out_dir)
+            lock = RunLock(out_dir).acquire()
+            if lock.stale_owner and on_event is not None:
+                on_event(
+                    Notice(
+                        f"the last run in {out_dir} ({lock.stale_owner}) did not exit cleanly (killed?); "
+                        "the system released its lock, so this run goes on"
+                    )
+                )
         trainer = Trainer(
             data,
             Path(out_dir),
@@ -154,6 +172,8 @@ def train(
     except KeyboardInterrupt:
         raise TrainingInterrupted(_interrupted(trainer, out_dir)) from None
     finally:
+        if lock is not None:
+            lock.release()
         if trainer is None and new_directory:  # a mistake in the options leaves no empty run directory
             checkpoint.remove_if_empty(Path(out_dir))
         distributed.stop(dist)
@@ -193,11 +213,13 @@ class Trainer:
         if train_config.dropout is not None:
             model_config = model_config.replace(dropout=train_config.dropout)
         self.model_config = model_config
-        self.run_config = run = train_config.resolved(model_config.n_ctx)
+        self.run_config = run = train_config.resolved(model_config)
         self.device = self._pick_device()
         self._load_data(data, cache_dir)
         distributed.start(dist, self.device)
         self._build_model(init_params)
+        if dist.is_main and self.resume_state is not None:
+            self._sync_export()
         self.per_step = run.batch_size * run.grad_accum * dist.world_size  # sequences per step
         self._open_log()
 
@@ -209,6 +231,17 @@ class Trainer:
             device = torch.device("cuda", self.dist.local_rank)
             torch.cuda.set_device(device)
         autocast_context(device, self.run_config.dtype)  # fail early on an impossible dtype
+        if device.type == "cpu":
+            keep_freed_memory()  # the same large buffers every step: reuse them (allocator.py)
+            if self.run_config.dtype == "bfloat16":
+                support = cpu_bf16_support()
+                if support.native is False:
+                    self.emit(
+                        Notice(
+                            f"this CPU has no native bfloat16 arithmetic ({support.describe()}): it is emulated, "
+                            "usually slower than float32 (--dtype float32)"
+                        )
+                    )
         return device
 
     def _load_data(self, data, cache_dir) -> None:
@@ -239,7 +272,9 @@ class Trainer:
         if state is not None:
             self.raw_model.load_state_dict(state["model"])
         self.raw_model.to(self.device)
-        self.optimizer = make_optimizer(self.raw_model, lr=run.lr, weight_decay=run.weight_decay)
+        self.optimizer = make_optimizer(
+            self.raw_model, lr=run.lr, weight_decay=run.weight_decay, betas=(run.beta1, run.beta2)
+        )
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=run.dtype == "float16")
         self.step = 0
         self.saved_step: int | None = state["step"] if state is not None else None  # the last finished checkpoint
@@ -258,8 +293,25 @@ class Trainer:
                         f"{self.dist.world_size}: training continues, but not bit for bit"
                     )
                 )
-        model = torch.compile(self.raw_model) if run.compile else self.raw_model
+        model = cast(torch.nn.Module, torch.compile(self.raw_model)) if run.compile else self.raw_model
         self.model = distributed.wrap(model, self.dist, self.device)
+
+    def _sync_export(self) -> None:
+        """A save cut between its two writes left the exported model behind the state:
+        export the state's weights again, so the directory holds one checkpoint."""
+        state = self.resume_state
+        assert state is not None
+        before = checkpoint.exported_step(self.out)
+        missing = not (self.out / checkpoint.MODEL_FILE).exists()
+        if checkpoint.sync_export(self.out, state, self.model_config, self.raw_model.to_params):
+            if before is not None or missing:  # not for runs saved before steps were recorded
+                self.emit(
+                    Notice(
+                        f"the exported model was {f'from step {before}' if before is not None else 'missing'} "
+                        f"but the training state is from step {state['step']} (a save was interrupted); "
+                        "exported the model of the state again"
+                    )
+                )
 
     def _open_log(self) -> None:
         self.out.mkdir(parents=True, exist_ok=True)
@@ -317,7 +369,7 @@ class Trainer:
             x, y = x.to(self.device), y.to(self.device)
             # DDP all-reduces gradients in backward(); only the last micro-batch needs it
             last_micro = micro == run.grad_accum - 1
-            with self.model.no_sync() if dist.enabled and not last_micro else contextlib.nullcontext():
+            with cast(Any, self.model).no_sync() if dist.enabled and not last_micro else contextlib.nullcontext():
                 with autocast_context(self.device, run.dtype):
                     _, loss = self.model(x, y)
                 self.scaler.scale(loss / run.grad_accum).backward()
@@ -333,8 +385,9 @@ class Trainer:
         loss = distributed.mean_across(dist, loss_sum / run.grad_accum).item()
         if not math.isfinite(loss):
             raise DataError(f"the loss became {loss} at step {self.step}; try a smaller --lr")
-        tokens_per_s = self.per_step * run.context_length / max(time.perf_counter() - started, 1e-9)
-        self.emit(StepDone(self.step, run.max_steps, loss, lr, tokens_per_s))
+        seconds = max(time.perf_counter() - started, 1e-9)
+        tokens_per_s = self.per_step * run.context_length / seconds
+        self.emit(StepDone(self.step, run.max_steps, loss, lr, tokens_per_s, seconds))
         if dist.is_main:
             self.log.append(
                 {
@@ -389,12 +442,19 @@ class Trainer:
         error: CheckpointError | None = None
         if self.dist.is_main:
             try:
-                checkpoint.save_state(self.out, self.state(rngs))
-                checkpoint.export_model(self.out, self.model_config, self.raw_model.to_params())
+                checkpoint.save_state(self.out, self.state(rngs), previous_step=self.saved_step)
             except CheckpointError as exc:
                 error = exc
             else:
-                self.emit(CheckpointSaved(self.step, str(self.out)))
+                try:
+                    checkpoint.export_model(self.out, self.model_config, self.raw_model.to_params(), self.step)
+                except CheckpointError as exc:  # the state is saved: say so, the next --resume re-exports
+                    error = CheckpointError(
+                        f"{str(exc).split('; ')[0]}; the training state of step {self.step} is saved in "
+                        f"{self.out}: --resume continues it and exports the model again"
+                    )
+                else:
+                    self.emit(CheckpointSaved(self.step, str(self.out)))
         if distributed.any_across(self.dist, error is not None):  # every process stops, none hangs
             raise error or CheckpointError(f"saving the checkpoint in {self.out} failed on the main process")
         self.saved_step = self.step

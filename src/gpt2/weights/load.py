@@ -19,11 +19,12 @@ from typing import TYPE_CHECKING
 from ..atomic import atomic_write_bytes
 from ..config import END_OF_TEXT, Config, show_value
 from ..errors import ConfigError, ParamError
+from ..packaged import packaged_model, packaged_models
 from ..params import Params, param_shapes, validate_params
 from ..regular_file import is_present
 from ..tensor import Tensor
 from . import quantized
-from .errors import ModelNotFound, TFCheckpointError, WeightsError
+from .errors import DownloadError, ModelNotFound, TFCheckpointError, WeightsError
 from .hub import KNOWN_MODELS, DownloadProgress, HubSettings, download_model, repo_cache_dir, repo_id_for
 from .names import BLOCK_NAME, from_hf_names, infer_config, tf_to_ours
 from .safetensors import read_safetensors, write_safetensors
@@ -73,13 +74,23 @@ def resolve_model(
         raise WeightsError(f"{path} is not a regular file or a directory")
     if is_present(f"{path}.index"):  # a TF bundle prefix such as dir/model.ckpt (the reader checks the file)
         return ModelFiles("tf", path, _beside(path, "hparams.json"))
+    packaged = packaged_model(str(name_or_path))
+    if packaged is not None:  # ships inside the package: no hub, no network
+        return _resolve_directory(packaged)
     repo_id = repo_id_for(str(name_or_path))
     if repo_id is None:
         raise ModelNotFound(
-            f"{name_or_path}: no such file or directory, and not a known model name ({', '.join(KNOWN_MODELS)})"
+            f"{name_or_path}: no such file or directory, and not a known model name "
+            f"({', '.join([*KNOWN_MODELS, *packaged_models()])})"
         )
     settings = hub or HubSettings.from_env()
-    snapshot = download_model(repo_id, settings, progress)
+    try:
+        snapshot = download_model(repo_id, settings, progress)
+    except (ModelNotFound, DownloadError) as exc:  # offline: name what works without a network
+        if (isinstance(exc, ModelNotFound) and not settings.offline) or not packaged_models():
+            raise
+        shipped = " or ".join(f"--model {name}" for name in packaged_models())
+        raise type(exc)(f"{exc}; with no network, {shipped} ships with the package") from None
     files = _resolve_directory(snapshot)
     return ModelFiles(files.format, files.weights, files.config, repo_cache_dir(settings, repo_id))
 
