@@ -116,6 +116,21 @@ def test_the_page_loads_without_errors_or_requests_elsewhere(page, server):
     ]
 
 
+def test_every_panel_shows_a_link_to_its_chapter(page):
+    """The guide links are visible in each panel's header and lead to chapters that exist (the
+    site itself, `mkdocs serve` on 127.0.0.1:8001, is not running here: links are not followed)."""
+    learn = Path(__file__).resolve().parents[1] / "docs" / "learn"
+    for name in PANELS:
+        link = page.page.locator(f"#panel-{name} h2 a.guide")
+        assert link.count() == 1 and link.is_visible(), name
+        href = link.get_attribute("href") or ""
+        assert href.startswith("http://127.0.0.1:8001/learn/"), (name, href)
+        chapter = href.removeprefix("http://127.0.0.1:8001/learn/").split("/")[0]
+        assert (learn / f"{chapter}.md").is_file(), (name, href)
+        assert link.inner_text().startswith("guide: chapter "), name
+    assert not [url for url in page.requests if ":8001" in url]  # shown, never fetched
+
+
 def test_typing_a_prompt_shows_its_tokens(page):
     tok = Tokenizer.gpt2()
     text = "Hello world, hello moon: naïve"

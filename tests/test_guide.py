@@ -76,6 +76,40 @@ def test_the_guide_is_linked_from_the_site_home():
     assert "(learn/index.md)" in home and "(learn/00-quick-start.md)" in home
 
 
+# --- the explorer ---------------------------------------------------------------------------------------
+
+EXPLORER_PAGE = ROOT / "src" / "gpt2" / "explore" / "static" / "index.html"
+PANEL = re.compile(r'<section class="panel" id="(panel-[a-z]+)">\s*<h2>(.*?)</h2>', re.DOTALL)
+GUIDE_LINK = re.compile(r'<a class="guide" href="http://127\.0\.0\.1:8001/learn/(\d\d-[a-z-]+)/(?:#([a-z0-9-]+))?"')
+PANEL_LINK = re.compile(r"\(http://127\.0\.0\.1:8000/#(panel-[a-z]+)\)")
+
+
+def heading_slugs(text: str) -> set[str]:
+    """The anchors mkdocs gives a page's headings (its default slugify: lower case, words
+    joined by hyphens, other characters dropped)."""
+    headings = re.findall(r"^#+ (.+)$", re.sub(r"^```.*?^```", "", text, flags=re.MULTILINE | re.DOTALL), re.MULTILINE)
+    return {re.sub(r"[-\s]+", "-", re.sub(r"[^\w\s-]", "", h).strip().lower()) for h in headings}
+
+
+def test_every_explorer_panel_links_to_its_chapter_and_back():
+    """Each panel's header links to a chapter that exists (on `mkdocs serve`, port 8001, so as
+    not to collide with the explorer's 8000), and each panel is linked from some chapter."""
+    page = EXPLORER_PAGE.read_text(encoding="utf-8")
+    panels = dict(PANEL.findall(page))
+    assert len(panels) == 7, sorted(panels)
+    for panel, header in panels.items():
+        match = GUIDE_LINK.search(header)
+        assert match, f"{panel}: no guide link in its header"
+        chapter = LEARN / f"{match[1]}.md"
+        assert chapter.is_file(), (panel, chapter.name)
+        if match[2]:
+            assert match[2] in heading_slugs(chapter.read_text(encoding="utf-8")), (panel, match[2])
+    linked = {panel for chapter in CHAPTERS for panel in PANEL_LINK.findall(chapter.read_text(encoding="utf-8"))}
+    assert linked == set(panels), (sorted(linked), sorted(panels))
+    site = (ROOT / "mkdocs.yml").read_text(encoding="utf-8")
+    assert re.search(r"^dev_addr: 127\.0\.0\.1:8001$", site, re.MULTILINE)
+
+
 # --- the harness ---------------------------------------------------------------------------------------
 
 
