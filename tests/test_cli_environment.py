@@ -104,12 +104,16 @@ def test_an_unexpected_os_error_is_one_line(monkeypatch, capsys):
 
 
 def test_the_progress_line_is_ended_before_an_error(tmp_path, monkeypatch, capsys):
-    """A download cut every time: the half-drawn bar's line ends before the error line."""
+    """A download cut every time: on a terminal, the half-drawn bar's line ends before the error
+    line; the error names no packaged model (the network is there, the file is cut)."""
     import http.server
     import json
     import threading
 
+    from gpt2.commands import progress
     from gpt2.config import Config
+
+    monkeypatch.setattr(progress, "is_terminal", lambda stream: True)
 
     config = json.dumps(Config(n_layer=1, n_embd=8, n_head=2, vocab_size=16, n_ctx=4).to_hf_dict()).encode()
 
@@ -140,3 +144,4 @@ def test_the_progress_line_is_ended_before_an_error(tmp_path, monkeypatch, capsy
     assert "model.safetensors" in err and "1.0 KB / 4.0 KB" in err  # the bar was drawn, half-way
     last = err.split("\n")[-2]
     assert last.startswith("gpt2 convert: error: ") and "after 5 attempts" in last, err
+    assert "gpt2-shakespeare" not in last

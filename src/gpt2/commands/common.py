@@ -130,20 +130,11 @@ def download_progress() -> Iterator[Any]:
     from .progress import DownloadBar
 
     bar = DownloadBar(sys.stderr)
-    open_line = False
-
-    def progress(filename: str, done: int, total: int | None) -> None:
-        nonlocal open_line
-        bar(filename, done, total)
-        open_line = not (total is not None and done >= total)  # a finished bar ends its own line
-
     try:
-        yield progress
+        yield bar
     finally:
-        if open_line:
-            with contextlib.suppress(OSError, ValueError):
-                sys.stderr.write("\n")
-                sys.stderr.flush()
+        with contextlib.suppress(OSError, ValueError):
+            bar.close()  # ends a half-drawn terminal line; a log has none to end
 
 
 def load_model_for(args: argparse.Namespace, source: str) -> Any:

@@ -10,6 +10,8 @@ A run directory holds:
                         the resumable state can never be half old and half new
     config.json         } the model, exported after each checkpoint for
     model.safetensors   } `gpt2 generate --model DIR`, every engine and transformers
+    vocab.json, ...     } (the tokenizer files and generation_config.json make it a
+                        } complete Hugging Face model: `pipeline(model=DIR)` works)
     .train.lock         while a run is in it (see `lock`)
 
 No file system renames two files at once, so a kill between the writes of a save
@@ -24,7 +26,6 @@ from __future__ import annotations
 
 import errno
 import io
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,7 @@ from typing import Any
 from ..atomic import atomic_write_bytes
 from ..config import Config
 from ..errors import Gpt2Error
-from ..params import Params, param_shapes, validate_params
+from ..params import Params
 from .errors import CheckpointError
 
 STATE_FILE = "train_state.pt"
@@ -59,18 +60,15 @@ def _reason(exc: OSError) -> str:
 def export_model(
     directory: str | Path, config: Config, params: Params, step: int, previous_step: int | None = None
 ) -> None:
-    """Write `config.json` then `model.safetensors` (each atomically), the weights in
-    checkpoint order with `step` in their metadata. `previous_step` (the last finished
+    """Write the model as a complete Hugging Face directory (`gpt2.weights.save_model`: the
+    weights in checkpoint order with `step` in their metadata, `config.json`, the tokenizer
+    files and `generation_config.json`, each atomically). `previous_step` (the last finished
     checkpoint, None if none) only shapes the error message."""
-    from ..weights import write_safetensors
+    from ..weights import save_model
 
     directory = Path(directory)
     try:
-        validate_params(params, config)
-        text = json.dumps(config.to_hf_dict(), indent=2) + "\n"
-        atomic_write_bytes(directory / "config.json", text.encode("utf-8"))
-        ordered = {name: params[name] for name in param_shapes(config)}
-        write_safetensors(directory / MODEL_FILE, ordered, {"format": "pt", "step": str(step)})
+        save_model(directory, config, params, metadata={"step": str(step)})
     except OSError as exc:
         raise _saving_error(_reason(exc), directory / MODEL_FILE, previous_step) from None
     except Gpt2Error as exc:

@@ -11,6 +11,7 @@ checkpoint (parsed here, no TensorFlow). See docs/weights.md.
 
 from .errors import (
     DownloadError,
+    HubUnreachable,
     ModelNotFound,
     SafetensorsError,
     TFCheckpointError,
@@ -32,6 +33,7 @@ from .safetensors import read_safetensors, write_safetensors
 
 __all__ = [
     "DownloadError",
+    "HubUnreachable",
     "HubSettings",
     "LoadedModel",
     "ModelFiles",

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 from ..config import MAX_CONFIG_BYTES, show_value
-from .errors import DownloadError, SafetensorsError, TorchBinError
+from .errors import DownloadError, HubUnreachable, SafetensorsError, TorchBinError
 
 if TYPE_CHECKING:
     from .hub import HubSettings
@@ -131,7 +131,7 @@ def fetch_file(
             f"{url}: download failed after {settings.attempts} attempts ({last_error}); "
             f"run the command again to resume from {part}"
         )
-    raise DownloadError(
+    raise HubUnreachable(
         f"cannot download {url} ({last_error}); nothing was saved in the cache; to work offline, "
         "put config.json and model.safetensors in a directory and pass its path"
     )

@@ -25,3 +25,7 @@ class ModelNotFound(WeightsError):
 
 class DownloadError(WeightsError):
     """Fetching a model from the Hugging Face hub failed."""
+
+
+class HubUnreachable(DownloadError):
+    """Not one byte of a file arrived in any attempt: most often, no network."""

@@ -24,7 +24,7 @@ from ..params import Params, param_shapes, validate_params
 from ..regular_file import is_present
 from ..tensor import Tensor
 from . import quantized
-from .errors import DownloadError, ModelNotFound, TFCheckpointError, WeightsError
+from .errors import HubUnreachable, ModelNotFound, TFCheckpointError, WeightsError
 from .hub import KNOWN_MODELS, DownloadProgress, HubSettings, download_model, repo_cache_dir, repo_id_for
 from .names import BLOCK_NAME, from_hf_names, infer_config, tf_to_ours
 from .safetensors import read_safetensors, write_safetensors
@@ -86,7 +86,7 @@ def resolve_model(
     settings = hub or HubSettings.from_env()
     try:
         snapshot = download_model(repo_id, settings, progress)
-    except (ModelNotFound, DownloadError) as exc:  # offline: name what works without a network
+    except (ModelNotFound, HubUnreachable) as exc:  # offline: name what works without a network
         if (isinstance(exc, ModelNotFound) and not settings.offline) or not packaged_models():
             raise
         shipped = " or ".join(f"--model {name}" for name in packaged_models())
@@ -282,6 +282,7 @@ def save_model(
     *,
     progress: Callable[[int, int], None] | None = None,
     tokenizer: Tokenizer | None = None,
+    metadata: Mapping[str, str] | None = None,
 ) -> Path:
     """Write a complete Hugging Face model directory, each file atomically:
 
@@ -294,7 +295,8 @@ def save_model(
     `AutoTokenizer.from_pretrained(directory)` work offline (unless it holds int8 weights:
     those are written as gpt2.weights.quantized lays them out, which only this project reads).
     `tokenizer` None means GPT-2's, written when the model's vocabulary holds it; a model
-    whose vocabulary is smaller gets no tokenizer files (none would fit it)."""
+    whose vocabulary is smaller gets no tokenizer files (none would fit it). `metadata` joins
+    the safetensors header's (training records its step there)."""
     validate_params(params, config)
     if not str(directory).strip():  # Path("") is ".": an unset shell variable must not write here
         raise WeightsError("the output directory name is empty")
@@ -311,8 +313,9 @@ def save_model(
         )
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        ordered, metadata = quantized.pack({name: params[name] for name in param_shapes(config)})
-        write_safetensors(directory / "model.safetensors", ordered, {"format": "pt", **metadata}, progress)
+        ordered, packed = quantized.pack({name: params[name] for name in param_shapes(config)})
+        header = {"format": "pt", **packed, **(metadata or {})}
+        write_safetensors(directory / "model.safetensors", ordered, header, progress)
         text = json.dumps(config.to_hf_dict(), indent=2) + "\n"
         atomic_write_bytes(directory / "config.json", text.encode("utf-8"))
         if tokenizer is not None:
