@@ -6,7 +6,7 @@
 Starts the explorer's app on a free port of 127.0.0.1 in this process, opens it in Debian's
 Chromium through Playwright (`apt-get install -y chromium`; `pip install -e ".[test]"`), lets
 the page trace its first prompt, steps three tokens so the history and the arithmetic show,
-picks a layer whose heads have learned something, and saves the top of the page: the tokens,
+picks a layer and a head of the packaged model that have learned something, and saves the top of the page: the tokens,
 the next-token chart and the attention views.
 """
 
@@ -28,7 +28,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="gpt2-shakespeare", help="model (default gpt2-shakespeare)")
     parser.add_argument("--engine", default="numpy", help="engine for the traces (default numpy)")
-    parser.add_argument("--layer", type=int, default=None, help="attention layer to show (default: the last)")
+    parser.add_argument("--layer", type=int, default=2, help="attention layer to show (default 2)")
+    parser.add_argument("--head", type=int, default=2, help="the head to zoom into (default 2)")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "explorer.png", help="PNG to write")
     parser.add_argument("--height", type=int, default=2250, help="pixels of the page to keep (default 2250)")
     args = parser.parse_args(argv)
@@ -74,10 +75,10 @@ def main(argv: list[str] | None = None) -> int:
             for step in range(3):
                 page.click("#step")
                 settle(2 + step)
-            layer = config.n_layer - 1 if args.layer is None else args.layer
+            layer, head = min(args.layer, config.n_layer - 1), min(args.head, config.n_head - 1)
             page.select_option("#layer", str(layer))
             page.wait_for_function("() => document.body.dataset.pending === '0'")
-            page.click("#attn-grid > *:nth-child(2)")  # zoom into one head's map
+            page.click(f'#attn-grid canvas[data-layer="{layer}"][data-head="{head}"]')  # zoom into one map
             page.wait_for_timeout(300)
             page.screenshot(path=str(args.out), clip={"x": 0, "y": 0, "width": 1050, "height": args.height})
             browser.close()
