@@ -235,6 +235,25 @@ def test_openblas_is_the_default_float32_cpu_kernel_and_agrees(kit):
         load_engine("torch", kit.config, kit.params, device="cpu", dtype="bfloat16", kernel="openblas")
 
 
+def test_openblas_runs_pytorch_on_one_thread_and_gives_the_count_back(kit, monkeypatch):
+    """Two thread pools on the same cores (PyTorch's spinning, OpenBLAS's working) decoded at 6
+    tokens/s instead of 80 on two cores: during a pass PyTorch runs on one thread."""
+    torch = pytest.importorskip("torch")
+    engine = load_engine("torch", kit.config, kit.params, device="cpu")
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    seen = []
+    step = engine.one_token
+    monkeypatch.setattr(engine, "one_token", lambda *a: (seen.append(torch.get_num_threads()), step(*a))[1])
+    try:
+        cache = engine.new_cache()
+        engine.forward(kit.prompt, cache)
+        engine.forward([1], cache)
+        assert seen == [1] and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
 @pytest.mark.parametrize("command", ["generate", "score", "serve"])
 def test_every_model_command_passes_quantize_to_the_engine(command):
     from gpt2.cli import build_parsers

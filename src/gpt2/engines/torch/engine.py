@@ -14,12 +14,13 @@ weights when it is built: for other weights, build another engine):
   ever done in half precision, so fp16/bf16 logits stay finite;
 - everything runs under `torch.inference_mode()`; the cache lengths are kept on
   the host, so a step never waits on the device to learn where to write;
-- on the CPU in float32, one-row products (decoding) run through NumPy's OpenBLAS
-  matrix-vector product on views of the module's own (out, in) memory: measured, it
-  streams the weights faster than MKL's or oneDNN's (docs/precision.md); prompts run
-  through oneDNN's inner product (`torch.ops.mkldnn._linear_pointwise`) with 2+ threads,
-  else MKL's addmm (see `pick_kernel`; `kernel="onednn"` or `"blas"` picks one for
-  everything). The weights keep their names and (in, out) shapes in `engine.model`: only
+- on the CPU in float32, the products run through NumPy's OpenBLAS (matrix-vector for
+  one row, matrix-matrix for several) on views of the module's own (out, in) memory:
+  measured, it streams the weights faster than MKL's or oneDNN's (docs/precision.md), and
+  PyTorch itself runs on one thread meanwhile, so that its idle threads do not spin on the
+  cores OpenBLAS's threads work on (`kernel="onednn"`, oneDNN's inner product
+  `torch.ops.mkldnn._linear_pointwise`, or `"blas"`, MKL's addmm, picks another for
+  everything; see `pick_kernel`). The weights keep their names and (in, out) shapes in `engine.model`: only
   their memory is column-major, so nothing is stored twice. Without NumPy or oneDNN, the
   layouts MKL streams fastest are used (see BLAS_TRANSPOSED);
 - int8 and half-precision weights: see `gpt2.engines.torch.precision` (W8A16 through
@@ -36,7 +37,8 @@ weights when it is built: for other weights, build another engine):
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import contextlib
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -62,7 +64,7 @@ from .precision import (
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
-# "openblas": one-row float32 products through NumPy's OpenBLAS (several rows: oneDNN or MKL);
+# "openblas": float32 products through NumPy's OpenBLAS, PyTorch on one thread meanwhile;
 # "onednn": oneDNN's inner product; "blas": MKL's addmm. See pick_kernel.
 KERNELS = ("auto", "openblas", "onednn", "blas")
 PROJECTION_WEIGHTS = tuple(name + ".weight" for name, _, _ in PROJECTIONS)
@@ -142,8 +144,7 @@ class TorchEngine:
             _transpose_storage(self.model, PROJECTION_WEIGHTS)
         elif self.device.type == "cpu":
             _transpose_storage(self.model, BLAS_TRANSPOSED)
-        several_rows = self.kernel == "openblas" and torch.get_num_threads() > 1 and _working_onednn()
-        inner = _onednn_linear() if self.kernel == "onednn" or several_rows else None
+        inner = _onednn_linear() if self.kernel == "onednn" else None
         one_row = _numpy_gemv() if self.kernel == "openblas" else None
         if one_row is not None and threads is not None:  # OpenBLAS has its own threads
             try:
@@ -216,18 +217,37 @@ class TorchEngine:
         positions) -> float32 logits [B, V] of each row's last position ([B, T, V] if all_logits).
         A `recorder` sees row 0."""
         checked = check_rows(rows, cache, self.config)
-        if recorder is None and len(checked) == 1 and len(checked[0]) == 1 and self.device.type == "cpu":
-            x = self.one_token(checked[0][0], cache).view(1, 1, -1)  # decoding at batch 1: the hot path
-        else:
-            tokens = torch.tensor(checked, dtype=torch.long).to(self.device, non_blocking=True)  # [B, T]
-            x = self.hidden_states(tokens, cache, recorder)  # [B, T, d]
-        if not all_logits:
-            x = x[:, -1:]
-        B, T, d = x.shape
-        m = self.model
-        x = F.layer_norm(x.reshape(B * T, d), (d,), m.ln_f.weight, m.ln_f.bias, self.config.layer_norm_epsilon)
-        logits = self._head(x).float().view(B, T, -1)  # [B, T, V], the tied output projection
+        hot = recorder is None and len(checked) == 1 and len(checked[0]) == 1 and self.device.type == "cpu"
+        with self._blas_owns_the_cores() if self.device.type == "cpu" else contextlib.nullcontext():
+            if hot:
+                x = self.one_token(checked[0][0], cache).view(1, 1, -1)  # decoding at batch 1: the hot path
+            else:
+                tokens = torch.tensor(checked, dtype=torch.long).to(self.device, non_blocking=True)  # [B, T]
+                x = self.hidden_states(tokens, cache, recorder)  # [B, T, d]
+            if not all_logits:
+                x = x[:, -1:]
+            B, T, d = x.shape
+            m = self.model
+            x = F.layer_norm(x.reshape(B * T, d), (d,), m.ln_f.weight, m.ln_f.bias, self.config.layer_norm_epsilon)
+            logits = self._head(x).float().view(B, T, -1)  # [B, T, V], the tied output projection
         return logits if all_logits else logits[:, 0]
+
+    @contextlib.contextmanager
+    def _blas_owns_the_cores(self) -> Iterator[None]:
+        """With the openblas kernel, PyTorch runs on one thread during a forward pass: its
+        products all go to OpenBLAS, whose own threads use every core, while PyTorch's idle
+        OpenMP threads would spin-wait on those same cores after each of its small operations.
+        Left to both, two threads on two cores decoded 6 tokens/s instead of 80 (docs/precision.md).
+        The thread count is PyTorch's process-wide setting: it is restored when the pass ends."""
+        threads = torch.get_num_threads()
+        if self.kernel != "openblas" or threads == 1:
+            yield
+            return
+        torch.set_num_threads(1)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(threads)
 
     # --- the forward pass ------------------------------------------------------------------
 

@@ -165,11 +165,16 @@ def _openblas_projection(
     w_out_in = weight.t().numpy()  # [out, in], contiguous
     n_out = w_out_in.shape[0]
 
+    w_in_out = w_out_in.T
+
     def project(x: torch.Tensor) -> torch.Tensor:
-        if x.shape[0] != 1:
+        if x.requires_grad or x.dtype != torch.float32 or not x.is_contiguous():
             return several_rows(x)
-        y = torch.empty((1, n_out), dtype=torch.float32)
-        matmul(w_out_in, x.numpy()[0], out=y.numpy()[0])
+        y = torch.empty((x.shape[0], n_out), dtype=torch.float32)
+        if x.shape[0] == 1:
+            matmul(w_out_in, x.numpy()[0], out=y.numpy()[0])  # gemv
+        else:
+            matmul(x.numpy(), w_in_out, out=y.numpy())  # gemm
         return y if bias is None else y.add_(bias)
 
     return project
