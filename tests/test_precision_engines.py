@@ -250,6 +250,11 @@ def test_openblas_runs_pytorch_on_one_thread_and_gives_the_count_back(kit, monke
         engine.forward(kit.prompt, cache)
         engine.forward([1], cache)
         assert seen == [1] and torch.get_num_threads() == 2
+        int8 = load_engine("torch", kit.config, kit.params, device="cpu", quantize="int8")
+        step8 = int8.one_token
+        monkeypatch.setattr(int8, "one_token", lambda *a: (seen.append(torch.get_num_threads()), step8(*a))[1])
+        int8.forward([1], int8.new_cache())
+        assert seen == [1, 2]  # the int8 kernel is PyTorch's own: it keeps PyTorch's threads
     finally:
         torch.set_num_threads(before)
 

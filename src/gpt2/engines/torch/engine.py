@@ -240,7 +240,8 @@ class TorchEngine:
         Left to both, two threads on two cores decoded 6 tokens/s instead of 80 (docs/precision.md).
         The thread count is PyTorch's process-wide setting: it is restored when the pass ends."""
         threads = torch.get_num_threads()
-        if self.kernel != "openblas" or threads == 1:
+        # int8 weights go to PyTorch's int8 kernel, which wants PyTorch's threads
+        if self.kernel != "openblas" or self.quantization is not None or threads == 1:
             yield
             return
         torch.set_num_threads(1)
