@@ -1,7 +1,7 @@
 """`gpt2 serve` under concurrent streaming clients: aggregate throughput, time to first token,
 time between tokens, and where a step's time goes.
 
-    python benchmarks/serve.py                            # random 124M weights, NumPy engine
+    python benchmarks/serve.py                            # random 124M weights, the engine gpt2 serve runs
     python benchmarks/serve.py --clients 1,8 --rounds 3 --new-tokens 64
     python benchmarks/serve.py --engine torch --threads 2
     python benchmarks/serve.py --engine torch --device cuda --dtype bfloat16
@@ -45,9 +45,12 @@ SEED = 0
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--size", default="gpt2", help="preset shape of the random model (default gpt2 = 124M)")
-    p.add_argument("--engine", default="numpy", help="numpy | torch | pure (default numpy)")
+    p.add_argument("--engine", default=None, help="numpy | torch | pure (default: what gpt2 serve runs)")
     p.add_argument("--device", default=None, help="torch: cpu | cuda | mps")
     p.add_argument("--dtype", default=None, help="the engine's compute dtype")
+    p.add_argument(
+        "--kernel", default=None, help="the torch engine's float32 CPU kernel (default batched, as gpt2 serve)"
+    )
     p.add_argument(
         "--threads",
         type=int,
@@ -93,13 +96,16 @@ def serve_worker(args) -> None:
     from gpt2.server import ModelHolder, ServerSettings
     from gpt2.server.app import create_app
     from gpt2.server.run import listen, make_server, url_of
+    from gpt2.server.state import serving_options
     from gpt2.tokenizer import Tokenizer
 
     config, params = random_model(args.size)
-    options = {k: v for k, v in (("device", args.device), ("dtype", args.dtype)) if v is not None}
+    options = {
+        k: v for k, v in (("device", args.device), ("dtype", args.dtype), ("kernel", args.kernel)) if v is not None
+    }
     if args.threads is not None and args.engine == "torch":
         options["threads"] = args.threads  # numpy: the BLAS variables the parent set for this process
-    engine = load_engine(args.engine, config, params, **options)
+    engine = load_engine(args.engine, config, params, **serving_options(args.engine, options))
     del params
     print(json.dumps(engine_steps(engine, parse_clients(args.clients), args.prompt_tokens)), flush=True)
     settings = ServerSettings(max_batch=max(16, *parse_clients(args.clients)), max_queue=256)
@@ -241,6 +247,10 @@ def measure(url: str, clients: int, args) -> dict:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
+    if args.engine is None:
+        from gpt2.server.state import serving_engine
+
+        args.engine = serving_engine()
     if args.serve_worker:
         serve_worker(args)
         return
@@ -264,6 +274,7 @@ def main(argv=None) -> None:
     print(
         f"gpt2 serve, {args.size} shape (random weights), {args.engine} engine"
         f"{' ' + args.device if args.device else ''}{' ' + args.dtype if args.dtype else ''}"
+        f"{' kernel ' + args.kernel if args.kernel else ''}"
         f"{f', {args.threads} threads' if args.threads else ''}, "
         f"{args.prompt_tokens}-token prompts, {args.new_tokens} new tokens, "
         f"{'greedy' if args.temperature == 0 else f'temperature {args.temperature}'}, {args.rounds} rounds, "

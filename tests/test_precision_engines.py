@@ -235,6 +235,21 @@ def test_openblas_is_the_default_float32_cpu_kernel_and_agrees(kit):
         load_engine("torch", kit.config, kit.params, device="cpu", dtype="bfloat16", kernel="openblas")
 
 
+def test_the_batched_kernel_is_onednn_on_the_cpu_and_agrees(kit):
+    """What a server asks for (gpt2.server.state.serving_options): oneDNN where it works."""
+    from gpt2.engines.torch.engine import _working_onednn
+    from gpt2.server.state import serving_options
+
+    options = serving_options("torch", {"device": "cpu"})
+    assert options["kernel"] == "batched"
+    engine = load_engine("torch", kit.config, kit.params, **options)
+    assert engine.kernel == ("onednn" if _working_onednn() else "openblas")
+    expected = kit.reference_logits(kit.prompt)
+    np.testing.assert_allclose(logits_of(engine, kit.prompt), expected, atol=2e-5, rtol=1e-4)
+    bf16 = load_engine("torch", kit.config, kit.params, device="cpu", dtype="bfloat16", kernel="batched")
+    assert bf16.kernel == "blas"  # not float32: the half-precision path, as "auto" would take
+
+
 def test_openblas_runs_pytorch_on_one_thread_and_gives_the_count_back(kit, monkeypatch):
     """Two thread pools on the same cores (PyTorch's spinning, OpenBLAS's working) decoded at 6
     tokens/s instead of 80 on two cores: during a pass PyTorch runs on one thread."""

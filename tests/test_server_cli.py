@@ -149,3 +149,20 @@ def test_binding_beyond_this_machine_without_a_key_warns():
     assert bind_warning("0.0.0.0", "key") is None
     for host in ("127.0.0.1", "127.1.2.3", "::1", "localhost"):
         assert is_loopback(host) and bind_warning(host, None) is None
+
+
+@pytest.mark.parametrize(
+    "flags, expected",
+    [([], "torch"), (["--engine", "numpy"], "numpy"), (["--device", "cpu"], "torch")],
+)
+def test_serve_runs_the_engine_that_batches_best_unless_told(monkeypatch, flags, expected):
+    """A server decodes many streams at once: PyTorch's batched kernel when installed (docs/server.md)."""
+    pytest.importorskip("fastapi")
+    pytest.importorskip("torch")
+    from gpt2.cli import main
+    from gpt2.server import run as server_run
+
+    seen = {}
+    monkeypatch.setattr(server_run, "serve", lambda model, engine, settings, **kw: seen.update(engine=engine))
+    assert main(["serve", "--model", "gpt2-shakespeare", *flags]) == 0
+    assert seen["engine"] == expected

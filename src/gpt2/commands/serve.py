@@ -33,6 +33,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         ),
     )
     add_engine_arguments(p)
+    for action in p._actions:  # a server batches: its default engine is the one that batches best
+        if action.dest == "engine":
+            action.help = (
+                f"{action.help.split(' (default')[0]} (default: torch if installed, else the fastest installed)"
+            )
     net = p.add_argument_group("network")
     net.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     net.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 = any free port)")
@@ -70,6 +75,10 @@ def run(args: argparse.Namespace) -> int:
     missing = [name for name in ("fastapi", "uvicorn") if importlib.util.find_spec(name) is None]
     if missing:
         raise Gpt2Error(f'gpt2 serve needs {" and ".join(missing)}: pip install -e ".[serve]"')
+    from ..server.state import serving_engine
+
+    if not args.engine and args.device in ("auto", "cpu"):  # the one that batches best, not the fastest alone
+        args.engine = serving_engine()
     name = engine_name(args)
     options = engine_options(name, args)
     settings = ServerSettings(

@@ -65,8 +65,9 @@ from .precision import (
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 # "openblas": float32 products through NumPy's OpenBLAS, PyTorch on one thread meanwhile;
-# "onednn": oneDNN's inner product; "blas": MKL's addmm. See pick_kernel.
-KERNELS = ("auto", "openblas", "onednn", "blas")
+# "onednn": oneDNN's inner product; "blas": MKL's addmm; "batched": the best for many rows a
+# step (a server): oneDNN where it works. See pick_kernel.
+KERNELS = ("auto", "batched", "openblas", "onednn", "blas")
 PROJECTION_WEIGHTS = tuple(name + ".weight" for name, _, _ in PROJECTIONS)
 
 # Per-token times of the 124M model's matrices at batch 1 on a 2-core x86 machine
@@ -112,7 +113,9 @@ class TorchEngine:
     ) -> None:
         """dtype: how the weights are stored and multiplied (see gpt2.engines.torch.precision); int8
         weights (gpt2.weights.quantized, or load_engine(..., quantize="int8")) stay int8.
-        kernel: "auto" (oneDNN on the CPU in float32 with 2+ threads), "onednn" or "blas"."""
+        kernel: float32 on the CPU: "auto" (OpenBLAS through NumPy if installed: the fastest
+        single stream), "batched" (oneDNN: the fastest for many rows a step), "openblas",
+        "onednn" or "blas"; see `pick_kernel`."""
         if dtype not in DTYPES:
             raise Gpt2Error(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
         if kernel not in KERNELS:
@@ -387,13 +390,19 @@ def _onednn_linear() -> Any:
 
 
 def pick_kernel(kernel: str, device: torch.device, dtype: torch.dtype) -> str:
-    """ "openblas", "onednn" or "blas" (see KERNELS). "auto" takes OpenBLAS through NumPy on
+    """ "openblas", "onednn" or "blas" (see KERNELS). "batched" takes oneDNN where it works,
+    else what "auto" takes. "auto" takes OpenBLAS through NumPy on
     the CPU in float32 when NumPy is installed (its matrix-vector product streams the weights
     faster than MKL's or oneDNN's: measured in docs/precision.md), else oneDNN with more than one
     thread (its gain comes from using every core; on one thread MKL's matrix-vector product is
     faster), else MKL. Each is used only if it gives the right answer on a small product; asking
     for one that cannot run is an error."""
     cpu32 = device.type == "cpu" and dtype == torch.float32
+    if kernel == "batched":
+        # Many rows a step (a server's continuous batch): OpenBLAS's product of a few rows by a
+        # large matrix costs ~3x its one-row product, oneDNN's ~1.5x (docs/server.md), and one
+        # thread pool serves every product, so none spins on another's cores.
+        kernel = "onednn" if cpu32 and _working_onednn() else "auto"
     if kernel == "auto":
         if cpu32 and _numpy_gemv() is not None:
             return "openblas"
