@@ -148,8 +148,8 @@ class TorchEngine:
         elif self.device.type == "cpu":
             _transpose_storage(self.model, BLAS_TRANSPOSED)
         inner = _onednn_linear() if self.kernel == "onednn" else None
-        one_row = _numpy_gemv() if self.kernel == "openblas" else None
-        if one_row is not None and threads is not None:  # OpenBLAS has its own threads
+        numpy_matmul = _numpy_gemv() if self.kernel == "openblas" else None
+        if numpy_matmul is not None and threads is not None:  # OpenBLAS has its own threads
             try:
                 from threadpoolctl import threadpool_limits
 
@@ -170,7 +170,7 @@ class TorchEngine:
             if name in quantized:  # the module holds the int8 values, (out, in) in memory
                 scale = int8_scale(quantized[name], self.device)
                 return int8_projection(weight_in_out.t(), scale, bias, self.act_dtype, int8_op)
-            return dense_projection(weight_in_out, bias, self.act_dtype, inner, one_row)
+            return dense_projection(weight_in_out, bias, self.act_dtype, inner, numpy_matmul)
 
         # Each block's layer norms (weight, bias) and projections (callables x -> x @ W + b).
         self._norms: list[dict[str, tuple[torch.Tensor, torch.Tensor]]] = []

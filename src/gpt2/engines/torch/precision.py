@@ -110,14 +110,14 @@ def dequantized(q: torch.Tensor, scale: torch.Tensor, dtype: torch.dtype) -> tor
 
 
 def dense_projection(
-    weight: torch.Tensor, bias: torch.Tensor | None, act: torch.dtype, inner: Any, one_row: Any = None
+    weight: torch.Tensor, bias: torch.Tensor | None, act: torch.dtype, inner: Any, numpy_matmul: Any = None
 ) -> Projection:
     """x @ W + b for a float weight. `weight` is (in, out) (any memory layout); `inner` is oneDNN's
-    inner product (then weight.t() is read as dense (out, in)) or None for addmm; `one_row`, if
-    given, is NumPy's matmul, used for one-row products on weight.t() (dense (out, in)) in float32."""
+    inner product (then weight.t() is read as dense (out, in)) or None for addmm; `numpy_matmul`, if
+    given, is NumPy's matmul, used for every float32 product on weight.t() (dense (out, in))."""
     wdtype = weight.dtype
-    if one_row is not None and wdtype == act == torch.float32 and weight.t().is_contiguous():
-        return _openblas_projection(weight, bias, one_row, dense_projection(weight, bias, act, inner))
+    if numpy_matmul is not None and wdtype == act == torch.float32 and weight.t().is_contiguous():
+        return _openblas_projection(weight, bias, numpy_matmul, dense_projection(weight, bias, act, inner))
     if wdtype == act or weight.device.type != "cpu":  # the weights' own dtype throughout
         if inner is not None:
             w_out_in = weight.t()
@@ -160,12 +160,12 @@ def _aten_gemv() -> Iterator[None]:
 def _openblas_projection(
     weight: torch.Tensor, bias: torch.Tensor | None, matmul: Any, several_rows: Projection
 ) -> Projection:
-    """One row through NumPy's matmul (OpenBLAS's gemv, on a view of the same memory: nothing is
-    copied), written into a fresh tensor; several rows through `several_rows`."""
+    """x @ W + b through NumPy's matmul on a view of the same memory (nothing is copied): one row
+    as OpenBLAS's gemv, several as its gemm, written into a fresh tensor. Inputs NumPy cannot take
+    as they are (autograd, another dtype, a strided view) go to `several_rows`."""
     w_out_in = weight.t().numpy()  # [out, in], contiguous
+    w_in_out = w_out_in.T  # [in, out], the same memory
     n_out = w_out_in.shape[0]
-
-    w_in_out = w_out_in.T
 
     def project(x: torch.Tensor) -> torch.Tensor:
         if x.requires_grad or x.dtype != torch.float32 or not x.is_contiguous():
