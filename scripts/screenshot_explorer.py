@@ -14,10 +14,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import socket
 import sys
-import threading
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,25 +35,17 @@ def main(argv: list[str] | None = None) -> int:
     if chromium is None:
         print("no Chromium: apt-get install -y chromium", file=sys.stderr)
         return 2
-    import uvicorn
     from playwright.sync_api import sync_playwright
 
     from gpt2.explore.app import create_app
     from gpt2.explore.explorer import Explorer
+    from gpt2.server.run import BackgroundServer
     from gpt2.weights import load_model
 
     config, params = load_model(args.model)
     explorer = Explorer(config, params, name=args.model, engine=args.engine)
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(16)
-    server = uvicorn.Server(uvicorn.Config(create_app(explorer), log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    base = f"http://127.0.0.1:{sock.getsockname()[1]}/"
+    server = BackgroundServer(create_app(explorer), start_timeout=60).start()
+    base = server.url + "/"
     try:
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox", "--headless=new"])
@@ -83,9 +72,7 @@ def main(argv: list[str] | None = None) -> int:
             page.screenshot(path=str(args.out), clip={"x": 0, "y": 0, "width": 1050, "height": args.height})
             browser.close()
     finally:
-        server.should_exit = True
-        thread.join(timeout=30)
-        sock.close()
+        server.stop()
         explorer.close()
     print(f"wrote {args.out}")
     return 0
