@@ -168,7 +168,12 @@ def train(
             dist=dist,
             on_event=on_event,
         )
-        return trainer.run()
+        result = trainer.run()
+        # Leave the process group together: a process that tears gloo down while its peer is
+        # still finishing (the main process writes the last checkpoint) can abort in gloo's
+        # threads ("terminate called without an active exception").
+        distributed.barrier(dist)
+        return result
     except KeyboardInterrupt:
         raise TrainingInterrupted(_interrupted(trainer, out_dir)) from None
     finally:
