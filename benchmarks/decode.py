@@ -95,26 +95,13 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def load(args):
-    from gpt2.config import Config
-    from gpt2.params import param_shapes
-    from gpt2.tensor import Tensor
-
     if args.model:
         from gpt2.weights import load_model
 
         return load_model(args.model)
-    config = Config.preset(args.size)
-    rng = np.random.default_rng(SEED)
-    params = {}
-    for name, shape in param_shapes(config).items():
-        if len(shape) == 2:
-            values = rng.standard_normal(shape, dtype=np.float32) * np.float32(0.02)
-        elif name.endswith("ln_1.weight") or name.endswith("ln_2.weight") or name == "ln_f.weight":
-            values = np.ones(shape, np.float32)
-        else:
-            values = np.zeros(shape, np.float32)
-        params[name] = Tensor(shape, "F32", values.tobytes())
-    return config, params
+    from random_weights import random_model
+
+    return random_model(args.size, SEED)
 
 
 def prompt_ids(config, n):

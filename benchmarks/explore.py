@@ -20,15 +20,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import socket
 import statistics
 import sys
-import threading
 import time
 import urllib.request
 from pathlib import Path
-
-import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
@@ -53,26 +49,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def load(args: argparse.Namespace):
-    from gpt2.config import Config
-    from gpt2.params import param_shapes
-    from gpt2.tensor import Tensor
-
     if args.model:
         from gpt2.weights import load_model
 
         return load_model(args.model)
-    config = Config.preset(args.size)
-    rng = np.random.default_rng(SEED)
-    params = {}
-    for name, shape in param_shapes(config).items():
-        if len(shape) == 2:
-            values = rng.standard_normal(shape, dtype=np.float32) * np.float32(0.02)
-        elif name.endswith(("ln_1.weight", "ln_2.weight")) or name == "ln_f.weight":
-            values = np.ones(shape, np.float32)
-        else:
-            values = np.zeros(shape, np.float32)
-        params[name] = Tensor(shape, "F32", values.tobytes())
-    return config, params
+    from random_weights import random_model
+
+    return random_model(args.size, SEED)
 
 
 def texts(tokenizer, n_tokens: int, rounds: int) -> list[list[int]]:
@@ -80,22 +63,6 @@ def texts(tokenizer, n_tokens: int, rounds: int) -> list[list[int]]:
     ids = tokenizer.encode(TEXT.read_text(encoding="utf-8"))
     step = max(1, (len(ids) - n_tokens) // max(1, rounds))
     return [ids[i * step : i * step + n_tokens] for i in range(rounds)]
-
-
-def start_server(app) -> tuple[str, object]:
-    import uvicorn
-
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(16)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
-    threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True).start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if time.monotonic() > deadline:
-            raise SystemExit("the server did not start in 30 s")
-        time.sleep(0.02)
-    return f"http://127.0.0.1:{sock.getsockname()[1]}", server
 
 
 def post(url: str, body: dict) -> tuple[float, float, bytes]:
@@ -111,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from gpt2.explore.app import create_app
     from gpt2.explore.explorer import Explorer
+    from gpt2.server.run import BackgroundServer
 
     print(f"loading {'random ' + args.size if not args.model else args.model} ...", file=sys.stderr)
     config, params = load(args)
@@ -119,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
         config, params, name=args.model or f"random {args.size}", engine=args.engine, engine_options=options
     )
     explorer.engine()
-    base, server = start_server(create_app(explorer))
+    server = BackgroundServer(create_app(explorer), start_timeout=30).start()
+    base = server.url
     n_tokens = min(args.tokens, explorer.max_tokens)
     windows = texts(explorer.tokenizer, n_tokens, args.rounds + 1)
     post(base + "/api/trace", {"ids": windows[-1]})  # warm-up: first-touch of buffers and caches
@@ -132,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         sizes.append(len(data))
         splits.append(answer["timings_ms"])
         parts = {key: len(json.dumps(value, separators=(",", ":"))) for key, value in answer.items()}
-    server.should_exit = True
+    server.stop()
     explorer.close()
 
     best, median = min(seconds), statistics.median(seconds)

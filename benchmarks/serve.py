@@ -69,29 +69,10 @@ def parse_args(argv=None) -> argparse.Namespace:
 # --- the server, in its own process ---------------------------------------------------------------
 
 
-def random_model(size: str):
-    import numpy as np
-
-    from gpt2.config import Config
-    from gpt2.params import param_shapes
-    from gpt2.tensor import Tensor
-
-    config = Config.preset(size)
-    rng = np.random.default_rng(SEED)
-    params = {}
-    for name, shape in param_shapes(config).items():
-        if len(shape) == 2:
-            values = rng.standard_normal(shape, dtype=np.float32) * np.float32(0.02)
-        elif name.endswith(("ln_1.weight", "ln_2.weight")) or name == "ln_f.weight":
-            values = np.ones(shape, np.float32)
-        else:
-            values = np.zeros(shape, np.float32)
-        params[name] = Tensor(shape, "F32", values.tobytes())
-    return config, params
-
-
 def serve_worker(args) -> None:
     """Build the engine, serve it on 127.0.0.1 (a free port), print the URL, serve until SIGINT."""
+    from random_weights import random_model
+
     from gpt2.engines import load_engine
     from gpt2.server import ModelHolder, ServerSettings
     from gpt2.server.app import create_app
@@ -99,7 +80,7 @@ def serve_worker(args) -> None:
     from gpt2.server.state import serving_options
     from gpt2.tokenizer import Tokenizer
 
-    config, params = random_model(args.size)
+    config, params = random_model(args.size, SEED)
     options = {
         k: v for k, v in (("device", args.device), ("dtype", args.dtype), ("kernel", args.kernel)) if v is not None
     }
