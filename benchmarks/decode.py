@@ -7,9 +7,10 @@
     python benchmarks/decode.py --model gpt2 --pure --pure-tokens 8
 
 An engine is written NAME[@THREADS][+KERNEL][:PRECISION]: precision fp32 (default), bf16 or fp16
-(the weights rounded to half precision: the torch engine's dtype; NumPy widens them to fp32 as it
-loads), int8 (load_engine(quantize="int8"); NumPy's default dequantizes once, at load) or
-int8-layer (NumPy keeps the int8 weights and dequantizes slice by slice before each product).
+(the weights rounded to half precision: the torch engine's dtype; NumPy's dtype="bfloat16" keeps
+bf16 weights for its C kernels, and widens an fp16 file to fp32 as it loads), int8
+(load_engine(quantize="int8"); NumPy multiplies int8 in its C kernels), int8-load (NumPy
+dequantizes once, at load) or int8-layer (NumPy dequantizes slice by slice before each product).
 
 Each of ours runs in its own process (so its peak memory is its own), --rounds times,
 interleaved with the others, and the best round is shown (the machine may be shared: a burst
@@ -48,7 +49,7 @@ import numpy as np
 
 SEED = 0
 HERE = Path(__file__).resolve().parent
-DEFAULT_ENGINES = "numpy,numpy:bf16,numpy:int8,numpy:int8-layer,torch,torch:bf16,torch:fp16,torch:int8"
+DEFAULT_ENGINES = "numpy,numpy:bf16,numpy:int8,numpy:int8-load,torch,torch:bf16,torch:fp16,torch:int8"
 # ../shared/tools/llama-bench.sh beside the repository (a worktree may sit one level deeper)
 LLAMA_BENCH = next(
     (
@@ -59,7 +60,7 @@ LLAMA_BENCH = next(
     HERE.parent.parent / "shared" / "tools" / "llama-bench.sh",
 )
 LLAMA_TYPES = ("f32", "f16", "q8_0")
-PRECISIONS = ("fp32", "bf16", "fp16", "int8", "int8-layer")
+PRECISIONS = ("fp32", "bf16", "fp16", "int8", "int8-load", "int8-layer")
 TORCH_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 # The CPU flags that decide the precision paths (see gpt2.engines.cpu).
 RELEVANT_FLAGS = (
@@ -148,7 +149,7 @@ def bytes_per_token(config, precision: str, name: str) -> int:
     """Bytes of weights the products read per token at batch 1 (one row of wpe, the rest all)."""
     matrices = config.vocab_size * config.n_embd + config.n_layer * 12 * config.n_embd**2
     vectors = config.num_parameters() - config.n_ctx * config.n_embd - matrices + config.n_embd
-    if name == "numpy" and precision in ("bf16", "fp16", "int8"):  # widened to fp32 at load
+    if name == "numpy" and precision in ("fp16", "int8-load"):  # widened to fp32 at load
         precision = "fp32"
     per_weight = {"fp32": 4, "bf16": 2, "fp16": 2, "int8": 1, "int8-layer": 1}[precision]
     return matrices * per_weight + 4 * vectors
@@ -174,9 +175,11 @@ def run_engine(args, spec: str) -> dict:
 
         threadpool_limits(int(threads))
     quantize = "int8" if precision.startswith("int8") else None
-    if precision == "int8-layer":
-        options["dequantize"] = "layer"
-    if precision in ("bf16", "fp16"):
+    if precision in ("int8-load", "int8-layer"):
+        options["dequantize"] = precision.split("-")[1]
+    if precision == "bf16" and name == "numpy":
+        options["dtype"] = "bfloat16"
+    elif precision in ("bf16", "fp16"):
         if name == "torch":
             options["dtype"] = TORCH_DTYPES[precision]
         else:  # a half-precision file: the engine widens it as it loads
@@ -484,7 +487,9 @@ def main(argv=None) -> int:
     }
     for r in results:
         precision = r["engine"].split()[1] if len(r["engine"].split()) > 1 and "llama" not in r["engine"] else ""
-        peer = {"fp32": "F32", "bf16": "F16", "fp16": "F16", "int8": "Q8_0", "int8-layer": "Q8_0"}.get(precision)
+        peer = {"fp32": "F32", "bf16": "F16", "fp16": "F16"}.get(
+            precision, "Q8_0" if precision.startswith("int8") else None
+        )
         ratio = f"{r['tokens_per_s'] / llama[peer]:.2f}" if peer in llama else "-"
         roofline = bandwidth * 1e9 / r["bytes_per_token"]
         median = f"{r['median_step_ms']:.1f}" if r["median_step_ms"] else "-"

@@ -107,7 +107,12 @@ def check_gates(trained, reference, logits, max_increase):
 
 @pytest.mark.parametrize(
     "engine, options",
-    [("torch", {"device": "cpu"}), ("numpy", {}), ("numpy", {"dequantize": "layer"})],
+    [
+        ("torch", {"device": "cpu"}),
+        ("numpy", {}),
+        ("numpy", {"dequantize": "load"}),
+        ("numpy", {"dequantize": "layer"}),
+    ],
 )
 def test_int8_agrees_with_float32(trained, reference, engine, options):
     e = load_engine(engine, trained.config, trained.params, quantize="int8", **options)
@@ -116,6 +121,13 @@ def test_int8_agrees_with_float32(trained, reference, engine, options):
 
 def test_bf16_compute_agrees_with_float32(trained, reference):
     e = load_engine("torch", trained.config, trained.params, device="cpu", dtype="bfloat16")
+    check_gates(trained, reference, trained.logits(e), max_increase=0.005)
+
+
+def test_bf16_products_in_the_numpy_engine_agree_with_float32(trained, reference):
+    """The NumPy engine's C kernels: bf16 weights times activations rounded to bf16 (with
+    AVX512-BF16), float32 sums."""
+    e = load_engine("numpy", trained.config, trained.params, dtype="bfloat16")
     check_gates(trained, reference, trained.logits(e), max_increase=0.005)
 
 
@@ -165,8 +177,9 @@ def packaged_reference(packaged) -> np.ndarray:
         (lambda m: load_engine("torch", m.config, m.params, device="cpu", quantize="int8"), 0.01),
         (lambda m: load_engine("torch", m.config, m.params, device="cpu", dtype="bfloat16"), 0.005),
         (lambda m: load_engine("numpy", m.config, cast_params(m.params, "bfloat16")), 0.005),
+        (lambda m: load_engine("numpy", m.config, m.params, dtype="bfloat16"), 0.005),
     ],
-    ids=["int8-numpy", "int8-torch", "bf16-compute", "bf16-weights"],
+    ids=["int8-numpy", "int8-torch", "bf16-compute", "bf16-weights", "bf16-numpy"],
 )
 def test_the_packaged_model_passes_the_gates(packaged, packaged_reference, build, max_increase):
     check_gates(packaged, packaged_reference, packaged.logits(build(packaged)), max_increase=max_increase)

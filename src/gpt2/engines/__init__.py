@@ -11,7 +11,7 @@ command line, a server) never hard-code it. Engines are imported only when asked
 for, so the core never imports NumPy or PyTorch.
 
 >>> ENGINES["numpy"].dtypes
-('float32', 'float64')
+('float32', 'float64', 'bfloat16')
 >>> engine_spec("pure").batches
 False
 """
@@ -87,11 +87,11 @@ ENGINES: dict[str, EngineSpec] = {
             "gpt2.engines.numpy_engine:NumpyEngine",
             "numpy",
             "numpy",
-            ("float32", "float64"),
+            ("float32", "float64", "bfloat16"),
             ("cpu",),
             ("dtype", "threads", "dequantize"),
             True,
-            "fast CPU inference at the speed of the memory bus",
+            "fast CPU inference at the speed of the memory bus; int8 and bf16 through its C kernels",
         ),
         EngineSpec(
             "torch",
@@ -144,8 +144,9 @@ def load_engine(
 
     `quantize="int8"` quantizes the tree's projections and embedding table first (see
     gpt2.weights.quantized), as a file written by `gpt2 convert --quantize int8` holds them;
-    every engine runs such a tree (the torch engine with int8 matrix products; numpy and
-    pure dequantize). Tensors already int8 are kept. Half precision is the `dtype` option."""
+    every engine runs such a tree (numpy with its C kernels' int8 products, torch with
+    PyTorch's; pure dequantizes). Tensors already int8 are kept. Half precision is the `dtype`
+    option."""
     spec = require_engine(name)
     unknown = sorted(set(options) - set(spec.options))
     if unknown:

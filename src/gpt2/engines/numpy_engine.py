@@ -15,11 +15,14 @@ matrices from memory. Everything here serves that:
 - the one-row decode step writes its projections into buffers reused from
   step to step (`out=`), and the residual stream is updated in place;
 - everything stays in the engine's dtype (float32): no float64 upcasts;
-- half-precision weights are widened to float32 when the engine is built;
-  int8 weights (gpt2.weights.quantized) too, by default (`dequantize="load"`),
-  or kept int8 and widened a slice at a time, just before each product, into
-  a small reused buffer (`dequantize="layer"`: a quarter of the memory, and
-  slower: NumPy has no int8 matrix product). docs/precision.md has the figures.
+- int8 weights (gpt2.weights.quantized) stay int8 and are multiplied by C
+  kernels compiled for this CPU (gpt2.engines.native: W8A8 products, a
+  quarter of fp32's bytes, so up to four times the tokens a second); with
+  `dtype="bfloat16"` the projections are rounded to bf16 and multiplied the
+  same way (half the bytes). NumPy has neither product. Where no C compiler
+  is found the weights are widened to float32 instead, with a notice
+  (`dequantize="load"`; "layer" widens a slice at a time, before each
+  product: a quarter of the memory, slower). docs/precision.md has the figures.
 
 Several sequences run together (`new_batch_cache`, `forward_batch`): the rows
 share each read of the weights, and may hold different numbers of positions.
@@ -46,8 +49,11 @@ from ..params import BLOCK_TENSORS, PROJECTIONS, validate_params
 from ..tensor import Tensor
 from ..weights.quantized import QuantizedTensor, dequantize
 from .base import BatchKVCache, check_rows
+from .native.products import Kernels, NativeUnavailable, PackedBf16, PackedInt8
 
-DTYPES = {"float32": np.float32, "float64": np.float64}
+# The engine's dtype: what it computes in. "bfloat16" keeps float32 activations and stores the
+# projections' weights in bf16, multiplied by the C kernels (gpt2.engines.native).
+DTYPES = {"float32": np.float32, "float64": np.float64, "bfloat16": np.float32}
 GELU_C = math.sqrt(2.0 / math.pi)
 
 
@@ -96,6 +102,9 @@ def linear(x: np.ndarray, weight: Matrix, bias: np.ndarray | None, out: np.ndarr
     below are a single BLAS call that writes in place: one row is a gemv, many rows
     a gemm with the weight streamed once.
     """
+    if isinstance(weight, (PackedInt8, PackedBf16)):  # the C kernels add the bias themselves
+        weight.product(x, out, bias)
+        return out
     if isinstance(weight, Int8Matrix):
         weight.product(x, out)
     elif x.shape[0] == 1:
@@ -175,14 +184,14 @@ class Int8Matrix:
         self.q = np.ascontiguousarray(q)  # [out, in] int8
         self.scale = np.ascontiguousarray(scale, dtype=dtype).reshape(-1)  # [out]
         self.shape = self.q.shape
-        self.rows = max(1, self.BUFFER_BYTES // (self.shape[1] * np.dtype(dtype).itemsize))  # rows a slice
+        self.slice_rows = max(1, self.BUFFER_BYTES // (self.shape[1] * np.dtype(dtype).itemsize))  # rows a slice
         self.buffer = buffer  # [BUFFER_BYTES] of dtype, shared
 
     def product(self, x: np.ndarray, out: np.ndarray) -> None:
         """out [N, out_dim] = x [N, in] @ (q * scale).T, written in place."""
         n_out, n_in = self.shape
-        for start in range(0, n_out, self.rows):
-            stop = min(start + self.rows, n_out)
+        for start in range(0, n_out, self.slice_rows):
+            stop = min(start + self.slice_rows, n_out)
             w = self.buffer[: (stop - start) * n_in].reshape(stop - start, n_in)
             np.copyto(w, self.q[start:stop], casting="unsafe")  # int8 -> float, exact
             block = out[:, start:stop]  # [N, rows]
@@ -192,9 +201,13 @@ class Int8Matrix:
                 np.matmul(w, x.T, out=block.T)
             block *= self.scale[start:stop]
 
+    def rows(self, ids: np.ndarray) -> np.ndarray:
+        """Rows ids [...] of q * scale [..., in] (an embedding lookup)."""
+        return self.q[ids] * self.scale[ids][..., None]
 
-Matrix = np.ndarray | Int8Matrix
-DEQUANTIZE = ("load", "layer")
+
+Matrix = np.ndarray | Int8Matrix | PackedInt8 | PackedBf16
+DEQUANTIZE = ("auto", "native", "load", "layer")
 
 
 class Buffers:
@@ -221,61 +234,90 @@ class NumpyEngine:
         params: Mapping[str, Tensor],
         dtype: str = "float32",
         threads: int | None = None,
-        dequantize: str = "load",
+        dequantize: str = "auto",
+        kernels: Kernels | None = None,
     ) -> None:
-        """`threads`: set the BLAS thread count (process-wide, through threadpoolctl) -- only
-        when asked. One thread is steadier on a machine whose cores are shared. `dequantize`:
-        for int8 weights, "load" (float32 copies made once: fastest) or "layer" (kept int8,
-        widened slice by slice before each product: a quarter of the memory, slower)."""
+        """`dtype`: float32, float64, or bfloat16 (float32 activations, bf16 projection weights
+        multiplied by the C kernels). `threads`: the BLAS and C kernels' thread count (BLAS's is
+        process-wide, through threadpoolctl) -- only when asked; one thread is steadier on a
+        machine whose cores are shared. `dequantize`, for int8 weights: "native" (kept int8,
+        multiplied by the C kernels: fastest), "load" (float32 copies made once), "layer" (kept
+        int8, widened slice by slice before each product: least memory, slowest), or "auto":
+        native where the kernels build, else load. `kernels`: already loaded C kernels."""
         if dtype not in DTYPES:
-            raise Gpt2Error(f"the numpy engine runs in {' or '.join(DTYPES)}, not {dtype!r}")
+            raise Gpt2Error(f"the numpy engine runs in {' | '.join(DTYPES)}, not {dtype!r}")
         if dequantize not in DEQUANTIZE:
-            raise Gpt2Error(f"dequantize must be {' or '.join(DEQUANTIZE)}, not {dequantize!r}")
+            raise Gpt2Error(f"dequantize must be {' | '.join(DEQUANTIZE)}, not {dequantize!r}")
         if threads is not None:
             set_blas_threads(threads)
         validate_params(params, config)
         self.config = config
         self.dtype = np.dtype(DTYPES[dtype])
+        self.notices: list[str] = []
+        self.quantization = "int8" if any(isinstance(t, QuantizedTensor) for t in params.values()) else None
+        self.weights = "int8" if self.quantization else "bfloat16" if dtype == "bfloat16" else self.dtype.name
+        if dequantize == "native" and dtype == "float64":
+            raise Gpt2Error("the C kernels compute in float32: dequantize='native' needs dtype float32 or bfloat16")
+        if dtype == "bfloat16" or (self.quantization and dequantize in ("auto", "native") and dtype != "float64"):
+            kernels = kernels or self._kernels(threads, dtype, dequantize)
+        if dequantize == "auto":
+            dequantize = "native" if self.quantization and kernels is not None else "load"
+        self.dequantize = dequantize
+        if dtype == "bfloat16" and kernels is None:
+            self.weights = "float32"
 
         # Copies the engine owns (not views of a memory-mapped file): laid out once, here.
         def array(name: str) -> np.ndarray:
             return np.array(tensor_to_numpy(params[name]), dtype=self.dtype, order="C")
 
-        self.quantization = "int8" if any(isinstance(t, QuantizedTensor) for t in params.values()) else None
-        self.dequantize = dequantize
-        keep_int8 = dequantize == "layer"
+        shared = np.empty(Int8Matrix.BUFFER_BYTES // self.dtype.itemsize, self.dtype)  # dequantize="layer"
 
-        shared = np.empty(Int8Matrix.BUFFER_BYTES // self.dtype.itemsize, self.dtype)  # used if keep_int8
-
-        def int8(t: QuantizedTensor) -> Int8Matrix:  # (out, in) int8 and its scales
+        def int8_values(t: QuantizedTensor) -> tuple[np.ndarray, np.ndarray]:  # (out, in) int8, scales [out]
             q = np.frombuffer(memoryview(t.data).cast("B"), dtype=np.int8).reshape(t.shape)
             scale = np.frombuffer(memoryview(t.scale.data).cast("B"), dtype="<f4")
-            return Int8Matrix(q.T if t.axis == 1 else q, scale, self.dtype, shared)
+            return (q.T if t.axis == 1 else q), scale
 
-        def out_by_in(name: str) -> Matrix:  # checkpoint (in, out) -> contiguous (out, in)
-            t = params[name]
-            if keep_int8 and isinstance(t, QuantizedTensor):
-                return int8(t)
-            return np.ascontiguousarray(tensor_to_numpy(t).T, dtype=self.dtype)
+        def matrix(t: Tensor, transpose: bool, head: bool = False) -> Matrix:
+            """The tensor laid out (out, in) for its products (a checkpoint's projection is (in, out)).
+            The head's int8 products take x in two parts (about 15 bits): its logits decide the
+            next token directly, and 8-bit activations there flipped 1.3% of the packaged model's
+            top-1 tokens (0.3% so; the 48 block products' 8-bit activations cost nothing measurable)."""
+            if isinstance(t, QuantizedTensor) and dequantize in ("native", "layer"):
+                q, scale = int8_values(t)  # already (out, in)
+                if kernels is not None and dequantize == "native":
+                    return PackedInt8(q, scale, kernels, precise=head)
+                return Int8Matrix(q, scale, self.dtype, shared)
+            values = tensor_to_numpy(t)
+            values = np.ascontiguousarray(values.T if transpose else values, dtype=self.dtype)
+            return PackedBf16(values, kernels) if kernels is not None and self.weights == "bfloat16" else values
 
-        wte = params["wte.weight"]
-        if keep_int8 and isinstance(wte, QuantizedTensor):  # rows dequantized as they are looked up
-            head = int8(wte)
-            self.head: Matrix = head
-            self.wte, self.wte_scale = head.q, head.scale  # [V, d] int8, [V]
-        else:
-            self.wte = array("wte.weight")  # [V, d]: embedding rows, and the tied output projection
-            self.head = self.wte
+        def projection(name: str) -> Matrix:
+            return matrix(params[name], transpose=True)
+
+        # [V, d]: the embedding rows, and the tied output projection
+        wte = matrix(params["wte.weight"], transpose=False, head=True)
+        self.head: Matrix = wte
+        self.wte = wte if isinstance(wte, np.ndarray) else None  # else rows come from the packed head
         self.wpe = array("wpe.weight")  # [n_ctx, d]
         # Each block under the tree's own names; the projections' weights stored (out, in).
         projections = {name + ".weight" for name, _, _ in PROJECTIONS}
-        # Arrays under the tree's names; a projection weight kept int8 is an Int8Matrix.
         self.blocks: list[dict[str, Any]] = [
-            {name: (out_by_in if name in projections else array)(f"h.{i}.{name}") for name, _, _ in BLOCK_TENSORS}
+            {name: (projection if name in projections else array)(f"h.{i}.{name}") for name, _, _ in BLOCK_TENSORS}
             for i in range(config.n_layer)
         ]
         self.ln_f = array("ln_f.weight"), array("ln_f.bias")
         self._buffers: Buffers | None = None
+
+    def _kernels(self, threads: int | None, dtype: str, dequantize: str) -> Kernels | None:
+        """The C kernels, or None with a notice saying what runs instead."""
+        try:
+            return Kernels.load(threads)
+        except NativeUnavailable as exc:
+            if dequantize == "native":
+                raise
+            instead = "bf16 weights widened to float32" if dtype == "bfloat16" else "int8 weights widened to float32"
+            self.notices.append(f"{exc}; {instead} (float32 speed)")
+            return None
 
     # --- the Engine contract ---------------------------------------------------------------
 
@@ -309,9 +351,8 @@ class NumpyEngine:
         if not all_logits:
             x = x[:, -1:]  # only the last position is projected onto the vocabulary
         B, T, d = x.shape
-        eps = self.config.layer_norm_epsilon
-        h = layer_norm(x.reshape(B * T, d), *self.ln_f, eps, out=np.empty((B * T, d), self.dtype))  # [N, d]
-        logits = linear(h, self.head, None, out=np.empty((self.config.vocab_size, B * T), self.dtype).T)  # [N, V]
+        out = np.empty((self.config.vocab_size, B * T), self.dtype).T  # [N, V]
+        logits = self.project(x.reshape(B * T, d), self.head, None, out, norm=self.ln_f)  # [N, V] = ln_f(x) @ wte.T
         logits = logits.reshape(B, T, -1).astype(np.float32, copy=False)
         return logits if all_logits else logits[:, 0]
 
@@ -326,27 +367,57 @@ class NumpyEngine:
         x = (self.embed(tokens) + self.wpe[positions]).reshape(B * T, -1)  # [N, d], N = B * T
         mask = causal_mask(np.asarray(past), T, self.dtype)  # [B, 1, T, S] or None
         buf = self._buffers_for(B * T)
-        eps = self.config.layer_norm_epsilon
         if recorder is not None:
             recorder.residual(-1, x[:T])
         for layer, w in enumerate(self.blocks):
-            h = layer_norm(x, w["ln_1.weight"], w["ln_1.bias"], eps, out=buf.h)  # [N, d]
-            qkv = linear(h, w["attn.c_attn.weight"], w["attn.c_attn.bias"], out=buf.qkv)  # [N, 3d]
+            ln_1, ln_2 = (w["ln_1.weight"], w["ln_1.bias"]), (w["ln_2.weight"], w["ln_2.bias"])
+            qkv = self.project(x, w["attn.c_attn.weight"], w["attn.c_attn.bias"], buf.qkv, norm=ln_1)  # [N, 3d]
             a = self.attention(qkv, cache, layer, past, B, T, mask, recorder)  # [N, d]
-            x += linear(a, w["attn.c_proj.weight"], w["attn.c_proj.bias"], out=buf.proj)  # residual
-            h = layer_norm(x, w["ln_2.weight"], w["ln_2.bias"], eps, out=buf.h)  # [N, d]
-            f = gelu(linear(h, w["mlp.c_fc.weight"], w["mlp.c_fc.bias"], out=buf.fc), buf.scratch)  # [N, 4d]
-            x += linear(f, w["mlp.c_proj.weight"], w["mlp.c_proj.bias"], out=buf.proj)  # residual
+            self.project(a, w["attn.c_proj.weight"], w["attn.c_proj.bias"], x, add=True)  # x += a @ W + b
+            f = self.project(x, w["mlp.c_fc.weight"], w["mlp.c_fc.bias"], buf.fc, norm=ln_2, activation="gelu")
+            self.project(f, w["mlp.c_proj.weight"], w["mlp.c_proj.bias"], x, add=True)  # x += f @ W + b
             if recorder is not None:
                 recorder.residual(layer, x[:T])  # row 0's positions
         cache.advance(T)
         return x.reshape(B, T, -1)
 
+    def project(
+        self,
+        x: np.ndarray,
+        weight: Matrix,
+        bias: np.ndarray | None,
+        out: np.ndarray,
+        *,
+        norm: tuple[np.ndarray, np.ndarray] | None = None,
+        activation: str | None = None,
+        add: bool = False,
+    ) -> np.ndarray:
+        """out = act(norm(x) @ weight.T + bias), or out += that when `add` (a residual
+        connection). x [N, in], out [N, out]; norm: a layer norm's (gain, bias), applied to x
+        first; activation: None or "gelu". The C kernels do the norm, the product, the bias and the
+        residual in one call, reading x once; otherwise NumPy does it step by step."""
+        eps = self.config.layer_norm_epsilon
+        buf = self._buffers_for(x.shape[0])
+        if isinstance(weight, (PackedInt8, PackedBf16)):
+            ln = None if norm is None else (*norm, eps)
+            weight.product(x, out, bias, norm=ln, accumulate=add)
+            # GELU stays NumPy's: its vectorised tanh is several times faster than C's tanhf, one value at a time
+            return gelu(out, buf.scratch) if activation == "gelu" else out
+        if norm is not None:
+            x = layer_norm(x, *norm, eps, out=buf.h)  # [N, d]
+        y = linear(x, weight, bias, out=buf.proj if add else out)
+        if activation == "gelu":
+            gelu(y, buf.scratch)
+        if add:
+            out += y
+        return out
+
     def embed(self, tokens: np.ndarray) -> np.ndarray:
-        """wte[tokens] [B, T, d] (int8 rows times their scales, if the table is kept int8)."""
-        if self.wte.dtype == np.int8:
-            return self.wte[tokens] * self.wte_scale[tokens][..., None]
-        return self.wte[tokens]
+        """wte[tokens] [B, T, d] (read back from the packed or int8 table if it is one)."""
+        if self.wte is not None:
+            return self.wte[tokens]
+        assert not isinstance(self.head, np.ndarray)  # (for mypy: the head is a packed or int8 table)
+        return np.asarray(self.head.rows(tokens), dtype=self.dtype)
 
     def attention(
         self,

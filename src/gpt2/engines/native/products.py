@@ -1,0 +1,245 @@
+"""int8 and bf16 weights for the NumPy engine, multiplied by the C kernels in products.c.
+
+A `PackedInt8` or `PackedBf16` holds one projection's weight [M, K] packed the way the kernel
+streams it (see products.c: tiles of 8 rows interleaved 64 bytes at a time, K padded to a
+multiple of 64), and multiplies rows of float32 activations by it:
+
+    weight.product(x, out, bias)     # out [N, M] = x [N, K] @ W.T + bias, in place
+
+and, fused into the same call (x is read once, by C): `norm=(gain, shift, eps)` layer-normalises
+each row of x first, and `accumulate=True` adds the result into out (a residual connection)
+instead of overwriting it.
+
+The packed layout is also an embedding table: `rows(ids)` reads rows back as float32 (a
+weight that is both the embedding and the output projection, GPT-2's tied `wte`, is stored
+once).
+
+>>> import numpy as np
+>>> kernels = Kernels.load()                                      # compiled on first use
+>>> w = np.array([[0.5, -1.0], [0.25, 2.0], [1.0, 0.0]], np.float32)  # [M=3, K=2]
+>>> packed = PackedBf16(w, kernels)                               # these values are exact in bf16
+>>> out = np.empty((1, 3), np.float32)
+>>> packed.product(np.array([[2.0, 1.0]], np.float32), out, bias=None)
+>>> out.tolist(), packed.rows(np.array([1])).tolist()
+([[0.0, 2.5, 2.0]], [[0.25, 2.0]])
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .build import NativeUnavailable, load
+
+__all__ = ["Kernels", "NativeUnavailable", "PackedBf16", "PackedInt8", "default_threads"]
+
+TILE = 8  # rows a tile (R in products.c)
+ALIGN = 64  # bytes: the kernels' aligned loads; also K's padding
+
+_P, _I, _INT, _F = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int, ctypes.c_float
+_INT8_ARGS: list[Any] = [_P, _I, _I, _I, _I, _P, _P, _P, _I, _I, _P, _I, _I, _P, _P, _F, _INT, _INT, _INT, _P]
+_BF16_ARGS: list[Any] = [_P, _I, _I, _I, _I, _P, _P, _I, _I, _P, _I, _I, _P, _P, _F, _INT, _INT, _P]
+
+Norm = tuple[np.ndarray, np.ndarray, float]  # a layer norm applied to x first: gain [K], bias [K], eps
+_NO_NORM = (None, None, 0.0)
+_F32 = np.dtype(np.float32)
+
+
+def default_threads() -> int:
+    """The cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+class Kernels:
+    """The compiled products, a thread count, and one scratch buffer that grows as needed
+    (an engine's products run one after another, so they share it)."""
+
+    def __init__(self, library: ctypes.CDLL, threads: int | None = None) -> None:
+        self.library = library
+        library.gpt2_int8_linear.argtypes = _INT8_ARGS
+        library.gpt2_int8_linear.restype = None
+        library.gpt2_bf16_linear.argtypes = _BF16_ARGS
+        library.gpt2_bf16_linear.restype = None
+        features = library.gpt2_native_features()
+        self.int8_simd, self.bf16_simd = bool(features & 1), bool(features & 2)
+        self.threads = threads or default_threads()
+        self._scratch, self._scratch_at = np.empty(0, np.uint8), 0
+        self.int8_linear, self.bf16_linear = library.gpt2_int8_linear, library.gpt2_bf16_linear
+        # id -> (the vector, kept alive so that its id stays its own; its address)
+        self._vectors: dict[int, tuple[np.ndarray, int]] = {}
+
+    @classmethod
+    def load(cls, threads: int | None = None, cache_dir: Path | None = None, compiler: str | None = None) -> Kernels:
+        """Build (once per machine, cached) and load the kernels; NativeUnavailable if they cannot be."""
+        return cls(load(cache_dir, compiler), threads)
+
+    def describe(self) -> str:
+        """What the products use here, in words."""
+        int8 = "AVX512-VNNI" if self.int8_simd else "plain C"
+        bf16 = "AVX512-BF16" if self.bf16_simd else "plain C"
+        return f"int8 products: {int8}, bf16 products: {bf16}, {self.threads} thread(s)"
+
+    def vector(self, a: np.ndarray | None, n: int) -> int | None:
+        """A float32 vector's address (None: absent). Biases and norms are the same few hundred
+        vectors call after call, so their checked addresses are remembered (a microsecond a
+        lookup otherwise, four a product)."""
+        if a is None:
+            return None
+        known = self._vectors.get(id(a))
+        if known is not None and known[0] is a:
+            return known[1]
+        if a.dtype != np.float32 or a.shape != (n,) or not a.flags.c_contiguous:
+            raise ValueError(f"expected a contiguous float32 vector of {n}, got {a.dtype} {a.shape}")
+        if len(self._vectors) >= 4096:  # bounded, whatever a caller passes
+            self._vectors.clear()
+        self._vectors[id(a)] = (a, _address(a))
+        return self._vectors[id(a)][1]
+
+    def scratch(self, nbytes: int) -> int:
+        """The address of at least nbytes of scratch memory, 64-byte aligned."""
+        if self._scratch.nbytes < nbytes + ALIGN:
+            self._scratch = np.empty(nbytes + ALIGN, np.uint8)
+            self._scratch_at = _address(self._scratch) + (-_address(self._scratch)) % ALIGN
+        return self._scratch_at
+
+
+class _Packed:
+    """What both packed weights share: shape, padding, the aligned buffer and the call's strides."""
+
+    shape: tuple[int, int]
+    padded_k: int
+    data: np.ndarray  # the packed tiles
+    kernels: Kernels
+
+    def _layout(self, m: int, k: int) -> tuple[int, int]:
+        self.shape = (m, k)
+        self.padded_k = -(-k // ALIGN) * ALIGN
+        return -(-m // TILE) * TILE, self.padded_k
+
+    @staticmethod
+    def _pack(values: np.ndarray, fill: int) -> np.ndarray:
+        """values [M, K] (int dtype) -> tiles [M/8, Kp/c, 8, c] (c values make 64 bytes), aligned."""
+        m, k = values.shape
+        per = ALIGN // values.dtype.itemsize  # values a row contributes to each 64-byte chunk
+        mp, kp = -(-m // TILE) * TILE, -(-k // ALIGN) * ALIGN
+        padded = np.full((mp, kp), fill, values.dtype)
+        padded[:m, :k] = values
+        tiles = padded.reshape(mp // TILE, TILE, kp // per, per).transpose(0, 2, 1, 3)
+        out = _aligned_empty(padded.nbytes).view(values.dtype).reshape(tiles.shape)
+        out[...] = tiles
+        return out
+
+    def _rows_raw(self, ids: np.ndarray) -> np.ndarray:
+        """The packed values of rows ids [...] -> [..., K] (still in the stored dtype)."""
+        ids = np.asarray(ids)
+        rows = self.data[ids // TILE, :, ids % TILE, :]  # [..., Kp/c, c]
+        return rows.reshape(*ids.shape, self.padded_k)[..., : self.shape[1]]
+
+    def _operands(self, x: np.ndarray, out: np.ndarray) -> tuple[int, int, int, int, int, int, int]:
+        """n, and x's and out's addresses and strides (in floats), checked. (This runs 49 times a
+        token: a microsecond here is 2% of a step.)"""
+        n, k = x.shape
+        if k != self.shape[1] or out.shape != (n, self.shape[0]) or x.dtype != _F32 or out.dtype != _F32:
+            raise ValueError(
+                f"product of float32 x {x.shape} and a [{self.shape[0]}, {self.shape[1]}] weight into float32 "
+                f"{out.shape} (got {x.dtype} and {out.dtype})"
+            )
+        (xn, xk), (on, om) = x.strides, out.strides
+        return n, _address(x), xn >> 2, xk >> 2, _address(out), on >> 2, om >> 2
+
+
+class PackedInt8(_Packed):
+    """An int8 weight q [M, K] with float32 scales [M] (w = q * scale, |q| <= 127), W8A8 products."""
+
+    def __init__(self, q: np.ndarray, scale: np.ndarray, kernels: Kernels, precise: bool = False) -> None:
+        m, k = q.shape
+        self.precise = precise
+        self._layout(m, k)
+        self.kernels = kernels
+        # Stored offset (u = q + 128: the unsigned side of vpdpbusd); padding is a zero weight.
+        self.data = self._pack(q.astype(np.int8, copy=False).view(np.uint8) ^ np.uint8(0x80), fill=0x80)
+        self.scale = np.ascontiguousarray(scale, np.float32).reshape(m)
+        self._data, self._scale = _address(self.data), _address(self.scale)
+
+    def product(
+        self,
+        x: np.ndarray,
+        out: np.ndarray,
+        bias: np.ndarray | None,
+        *,
+        norm: Norm | None = None,
+        accumulate: bool = False,
+    ) -> None:
+        n, xa, xn, xk, oa, on, om = self._operands(x, out)
+        (m, k), kp, kernels = self.shape, self.padded_k, self.kernels
+        gain, shift, eps = norm if norm is not None else _NO_NORM
+        vector = kernels.vector
+        kernels.int8_linear(
+            xa, n, k, xn, xk, self._data, self._scale, vector(bias, m), m, kp, oa, on, om,
+            vector(gain, k), vector(shift, k), eps, accumulate, self.precise, kernels.threads,
+            kernels.scratch(n * (3 * kp + 4) + 4 * k),
+        )  # fmt: skip
+
+    def rows(self, ids: np.ndarray) -> np.ndarray:
+        """Rows ids [...] of q * scale as float32 [..., K] (an embedding lookup)."""
+        q = (self._rows_raw(ids) ^ np.uint8(0x80)).view(np.int8)
+        return q * self.scale[np.asarray(ids)][..., None]
+
+
+class PackedBf16(_Packed):
+    """A weight [M, K] rounded to bf16 (the top half of each float32), bf16 products."""
+
+    def __init__(self, w: np.ndarray, kernels: Kernels) -> None:
+        m, k = w.shape
+        self._layout(m, k)
+        self.kernels = kernels
+        self.data = self._pack(to_bf16_bits(np.asarray(w, np.float32)), fill=0)
+        self._data = _address(self.data)
+
+    def product(
+        self,
+        x: np.ndarray,
+        out: np.ndarray,
+        bias: np.ndarray | None,
+        *,
+        norm: Norm | None = None,
+        accumulate: bool = False,
+    ) -> None:
+        n, xa, xn, xk, oa, on, om = self._operands(x, out)
+        (m, k), kp, kernels = self.shape, self.padded_k, self.kernels
+        gain, shift, eps = norm if norm is not None else _NO_NORM
+        vector = kernels.vector
+        kernels.bf16_linear(
+            xa, n, k, xn, xk, self._data, vector(bias, m), m, kp, oa, on, om,
+            vector(gain, k), vector(shift, k), eps, accumulate, kernels.threads,
+            kernels.scratch(n * kp * 4 + 4 * k),
+        )  # fmt: skip
+
+    def rows(self, ids: np.ndarray) -> np.ndarray:
+        """Rows ids [...] as float32 [..., K]."""
+        return (self._rows_raw(ids).astype(np.uint32) << 16).view(np.float32)
+
+
+def to_bf16_bits(w: np.ndarray) -> np.ndarray:
+    """float32 -> the bits of the nearest bf16 (ties to even), as uint16. NaN stays NaN."""
+    u = np.ascontiguousarray(w, np.float32).view(np.uint32)
+    rounded = ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype(np.uint16)
+    return np.where(np.isnan(w), np.uint16(0x7FC0), rounded)
+
+
+def _aligned_empty(nbytes: int) -> np.ndarray:
+    raw = np.empty(nbytes + ALIGN, np.uint8)
+    start = (-_address(raw)) % ALIGN
+    return raw[start : start + nbytes]
+
+
+def _address(a: np.ndarray) -> int:
+    """The address of an array's first element (cheaper than a.ctypes.data, which builds an object)."""
+    return int(a.__array_interface__["data"][0])
