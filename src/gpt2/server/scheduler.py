@@ -1,7 +1,8 @@
 """Continuous batching: one thread owns the engine and runs every live sequence as one batch.
 
-Each completion choice is a `Sequence` with its own `gpt2.generation.Decoder`
-(its own sampler, seed, penalties, stop strings). The scheduler thread loops:
+Each completion choice is a `Sequence` (`sequence.py`, with the events it hears)
+with its own `gpt2.generation.Decoder` (its own sampler, seed, penalties, stop
+strings). The scheduler thread loops:
 
 1. reap: sequences whose client went away, or whose time limit passed, leave;
 2. admit: waiting sequences take the free rows of the batched KV cache and
@@ -55,15 +56,14 @@ from collections import deque
 from collections.abc import Callable, Hashable
 from collections.abc import Sequence as Seq
 from concurrent.futures import Future
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..engines.base import BatchEngine, Engine
 from ..errors import Gpt2Error
-from ..generation import Decoder, GenerationConfig, Step
 from .errors import SERVER_ERROR, ApiError, internal_error, queue_full, unavailable
 from .metrics import Metrics
 from .rows import BatchRows, SingleRow
+from .sequence import Ended, Event, Failed, Generated, PromptScored, Sequence
 
 if TYPE_CHECKING:
     from ..tokenizer import Tokenizer
@@ -74,78 +74,6 @@ __all__ = ["Scheduler", "Sequence", "Event", "PromptScored", "Generated", "Ended
 log = logging.getLogger("gpt2.server")
 
 PREFILL_TOKENS = 2048  # new positions in one prefill pass (bounds the activations' memory)
-
-
-# --- what a sequence hears -------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class PromptScored:
-    """The prompt's own log-probabilities (asked for with echo + logprobs); before any token."""
-
-    entries: list[TokenLogprob]
-
-
-@dataclass(frozen=True)
-class Generated:
-    """One token; `step.finish_reason` set on the last."""
-
-    step: Step
-
-
-@dataclass(frozen=True)
-class Ended:
-    """Ended from outside the decoder (the time limit, the context window): the text it held back."""
-
-    text: str
-    reason: str
-
-
-@dataclass(frozen=True)
-class Failed:
-    error: ApiError
-
-
-Event = PromptScored | Generated | Ended | Failed
-Sink = Callable[[int, Event], None]
-
-
-class Sequence:
-    """One choice of one request, as the scheduler sees it."""
-
-    def __init__(
-        self,
-        index: int,
-        prompt_ids: Seq[int],
-        config: GenerationConfig,
-        tokenizer: Tokenizer | None = None,
-        *,
-        sink: Sink,
-        deadline: float = math.inf,
-        prompt_logprobs: int | None = None,
-        group: Hashable | None = None,
-    ) -> None:
-        """`deadline`: on the scheduler's clock (time.monotonic); `prompt_logprobs`: k to score
-        the prompt itself (echo + logprobs); `group`: sequences with the same group and prompt
-        share one prefill."""
-        if not prompt_ids:
-            raise Gpt2Error("a sequence needs at least one prompt token")
-        self.index = index
-        self.prompt_ids = list(prompt_ids)
-        self.decoder = Decoder(self.prompt_ids, config, tokenizer)
-        self.sink = sink
-        self.deadline = deadline
-        self.prompt_logprobs = prompt_logprobs
-        self.group = (group, tuple(self.prompt_ids)) if group is not None else None
-        self.cancelled = False
-        self.row = -1  # its cache row while live
-        self.token = -1  # the last token drawn: fed at the next step
-        self.tokens = 0  # tokens drawn so far
-        self.admitted_at = 0.0
-
-    def cancel(self) -> None:
-        """From any thread: the client went away; the scheduler frees the row at its next step."""
-        self.cancelled = True
 
 
 # --- the scheduler ---------------------------------------------------------------------------
