@@ -93,6 +93,22 @@ def test_greedy_text_is_what_the_library_generates(client, engine):
         assert got.choices[0].finish_reason == "length" and got.usage.completion_tokens == 12
 
 
+def test_a_prompt_prefilled_in_chunks_gives_the_same_text_and_scores(client, engine):
+    """--prefill-chunk reaches the scheduler: a prompt of many chunks, greedy, echoed with logprobs,
+    answers as the default server (one prefill) does."""
+    from gpt2.server import ServerSettings
+
+    prompt = "The quick brown fox jumps over the lazy dog, then it runs home to its den in the woods."
+    request = dict(model=NAME, prompt=prompt, max_tokens=10, temperature=0, echo=True, logprobs=2)
+    whole = client.completions.create(**request).choices[0]
+    with serverkit.serving(ServerSettings(prefill_chunk=3), model=engine) as url:
+        chunked = serverkit.client(url).completions.create(**request).choices[0]
+    assert len(TOK.encode(prompt)) > 3 * 5
+    assert chunked.text == whole.text == prompt + library_text(engine, prompt, max_new_tokens=10, temperature=0)
+    assert chunked.logprobs.tokens == whole.logprobs.tokens
+    assert chunked.logprobs.token_logprobs[1:] == pytest.approx(whole.logprobs.token_logprobs[1:], abs=1e-9)
+
+
 def test_prompts_as_text_ids_and_lists(client):
     ids = TOK.encode("Hello world")
     forms = ["Hello world", ids, ["Hello world", "Hello world"], [ids, ids]]

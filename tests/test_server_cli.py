@@ -99,6 +99,8 @@ def test_a_model_that_cannot_be_loaded_is_one_line_and_exit_2(tmp_path):
         (["--port", "70000"], "port must be in [0, 65535]"),
         (["--max-queue", "4", "--max-choices", "8"], "max_queue (4) must be at least max_choices (8)"),
         (["--timeout", "0"], "request_timeout must be a number of seconds > 0"),
+        (["--prefill-chunk", "0"], "prefill_chunk must be an integer >= 1, got 0"),
+        (["--prefill-chunk", "many"], "argument --prefill-chunk: invalid int value: 'many'"),
         (["--engine", "nope"], "unknown engine 'nope'"),
     ],
 )

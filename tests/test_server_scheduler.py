@@ -341,3 +341,173 @@ def test_a_dying_scheduler_thread_fails_what_it_held_and_refuses_more(engine64):
     assert isinstance(rec.events[0][-1], Failed) and rec.events[0][-1].error.status == 500
     with pytest.raises(ApiError):
         scheduler.submit([Sequence(1, [1], config(), sink=rec)])
+
+
+# --- chunked prefill ----------------------------------------------------------------------------
+
+LONG = [(7 * i + 3) % 97 for i in range(30)]  # a prompt of 30 tokens: several chunks of a few
+
+
+def run_steps(scheduler, rec, indices):
+    """Step until idle; the tokens each of `indices` has after every step."""
+    history = []
+    while scheduler.busy:
+        scheduler.run_step()
+        history.append([len(rec.tokens(i)) for i in indices])
+    return history
+
+
+@pytest.mark.parametrize("chunk", [1, 4, 7, 29])
+def test_a_prompt_prefilled_in_chunks_gives_the_tokens_of_one_prefill(engine64, chunk):
+    """Greedy and seeded choices, long and short prompts, two long ones queued behind each other:
+    token for token what one prefill gives (a scheduler that never chunks, and each sequence alone)."""
+    prompts = [LONG, PROMPTS[0], LONG[3:], PROMPTS[1], LONG[: chunk + 1], PROMPTS[2]]
+    configs = [config(10), config(8, temperature=1.0, seed=3), config(9, temperature=0.7, seed=2)] * 2
+    outputs = {}
+    for prefill_chunk in (chunk, 10_000):
+        rec = Recorder()
+        scheduler = Scheduler(engine64, max_batch=4, prefill_chunk=prefill_chunk)
+        scheduler.submit([Sequence(i, p, c, sink=rec) for i, (p, c) in enumerate(zip(prompts, configs))])
+        run_all(scheduler)
+        assert scheduler.batch_size == 0 and list(scheduler.rows.cache.lengths) == [0, 0, 0, 0]
+        outputs[prefill_chunk] = [rec.tokens(i) for i in range(len(prompts))]
+        if prefill_chunk == chunk:
+            chunked_passes = scheduler.metrics.prefills
+        else:
+            assert scheduler.metrics.prefills < chunked_passes  # the chunks were separate passes
+    assert outputs[chunk] == outputs[10_000]
+    for i, (p, c) in enumerate(zip(prompts, configs)):
+        assert outputs[chunk][i] == alone(engine64, p, c), i
+
+
+def test_running_streams_keep_getting_tokens_while_a_long_prompt_is_prefilled(engine64):
+    rec = Recorder()
+    scheduler = Scheduler(engine64, max_batch=4, prefill_chunk=4)
+    short = [PROMPTS[1], PROMPTS[3]]  # at most 4 tokens: prefilled whole
+    scheduler.submit([Sequence(i, p, config(20), sink=rec) for i, p in enumerate(short)])
+    scheduler.run_step()
+    assert [len(rec.tokens(i)) for i in (0, 1)] == [2, 2]  # the prefill's token, then a decoding step's
+    scheduler.submit([Sequence(2, LONG, config(5), sink=rec)])  # 30 tokens: 8 chunks of at most 4
+    passes = scheduler.metrics.prefills
+    for step in range(1, 9):
+        scheduler.run_step()
+        assert [len(rec.tokens(i)) for i in (0, 1)] == [2 + step] * 2  # a token every step, none skipped
+        assert scheduler.metrics.prefills == passes + step  # one chunk a step
+        assert len(rec.tokens(2)) == (2 if step == 8 else 0)  # its first token after its last chunk
+        assert scheduler.batch_size == (3 if step == 8 else 2)
+    run_all(scheduler)
+    assert rec.tokens(2) == alone(engine64, LONG, config(5))
+    for i, p in enumerate(short):
+        assert rec.tokens(i) == alone(engine64, p, config(20))
+
+
+def test_one_long_prompt_is_prefilled_at_a_time_and_short_ones_overtake_the_next(engine64):
+    rec = Recorder()
+    scheduler = Scheduler(engine64, max_batch=4, prefill_chunk=8)
+    seqs = [Sequence(0, LONG, config(3), sink=rec), Sequence(1, LONG[1:], config(3), sink=rec)]
+    seqs.append(Sequence(2, PROMPTS[0], config(3), sink=rec))
+    scheduler.submit(seqs)
+    scheduler.run_step()
+    assert scheduler.queue_depth == 1  # the second long prompt waits for the first one's chunks
+    assert len(rec.tokens(2)) == 2 and rec.tokens(0) == [] == rec.tokens(1)  # the short one went ahead
+    history = run_steps(scheduler, rec, (0, 1))
+    first_0 = next(n for n, (a, _) in enumerate(history) if a)
+    first_1 = next(n for n, (_, b) in enumerate(history) if b)
+    assert first_0 < first_1
+    for i, seq in enumerate(seqs):
+        assert rec.tokens(i) == alone(engine64, seq.prompt_ids, config(3))
+
+
+def test_the_n_choices_of_a_long_prompt_share_its_chunks(engine64):
+    rec = Recorder()
+    scheduler = Scheduler(engine64, max_batch=4, prefill_chunk=8)
+    configs = [config(6, temperature=1.0, seed=s) for s in (20, 21, 22)]
+    scheduler.submit([Sequence(i, LONG, c, sink=rec, group="request") for i, c in enumerate(configs)])
+    run_all(scheduler)
+    assert scheduler.metrics.prefills == 4  # 8 + 8 + 8 + 6 tokens, once for the three
+    for i, c in enumerate(configs):
+        assert rec.tokens(i) == alone(engine64, LONG, c)
+
+
+def test_echo_of_a_prompt_prefilled_in_chunks_scores_it_as_one_prefill(engine64):
+    from gpt2.scoring import score
+    from gpt2.tokenizer import Tokenizer
+
+    rec = Recorder()
+    scheduler = Scheduler(engine64, Tokenizer.gpt2(), max_batch=2, prefill_chunk=7)
+    scheduler.submit([Sequence(0, LONG, config(4, logprobs=2), sink=rec, prompt_logprobs=2)])
+    run_all(scheduler)
+    scored = rec.events[0][0]
+    assert isinstance(scored, PromptScored) and len(scored.entries) == len(LONG)
+    assert [e.logprob for e in scored.entries[1:]] == pytest.approx(score(engine64, LONG).logprobs, abs=1e-9)
+    assert rec.tokens(0) == alone(engine64, LONG, config(4))
+
+
+def test_an_engine_without_batches_prefills_in_chunks_too(kit):
+    engine = kit.engines["pure"]
+    rec = Recorder()
+    scheduler = Scheduler(engine, prefill_chunk=6)
+    scheduler.submit([Sequence(0, LONG[:20], config(4), sink=rec), Sequence(1, PROMPTS[0], config(4), sink=rec)])
+    run_all(scheduler)
+    assert scheduler.metrics.prefills == 4 + 1
+    assert rec.tokens(0) == alone(engine, LONG[:20], config(4))
+    assert rec.tokens(1) == alone(engine, PROMPTS[0], config(4))
+
+
+def test_a_long_prompt_cancelled_or_out_of_time_while_prefilled_frees_its_place(engine64):
+    now = [0.0]
+    rec = Recorder()
+    scheduler = Scheduler(engine64, max_batch=2, prefill_chunk=4, clock=lambda: now[0])
+    cancelled = Sequence(0, LONG, config(5), sink=rec)
+    late = Sequence(1, LONG[2:], config(5), sink=rec, deadline=5.0)
+    scheduler.submit([cancelled, late])
+    scheduler.run_step()
+    cancelled.cancel()
+    scheduler.run_step()  # gone before its next chunk; the next long prompt starts
+    assert 0 not in rec.events and scheduler.metrics.cancelled == 1
+    now[0] = 6.0
+    scheduler.run_step()
+    (end,) = rec.events[1]
+    assert isinstance(end, Ended) and end.reason == "length" and end.text == ""
+    assert not scheduler.busy and scheduler.metrics.timed_out == 1
+    assert list(scheduler.rows.cache.lengths) == [0, 0]
+    after = Sequence(2, LONG, config(3), sink=rec)
+    scheduler.submit([after])
+    run_all(scheduler)
+    assert rec.tokens(2) == alone(engine64, LONG, config(3))
+
+
+def test_an_engine_failure_during_a_chunked_prefill_fails_its_sequence(engine64):
+    import threading
+
+    rec = Recorder()
+    done = threading.Event()
+    scheduler = Scheduler(FailOnce(engine64), max_batch=2, prefill_chunk=4)  # the third chunk fails
+    scheduler.start()
+    try:
+        scheduler.submit([Sequence(0, LONG, config(3), sink=rec)])
+        for _ in range(500):
+            if rec.events.get(0):
+                break
+            done.wait(0.01)
+        (failure,) = rec.events[0]
+        assert isinstance(failure, Failed) and failure.error.status == 500
+        scheduler.submit([Sequence(1, LONG[:9], config(3), sink=rec)])
+        for _ in range(500):
+            if len(rec.tokens(1)) == 3:
+                break
+            done.wait(0.01)
+        assert rec.tokens(1) == alone(engine64, LONG[:9], config(3))
+    finally:
+        scheduler.stop()
+
+
+@pytest.mark.parametrize("bad", [0, -4, 2.5, True, "8", None])
+def test_a_bad_prefill_chunk_is_refused_in_one_line(engine64, bad):
+    from gpt2.server import ServerSettings
+    from gpt2.server.errors import ServerError
+
+    with pytest.raises(ServerError, match=r"^prefill_chunk must be an integer >= 1, got "):
+        Scheduler(engine64, prefill_chunk=bad)
+    with pytest.raises(ServerError, match=r"^prefill_chunk must be an integer >= 1, got "):
+        ServerSettings(prefill_chunk=bad)

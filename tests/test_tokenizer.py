@@ -281,7 +281,7 @@ def test_window_merge_repairs_seams(monkeypatch, window, margin):
         assert merge_long(piece, ranks) == merge_heap(piece, ranks)
 
 
-@pytest.mark.parametrize("module", ["bytes_unicode", "pretokenize", "bpe", "tokenizer", "stream", "__init__"])
+@pytest.mark.parametrize("module", ["bytes_unicode", "pretokenize", "bpe", "checks", "tokenizer", "stream", "__init__"])
 def test_docstring_examples(module):
     import doctest
     import importlib

@@ -54,6 +54,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--max-queue", type=int, default=64, metavar="N", help="sequences waiting; more get 429 (default 64)"
     )
     lim.add_argument("--max-choices", type=int, default=16, metavar="N", help="prompts x n per request (default 16)")
+    lim.add_argument(
+        "--prefill-chunk",
+        type=int,
+        default=256,
+        metavar="N",
+        help="prefill a longer prompt N tokens a step, between the running streams' tokens, so that it never "
+        "stalls them for its whole prefill (default 256)",
+    )
     lim.add_argument("--max-tokens", type=int, default=None, metavar="N", help="max_tokens limit (default: n_ctx)")
     lim.add_argument("--max-prompt-tokens", type=int, default=None, metavar="N", help="longest prompt (default: n_ctx)")
     lim.add_argument(
@@ -91,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
         max_batch=args.max_batch,
         max_queue=args.max_queue,
         max_choices=args.max_choices,
+        prefill_chunk=args.prefill_chunk,
         request_timeout=args.timeout,
         log_prompts=args.log_prompts,
     )

@@ -35,8 +35,9 @@ from ..generation.loop import start_token
 from ..tokenizer import Tokenizer, TokenizerError
 from .errors import ApiError, bad_request, context_length_exceeded
 from .logprobs import LogprobTrack, TokenLogprob, to_json
-from .scheduler import Event, Failed, Generated, PromptScored, Scheduler, Sequence
+from .scheduler import Scheduler
 from .schemas import CompletionParams, check_model
+from .sequence import Event, Failed, Generated, PromptScored, Sequence
 from .settings import ServerSettings
 
 __all__ = ["prepare", "Prepared", "Completion", "Piece", "error_chunk"]

@@ -1,11 +1,12 @@
 """The rows of the KV cache a scheduler runs its sequences in, whatever the engine.
 
 `BatchRows` is a `BatchEngine`'s batched cache: `capacity` rows, prefilled a
-span at a time (`cache.span`), decoded together over the live prefix
-(`cache.rows(n)`), a finished row refilled by copying the last live one into it
-(`copy_row`, `clear_row`). `SingleRow` is an engine without batches (the pure
-engine): one sequence at a time, in a cache of its own. Logits come back as
-the decoders read them: torch tensors are moved to the host once per pass.
+span at a time (`cache.span`; a long prompt a chunk at a time, `extend`), decoded
+together over the live prefix (`cache.rows(n)`), a finished row refilled by
+copying the last live one into it (`copy_row`, `clear_row`). `SingleRow` is an
+engine without batches (the pure engine): one sequence at a time, in a cache of
+its own. Logits come back as the decoders read them: torch tensors are moved to
+the host once per pass.
 
 >>> from gpt2.config import Config
 >>> from gpt2.params import init_params
@@ -14,6 +15,8 @@ the decoders read them: torch tensors are moved to the host once per pass.
 >>> rows = SingleRow(load_engine("pure", cfg, init_params(cfg, seed=0)))
 >>> len(rows.prefill(0, [[1, 2, 3]], all_logits=False)[0]), rows.length(0)
 (11, 3)
+>>> len(rows.extend(0, [4, 5], all_logits=True)), rows.length(0)  # [2, V]: the new positions'
+(2, 5)
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from typing import Any
 from ..engines.base import BatchEngine, Engine
 from ..errors import Gpt2Error
 
-__all__ = ["BatchRows", "SingleRow", "host_logits"]
+__all__ = ["BatchRows", "SingleRow", "host_logits", "join_logits"]
 
 
 def host_logits(logits: Any) -> Any:
@@ -31,6 +34,16 @@ def host_logits(logits: Any) -> Any:
     if hasattr(logits, "detach"):
         return logits.detach().float().cpu().numpy()
     return logits
+
+
+def join_logits(parts: list[Any]) -> Any:
+    """[t, V] logits of consecutive positions (lists of floats, or NumPy arrays from `host_logits`)
+    joined into one [T, V]."""
+    if isinstance(parts[0], list):
+        return [row for part in parts for row in part]
+    import numpy as np
+
+    return np.concatenate(parts)
 
 
 class BatchRows:
@@ -44,6 +57,10 @@ class BatchRows:
     def prefill(self, start: int, prompts: list[list[int]], all_logits: bool) -> Any:
         view = self.cache.span(start, start + len(prompts))
         return host_logits(self.engine.forward_batch(prompts, view, all_logits=all_logits))
+
+    def extend(self, row: int, ids: list[int], all_logits: bool) -> Any:
+        """More positions for one row that holds some already (a long prompt's next chunk)."""
+        return self.prefill(row, [ids], all_logits)[0]
 
     def decode(self, tokens: list[int]) -> Any:
         return host_logits(self.engine.forward_batch([[t] for t in tokens], self.cache.rows(len(tokens))))
@@ -70,6 +87,9 @@ class SingleRow:
     def prefill(self, start: int, prompts: list[list[int]], all_logits: bool) -> Any:
         self.cache = self.engine.new_cache()
         return [self.engine.forward(prompts[0], self.cache, all_logits=all_logits)]
+
+    def extend(self, row: int, ids: list[int], all_logits: bool) -> Any:
+        return self.engine.forward(ids, self.cache, all_logits=all_logits)
 
     def decode(self, tokens: list[int]) -> Any:
         return [self.engine.forward(tokens, self.cache)]

@@ -1,14 +1,19 @@
 """Continuous batching: one thread owns the engine and runs every live sequence as one batch.
 
-Each completion choice is a `Sequence` with its own `gpt2.generation.Decoder`
-(its own sampler, seed, penalties, stop strings). The scheduler thread loops:
+Each completion choice is a `Sequence` (`sequence.py`, with the events it hears)
+with its own `gpt2.generation.Decoder` (its own sampler, seed, penalties, stop
+strings). The scheduler thread loops:
 
 1. reap: sequences whose client went away, or whose time limit passed, leave;
 2. admit: waiting sequences take the free rows of the batched KV cache and
    are prefilled (new prompts of one length in one pass; the `n` choices of
    one prompt share one prefill, its cache row copied to theirs), then each
-   picks its first token;
-3. decode: every live sequence feeds its last token through ONE
+   picks its first token; a prompt longer than `prefill_chunk` tokens starts
+   a chunked prefill instead;
+3. prefill a chunk: the long prompt being prefilled takes its next
+   `prefill_chunk` tokens; after its last chunk its sequences join the batch
+   (and pick their first token) as admitted ones do;
+4. decode: every live sequence feeds its last token through ONE
    `engine.forward_batch` (rows holding different numbers of positions), and
    each decoder picks its next token from its own row of logits.
 
@@ -20,6 +25,14 @@ on its own logits and its own sampler: the same text alone or beside others
 single-row one, which can flip a near-tie; in float64 that never happens in
 practice). An engine without batches (the pure engine) runs one sequence at a
 time.
+
+A long prompt is prefilled a chunk per step (`prefill.py`), so the running
+streams keep getting a token every step meanwhile instead of waiting for the
+whole prompt. One long prompt is prefilled at a time, in the cache's last row
+(never one of the decoding rows 0..n-1); its sequences count against the
+batch's capacity from admission on. Other long prompts keep their place in the
+queue, and shorter ones behind them are admitted. Chunked or not, a prompt's
+logits are the same up to float rounding.
 
 The thread talks to requests through each sequence's `sink`, a callable that
 must be safe to call from another thread (the server's posts to the request's
@@ -52,100 +65,25 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Hashable
+from collections.abc import Callable
 from collections.abc import Sequence as Seq
 from concurrent.futures import Future
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..engines.base import BatchEngine, Engine
 from ..errors import Gpt2Error
-from ..generation import Decoder, GenerationConfig, Step
 from .errors import SERVER_ERROR, ApiError, internal_error, queue_full, unavailable
 from .metrics import Metrics
+from .prefill import DEFAULT_PREFILL_CHUNK, Prefiller, Ready, check_prefill_chunk
 from .rows import BatchRows, SingleRow
+from .sequence import Ended, Event, Failed, Generated, PromptScored, Sequence
 
 if TYPE_CHECKING:
     from ..tokenizer import Tokenizer
-    from .logprobs import TokenLogprob
 
 __all__ = ["Scheduler", "Sequence", "Event", "PromptScored", "Generated", "Ended", "Failed"]
 
 log = logging.getLogger("gpt2.server")
-
-PREFILL_TOKENS = 2048  # new positions in one prefill pass (bounds the activations' memory)
-
-
-# --- what a sequence hears -------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class PromptScored:
-    """The prompt's own log-probabilities (asked for with echo + logprobs); before any token."""
-
-    entries: list[TokenLogprob]
-
-
-@dataclass(frozen=True)
-class Generated:
-    """One token; `step.finish_reason` set on the last."""
-
-    step: Step
-
-
-@dataclass(frozen=True)
-class Ended:
-    """Ended from outside the decoder (the time limit, the context window): the text it held back."""
-
-    text: str
-    reason: str
-
-
-@dataclass(frozen=True)
-class Failed:
-    error: ApiError
-
-
-Event = PromptScored | Generated | Ended | Failed
-Sink = Callable[[int, Event], None]
-
-
-class Sequence:
-    """One choice of one request, as the scheduler sees it."""
-
-    def __init__(
-        self,
-        index: int,
-        prompt_ids: Seq[int],
-        config: GenerationConfig,
-        tokenizer: Tokenizer | None = None,
-        *,
-        sink: Sink,
-        deadline: float = math.inf,
-        prompt_logprobs: int | None = None,
-        group: Hashable | None = None,
-    ) -> None:
-        """`deadline`: on the scheduler's clock (time.monotonic); `prompt_logprobs`: k to score
-        the prompt itself (echo + logprobs); `group`: sequences with the same group and prompt
-        share one prefill."""
-        if not prompt_ids:
-            raise Gpt2Error("a sequence needs at least one prompt token")
-        self.index = index
-        self.prompt_ids = list(prompt_ids)
-        self.decoder = Decoder(self.prompt_ids, config, tokenizer)
-        self.sink = sink
-        self.deadline = deadline
-        self.prompt_logprobs = prompt_logprobs
-        self.group = (group, tuple(self.prompt_ids)) if group is not None else None
-        self.cancelled = False
-        self.row = -1  # its cache row while live
-        self.token = -1  # the last token drawn: fed at the next step
-        self.tokens = 0  # tokens drawn so far
-        self.admitted_at = 0.0
-
-    def cancel(self) -> None:
-        """From any thread: the client went away; the scheduler frees the row at its next step."""
-        self.cancelled = True
 
 
 # --- the scheduler ---------------------------------------------------------------------------
@@ -153,7 +91,8 @@ class Sequence:
 
 class Scheduler:
     """See the module docstring. `start()` runs it in its own thread; `run_step()` is one
-    iteration (tests and single-threaded callers drive it directly)."""
+    iteration (tests and single-threaded callers drive it directly). `prefill_chunk`: the
+    most prompt tokens prefilled in one step for a prompt longer than that."""
 
     def __init__(
         self,
@@ -164,7 +103,9 @@ class Scheduler:
         max_queue: int = 64,
         metrics: Metrics | None = None,
         clock: Callable[[], float] = time.monotonic,
+        prefill_chunk: int = DEFAULT_PREFILL_CHUNK,
     ) -> None:
+        check_prefill_chunk(prefill_chunk)  # before the cache is allocated
         self.engine = engine
         self.tokenizer = tokenizer
         self.rows: BatchRows | SingleRow = (
@@ -174,6 +115,7 @@ class Scheduler:
         self.max_queue = max_queue
         self.metrics = metrics or Metrics()
         self.clock = clock
+        self.prefiller = Prefiller(self.rows, self.metrics, clock, tokenizer, prefill_chunk)
         self.live: list[Sequence] = []  # live[i] holds cache row i
         self._waiting: deque[Sequence] = deque()
         self._calls: deque[tuple[Callable[[Engine], Any], Future[Any]]] = deque()
@@ -198,7 +140,12 @@ class Scheduler:
 
     @property
     def busy(self) -> bool:
-        return bool(self._waiting or self.live or self._calls)
+        return bool(self._waiting or self.live or self._calls or self.prefiller.chunked)
+
+    @property
+    def _held(self) -> int:
+        """Places taken in the batch: the live sequences', and those of the chunked prefill."""
+        return len(self.live) + self.prefiller.held
 
     def submit(self, sequences: Seq[Sequence]) -> None:
         """Queue a request's sequences, all or none: 429 when the queue cannot take them all."""
@@ -223,7 +170,7 @@ class Scheduler:
 
     def retry_after(self) -> int:
         """Seconds until a place is likely to free up (for 429 and 503 answers), 1 to 60."""
-        ahead = len(self._waiting) + len(self.live)
+        ahead = len(self._waiting) + self._held
         return max(1, math.ceil(min(60.0, self._seconds_per_sequence * ahead / self.capacity)))
 
     def start(self) -> None:
@@ -263,11 +210,15 @@ class Scheduler:
                 self._fail_all(internal_error())
 
     def run_step(self) -> None:
-        """One iteration: reap, admit (prefill, first token), decode one token for every live sequence."""
+        """One iteration: reap, admit (prefill, first token), the next chunk of a long prompt,
+        decode one token for every live sequence."""
         self._run_calls()
         now = self.clock()
         self._reap(now)
         self._admit(now)
+        ready = self.prefiller.step(len(self.live))
+        self.live.extend(seq for seq, _, _ in ready)
+        self._start(ready)
         if self.live:
             self._decode()
         self.metrics.busy_seconds += self.clock() - now
@@ -292,6 +243,12 @@ class Scheduler:
             elif now >= seq.deadline:
                 self.metrics.timed_out += 1
                 self._end(seq, "length")
+        for seq in self.prefiller.drop(lambda s: s.cancelled or now >= s.deadline):  # admitted, in no row yet
+            if seq.cancelled:
+                self.metrics.cancelled += 1
+            else:
+                self.metrics.timed_out += 1
+                self._emit(seq, Ended(seq.decoder.finish("length"), "length"))
         with self._wake:
             waiting = list(self._waiting)
             gone = [s for s in waiting if s.cancelled or now >= s.deadline]
@@ -314,11 +271,15 @@ class Scheduler:
                 )
 
     def _admit(self, now: float) -> None:
-        """Take waiting sequences into free rows, prefill them, draw their first tokens."""
+        """Take waiting sequences into free rows, prefill them, draw their first tokens; a long
+        prompt starts its chunked prefill instead."""
         with self._wake:
             taken: list[Sequence] = []
-            while self._waiting and len(self.live) + len(taken) < self.capacity:
-                taken.append(self._waiting.popleft())
+            passed: list[Sequence] = []  # long prompts behind the one prefilled in chunks
+            while self._waiting and self._held + len(taken) < self.capacity:
+                seq = self._waiting.popleft()
+                (passed if self.prefiller.must_wait(seq, taken) else taken).append(seq)
+            self._waiting.extendleft(reversed(passed))
         if not taken:
             return
         placed: list[Sequence] = []
@@ -328,67 +289,20 @@ class Scheduler:
                 self._emit(seq, Ended("", "length"))
             else:
                 placed.append(seq)
-        # One representative per shared prompt is prefilled; its followers copy its row.
-        leaders: dict[Hashable, Sequence] = {}
-        followers: list[tuple[Sequence, Sequence]] = []
-        for seq in placed:
-            leader = leaders.setdefault(seq.group, seq) if seq.group is not None else seq
-            if leader is not seq:
-                followers.append((seq, leader))
-        reps = [s for s in placed if all(s is not f for f, _ in followers)]
-        for seq in reps + [f for f, _ in followers]:
-            seq.row = len(self.live)
-            self.live.append(seq)
-        first: dict[int, Any] = {}  # id(seq) -> logits of its next position
-        scored: dict[int, Any] = {}
-        for batch in self._prefill_batches(reps):
-            all_logits = batch[0].prompt_logprobs is not None
-            start = self.clock()
-            logits = self.rows.prefill(batch[0].row, [s.prompt_ids for s in batch], all_logits)
-            self.metrics.prefill_seconds += self.clock() - start
-            self.metrics.prefills += 1
-            self.metrics.tokens(prompt=sum(len(s.prompt_ids) for s in batch))
-            for seq, row in zip(batch, logits):
-                first[id(seq)] = row[-1] if all_logits else row
-                if all_logits:
-                    scored[id(seq)] = self._prompt_entries(seq, row)
-        for seq, leader in followers:
-            self.rows.move(leader.row, seq.row)
-            first[id(seq)] = first[id(leader)]
-            if id(leader) in scored:
-                scored[id(seq)] = scored[id(leader)]
-        for seq in reps + [f for f, _ in followers]:
-            if id(seq) in scored:
-                self._emit(seq, PromptScored(scored[id(seq)]))
+        ordered = self.prefiller.place(placed, len(self.live))
+        self.live.extend(ordered)  # live before their prefill: a failure there fails them too
+        self._start(self.prefiller.prefill(ordered))
+
+    def _start(self, ready: list[Ready]) -> None:
+        """Prefilled sequences, in the batch now: each hears its prompt's log-probabilities
+        (echo + logprobs), then draws its first token."""
+        for seq, logits, scored in ready:
+            if scored is not None:
+                self._emit(seq, PromptScored(scored))
             if seq.decoder.finished:  # max_tokens 0 with echo + logprobs: the prompt was all
                 self._end(seq, "length")
             else:
-                self._sample(seq, first[id(seq)])
-
-    def _prefill_batches(self, reps: list[Sequence]) -> list[list[Sequence]]:
-        """Consecutive new rows whose prompts have one length go through one pass; prompts
-        scored whole (echo + logprobs) go alone, their [T, V] logits being large."""
-        batches: list[list[Sequence]] = []
-        for seq in reps:
-            last = batches[-1] if batches else None
-            if (
-                last is not None
-                and seq.prompt_logprobs is None
-                and last[0].prompt_logprobs is None
-                and len(last[0].prompt_ids) == len(seq.prompt_ids)
-                and len(seq.prompt_ids) * (len(last) + 1) <= PREFILL_TOKENS
-            ):
-                last.append(seq)
-            else:
-                batches.append([seq])
-        return batches
-
-    def _prompt_entries(self, seq: Sequence, logits: Any) -> list[TokenLogprob]:
-        from .logprobs import prompt_logprobs
-
-        if self.tokenizer is None:
-            raise Gpt2Error("prompt log-probabilities need a tokenizer")
-        return prompt_logprobs(self.tokenizer, seq.prompt_ids, logits, seq.prompt_logprobs or 0)
+                self._sample(seq, logits)
 
     def _decode(self) -> None:
         """One token for every live sequence (those admitted this step included: they join now)."""
@@ -448,7 +362,7 @@ class Scheduler:
         for _, future in calls:
             if future.set_running_or_notify_cancel():
                 future.set_exception(error)
-        for seq in waiting + list(self.live):
+        for seq in waiting + list(self.live) + self.prefiller.drop(lambda s: True):
             self._emit(seq, Failed(error))
         for seq in list(self.live):
             seq.row = -1

@@ -37,13 +37,14 @@ class ServerSettings:
     max_prompt_tokens: int | None = None  # the longest prompt accepted (None: the context window)
     max_batch: int = 16  # sequences decoded together in one forward pass (1 for engines without batches)
     max_queue: int = 64  # sequences waiting for a batch row; more: 429
+    prefill_chunk: int = 256  # longer prompts are prefilled this many tokens a step, between decoding steps
     max_choices: int = 16  # prompts x n in one request
     request_timeout: float = 600.0  # seconds from arrival; then the completion ends ("length")
     log_prompts: bool = False  # put prompt text in the log (off: the log carries sizes only)
     public_paths: tuple[str, ...] = ("/health",)  # answered without the key
 
     def __post_init__(self) -> None:
-        for name in ("port", "max_body_bytes", "max_batch", "max_queue", "max_choices"):
+        for name in ("port", "max_body_bytes", "max_batch", "max_queue", "max_choices", "prefill_chunk"):
             _check_int(name, getattr(self, name), 0 if name == "port" else 1)
         if self.port > 65535:
             raise ServerError(f"port must be in [0, 65535], got {self.port}")

@@ -83,10 +83,16 @@ class ModelHolder:
         return self._loaded is not None
 
     def attach(self, engine: Engine, tokenizer: Tokenizer, *, settings: ServerSettings | None = None) -> Loaded:
-        """Serve `engine`: its scheduler starts now (its own thread) with the settings' batch and queue."""
+        """Serve `engine`: its scheduler starts now (its own thread) with the settings' batch, queue
+        and prefill chunk."""
         settings = settings or ServerSettings()
         scheduler = Scheduler(
-            engine, tokenizer, max_batch=settings.max_batch, max_queue=settings.max_queue, metrics=self.metrics
+            engine,
+            tokenizer,
+            max_batch=settings.max_batch,
+            max_queue=settings.max_queue,
+            metrics=self.metrics,
+            prefill_chunk=settings.prefill_chunk,
         )
         scheduler.start()
         with self._lock:

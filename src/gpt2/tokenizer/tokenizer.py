@@ -11,21 +11,33 @@ UTF-8 bytes, BPE-merge the bytes (`bpe.py`) and look up each part's id. Text
 repeats its words, so the ids of each piece are cached (a dictionary, cleared
 when it reaches `cache_size` entries); most pieces of ordinary text then cost one
 dictionary look-up.
+
+Every argument is checked first, as tiktoken checks it (`checks.py`): texts, ids,
+batches and the special-token rules.
 """
 
 from __future__ import annotations
 
 import functools
-import operator
-import re
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from collections.abc import Set as AbstractSet
 from itertools import chain
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Literal, SupportsIndex, cast
+from typing import Literal, cast
 
 from .bpe import bpe_merge
+from .checks import (
+    allowed_special_tokens,
+    build_decoder,
+    check_threads,
+    checked_batch,
+    checked_id,
+    checked_text,
+    is_ids,
+    is_text,
+    special_regex,
+)
 from .errors import TokenizerError, UnknownTokenError
 from .loaders import (
     ENDOFTEXT,
@@ -69,7 +81,7 @@ class Tokenizer:
         self._encoder = dict(encoder)
         self._merge_ranks = self._encoder if merge_ranks is None else dict(merge_ranks)
         self._special_tokens = dict(special_tokens or {})
-        self._decoder = _build_decoder(self._encoder, self._special_tokens)
+        self._decoder = build_decoder(self._encoder, self._special_tokens)
         self._split = gpt2_pattern().findall
         self._cache: dict[str, tuple[int, ...]] = {}
         self._cache_size = cache_size
@@ -164,7 +176,7 @@ class Tokenizer:
 
     def is_special_token(self, token: int) -> bool:
         """Whether the id is a special token's (50256 for GPT-2): True for <|endoftext|>."""
-        return self._checked_id(token) in self._special_tokens.values()
+        return checked_id(token, self._decoder) in self._special_tokens.values()
 
     @property
     def encoder(self) -> Mapping[bytes, int]:
@@ -183,7 +195,7 @@ class Tokenizer:
 
     def encode_ordinary(self, text: str) -> list[int]:
         """Text -> ids, treating special-token text like any other text."""
-        return self._encode_text(_checked_text(text))
+        return self._encode_text(checked_text(text))
 
     def encode(
         self,
@@ -201,24 +213,13 @@ class Tokenizer:
         as their id; disallowed_special="all" (every special token not allowed) or
         the set to refuse; disallowed_special=() encodes them as ordinary text.
         """
-        text = _checked_text(text)
-        allowed = self._special_set(allowed_special, "allowed_special", everything=self.special_tokens_set)
-        disallowed = self._special_set(
-            disallowed_special, "disallowed_special", everything=self.special_tokens_set - allowed
-        )
-        if disallowed:
-            found = _special_regex(frozenset(disallowed)).search(text)
-            if found:
-                raise TokenizerError(
-                    f"the text contains the special token {found.group()!r}, refused by default: pass "
-                    f"allowed_special={{{found.group()!r}}} to encode it as that token, "
-                    "or disallowed_special=() to encode it as plain text"
-                )
+        text = checked_text(text)
+        allowed = allowed_special_tokens(text, allowed_special, disallowed_special, self.special_tokens_set)
         if not allowed:
             return self._encode_text(text)
         ids: list[int] = []
         start = 0
-        for match in _special_regex(frozenset(allowed)).finditer(text):
+        for match in special_regex(allowed).finditer(text):
             ids += self._encode_text(text[start : match.start()])
             ids.append(self._special_tokens[match.group()])
             start = match.end()
@@ -241,14 +242,14 @@ class Tokenizer:
         num_threads is checked but, this being pure Python under the GIL where threads would
         only add overhead, the texts are encoded one after another.
         """
-        texts = _batch(text, "encode_batch", "texts (strings)", _is_text)
-        _check_threads(num_threads)
+        texts = checked_batch(text, "encode_batch", "texts (strings)", is_text)
+        check_threads(num_threads)
         return [self.encode(t, allowed_special=allowed_special, disallowed_special=disallowed_special) for t in texts]
 
     def encode_ordinary_batch(self, text: Iterable[str], *, num_threads: int = 8) -> list[list[int]]:
         """Each text -> its ids, as `encode_ordinary` (tiktoken's encode_ordinary_batch)."""
-        texts = _batch(text, "encode_ordinary_batch", "texts (strings)", _is_text)
-        _check_threads(num_threads)
+        texts = checked_batch(text, "encode_ordinary_batch", "texts (strings)", is_text)
+        check_threads(num_threads)
         return [self.encode_ordinary(t) for t in texts]
 
     def encode_single_token(self, text_or_bytes: str | bytes) -> int:
@@ -277,23 +278,6 @@ class Tokenizer:
         if token is None:
             raise UnknownTokenError(f"{text_or_bytes!r} is not a single token of this vocabulary")
         return token
-
-    def _special_set(self, value: object, argument: str, *, everything: frozenset[str]) -> frozenset[str]:
-        if value == "all":
-            return everything
-        try:
-            tokens = frozenset(value) if isinstance(value, Iterable) and not isinstance(value, str) else None
-        except TypeError:  # unhashable items
-            tokens = None
-        if tokens is None or not all(isinstance(t, str) for t in tokens):
-            raise TokenizerError(f"{argument} must be 'all' or a collection of special-token strings, got {value!r}")
-        unknown = tokens - self.special_tokens_set
-        if unknown:
-            raise TokenizerError(
-                f"{argument}: {sorted(unknown)} not special tokens of this tokenizer "
-                f"({sorted(self.special_tokens_set)})"
-            )
-        return tokens
 
     def _encode_text(self, text: str) -> list[int]:
         """Pre-tokenise, then ids per piece from the cache, BPE-encoding the pieces it lacks."""
@@ -337,14 +321,14 @@ class Tokenizer:
         self, batch: Iterable[Iterable[int]], *, errors: str = "replace", num_threads: int = 8
     ) -> list[str]:
         """Each id list -> its text, as `decode` (tiktoken's decode_batch)."""
-        sequences = _batch(batch, "decode_batch", "id lists", _is_ids)
-        _check_threads(num_threads)
+        sequences = checked_batch(batch, "decode_batch", "id lists", is_ids)
+        check_threads(num_threads)
         return [self.decode(ids, errors=errors) for ids in sequences]
 
     def decode_bytes_batch(self, batch: Iterable[Iterable[int]], *, num_threads: int = 8) -> list[bytes]:
         """Each id list -> its bytes, as `decode_bytes` (tiktoken's decode_bytes_batch)."""
-        sequences = _batch(batch, "decode_bytes_batch", "id lists", _is_ids)
-        _check_threads(num_threads)
+        sequences = checked_batch(batch, "decode_bytes_batch", "id lists", is_ids)
+        check_threads(num_threads)
         return [self.decode_bytes(ids) for ids in sequences]
 
     def decode_with_offsets(self, tokens: Iterable[int]) -> tuple[str, list[int]]:
@@ -373,98 +357,25 @@ class Tokenizer:
 
     def decode_single_token_bytes(self, token: int) -> bytes:
         """One id -> its bytes: 995 -> b' world'."""
-        return cast(bytes, self._decoder[self._checked_id(token)])  # a checked id has bytes
+        return cast(bytes, self._decoder[checked_id(token, self._decoder)])  # a checked id has bytes
 
     def decode_tokens_bytes(self, ids: Iterable[int]) -> list[bytes]:
         """Ids -> one bytes object per id (the piece each token stands for)."""
         ids = list(ids) if not isinstance(ids, (list, tuple)) else ids
         if not all(type(i) is int for i in ids) or (ids and (min(ids) < 0 or max(ids) >= len(self._decoder))):
-            ids = [self._checked_id(i) for i in ids]
+            ids = [checked_id(i, self._decoder) for i in ids]
         decoder = self._decoder
         pieces = [decoder[i] for i in ids]
         if None in pieces:
-            self._checked_id(ids[pieces.index(None)])  # raises, naming the id
+            checked_id(ids[pieces.index(None)], self._decoder)  # raises, naming the id
         return pieces  # type: ignore[return-value]
 
     def decode_pieces(self, ids: Iterable[int], errors: str = "backslashreplace") -> list[str]:
         """Ids -> one string per id; bytes of a character split across tokens shown as \\x escapes."""
         return [piece.decode("utf-8", errors=errors) for piece in self.decode_tokens_bytes(ids)]
 
-    def _checked_id(self, token: object) -> int:
-        if isinstance(token, bool) or isinstance(token, (str, bytes, float)):
-            raise TokenizerError(f"token ids must be integers, got {token!r}")
-        try:
-            value = operator.index(cast(SupportsIndex, token))  # accepts NumPy and PyTorch integer scalars too
-        except TypeError:
-            raise TokenizerError(f"token ids must be integers, got {token!r}") from None
-        if not 0 <= value < len(self._decoder) or self._decoder[value] is None:
-            raise TokenizerError(f"token id {value} is not in the vocabulary (valid ids: 0..{len(self._decoder) - 1})")
-        return value
-
 
 _CONTINUATION_BYTES = bytes(range(0x80, 0xC0))
-
-
-def _batch(items: object, method: str, what: str, is_item: Callable[[object], bool]) -> list[Any]:
-    """The items of a batch as a list, refusing a lone text or id list where a list of them is due."""
-    if isinstance(items, (str, bytes)) or not isinstance(items, Iterable):
-        raise TokenizerError(f"{method} takes a list of {what}, got {type(items).__name__}")
-    items = list(items)
-    for item in items:
-        if not is_item(item):
-            raise TokenizerError(f"{method} takes a list of {what}, got an item of type {type(item).__name__}")
-    return items
-
-
-def _is_text(item: object) -> bool:
-    return isinstance(item, str)
-
-
-def _is_ids(item: object) -> bool:
-    return isinstance(item, Iterable) and not isinstance(item, (str, bytes))
-
-
-def _check_threads(num_threads: object) -> None:
-    if isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 1:
-        raise TokenizerError(f"num_threads must be a positive integer, got {num_threads!r}")
-
-
-def _build_decoder(encoder: Mapping[bytes, int], special_tokens: Mapping[str, int]) -> list[bytes | None]:
-    """id -> bytes as a list (None where no token has that id)."""
-    all_ids = list(encoder.values()) + list(special_tokens.values())
-    if not all_ids:
-        raise TokenizerError("empty vocabulary")
-    if min(all_ids) < 0:
-        raise TokenizerError("token ids must be non-negative")
-    decoder: list[bytes | None] = [None] * (max(all_ids) + 1)
-    for data, token_id in encoder.items():
-        decoder[token_id] = data
-    for text, token_id in special_tokens.items():
-        if decoder[token_id] is not None:
-            raise TokenizerError(f"special token {text!r} reuses id {token_id}")
-        decoder[token_id] = text.encode("utf-8")
-    if len(set(encoder.values())) != len(encoder):
-        raise TokenizerError("two tokens share an id")
-    return decoder
-
-
-def _checked_text(text: object) -> str:
-    """Refuse non-strings; replace lone surrogates as tiktoken does (so the ids stay identical)."""
-    if not isinstance(text, str):
-        raise TokenizerError(f"can only tokenize str, got {type(text).__name__}")
-    if not text.isascii():
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError:
-            # A surrogate pair becomes its character, a lone surrogate U+FFFD.
-            text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
-    return text
-
-
-@functools.lru_cache(maxsize=64)
-def _special_regex(tokens: frozenset[str]) -> re.Pattern[str]:
-    # Longest first, so a special token that extends another wins.
-    return re.compile("|".join(re.escape(t) for t in sorted(tokens, key=len, reverse=True)))
 
 
 @functools.lru_cache(maxsize=1)

@@ -5,7 +5,8 @@
 
 Modules, in the order data flows: `data` (text -> cached tokens -> windows ->
 seeded order), `config` (TrainConfig), `schedule`, `optim`, `loop` (the
-trainer), `checkpoint` (atomic files), `metrics` (log + plot), `evaluate`,
+trainer), `resume` (what the training state holds, where a run starts),
+`checkpoint` (atomic files), `metrics` (log + plot), `evaluate`,
 `distributed` (torchrun / DDP), `events` (what the trainer reports).
 """
 

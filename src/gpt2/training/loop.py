@@ -13,7 +13,8 @@ Each optimizer step:
 Every `eval_interval` steps it measures train and validation loss and draws a sample;
 every `checkpoint_interval` steps (and at the end) it saves atomically. Everything the
 next step depends on is in the checkpoint (weights, optimizer moments, step, sampler
-position, every RNG state), which is why a resumed run retraces a straight run exactly.
+position, every RNG state; `resume.py`), which is why a resumed run retraces a straight
+run exactly.
 """
 
 from __future__ import annotations
@@ -33,7 +34,6 @@ from ..config import Config
 from ..engines.torch.device import pick_device
 from . import checkpoint, distributed
 from .allocator import keep_freed_memory
-from .config import TrainConfig
 from .cpu_features import cpu_bf16_support
 from .data import Windows, WindowSampler, check_vocabulary, load_tokens, split_tokens
 from .errors import CheckpointError, DataError, TrainingInterrupted
@@ -42,6 +42,15 @@ from .events import CheckpointSaved, Evaluated, Notice, StepDone, Tokenizing, Tr
 from .lock import RunLock
 from .metrics import METRICS_FILE, PLOT_FILE, MetricsLog, plot_losses
 from .optim import make_optimizer, set_learning_rate
+from .resume import (
+    interrupted_message,
+    resync_export,
+    rng_state,
+    run_settings,
+    set_rng_state,
+    starting_model,
+    training_state,
+)
 from .schedule import learning_rate
 
 EventHandler = Callable[[Any], None]
@@ -53,65 +62,6 @@ class TrainResult:
     train_loss: float | None  # the last step's batch loss
     val_loss: float | None  # the last evaluation's
     directory: str
-
-
-# --- random state ------------------------------------------------------------------------
-
-
-def rng_state(device: torch.device) -> dict:
-    state = {"python": random.getstate(), "torch": torch.get_rng_state()}
-    if device.type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state(device)
-    return state
-
-
-def set_rng_state(state: dict, device: torch.device) -> None:
-    random.setstate(state["python"])
-    torch.set_rng_state(state["torch"])
-    if device.type == "cuda" and "cuda" in state:
-        torch.cuda.set_rng_state(state["cuda"], device)
-
-
-# --- setting up --------------------------------------------------------------------------
-
-
-def _model_config(config: Config | None, init: str | None, resume_state: dict | None) -> tuple[Config, Any]:
-    """The model's shape and its starting weights (None: random init)."""
-    if resume_state is not None:
-        saved = Config.from_hf_dict(resume_state["model_config"]).replace(dropout=resume_state["dropout"])
-        if config is not None and config.replace(dropout=0.0) != saved.replace(dropout=0.0):
-            raise CheckpointError(
-                f"the checkpoint was trained with a different model ({_describe(saved)}) than "
-                f"requested ({_describe(config)}); drop --config or choose another --out"
-            )
-        return saved, None
-    if init is not None:
-        from .models import load_pretrained
-
-        loaded, params = load_pretrained(init)
-        if config is not None and config.replace(dropout=0.0) != loaded.replace(dropout=0.0):
-            raise CheckpointError(
-                f"--init {init} is {_describe(loaded)}, which differs from the requested {_describe(config)}"
-            )
-        return loaded, params
-    return (config or Config.preset("tiny")), None
-
-
-def _describe(c: Config) -> str:
-    return (
-        f"n_layer={c.n_layer} n_embd={c.n_embd} n_head={c.n_head} n_ctx={c.n_ctx} "
-        f"vocab={c.vocab_size} qkv_bias={c.qkv_bias} positions={c.position_embedding}"
-    )
-
-
-def _train_config(options: Mapping[str, Any], resume_state: dict | None) -> TrainConfig:
-    if resume_state is None:
-        return TrainConfig.from_dict(options)
-    given = dict(resume_state["settings_given"])
-    if given.get("lr") is None and "lr" in resume_state.get("settings", {}):
-        # the default rate has changed (it follows the width now): a run keeps the one it started with
-        given["lr"] = resume_state["settings"]["lr"]
-    return TrainConfig.from_dict({**given, **options})
 
 
 # --- the loop ----------------------------------------------------------------------------
@@ -175,28 +125,13 @@ def train(
         distributed.barrier(dist)
         return result
     except KeyboardInterrupt:
-        raise TrainingInterrupted(_interrupted(trainer, out_dir)) from None
+        raise TrainingInterrupted(interrupted_message(trainer, out_dir)) from None
     finally:
         if lock is not None:
             lock.release()
         if trainer is None and new_directory:  # a mistake in the options leaves no empty run directory
             checkpoint.remove_if_empty(Path(out_dir))
         distributed.stop(dist)
-
-
-def _interrupted(trainer: Trainer | None, out_dir: str | Path) -> str:
-    """What a Ctrl-C left behind: checkpoints are atomic, so the last finished one is intact."""
-    if trainer is None:
-        return f"interrupted before training started; {out_dir} holds no new checkpoint"
-    if trainer.saved_step is None:
-        return (
-            f"interrupted at step {trainer.step}, before a checkpoint was complete; nothing was saved "
-            f"(checkpoints every {trainer.run_config.checkpoint_interval} steps: --checkpoint-interval)"
-        )
-    return (
-        f"interrupted at step {trainer.step}; the last checkpoint (step {trainer.saved_step}) "
-        f"is in {out_dir}: continue it with --resume"
-    )
 
 
 class Trainer:
@@ -213,8 +148,8 @@ class Trainer:
             raise CheckpointError(
                 f"{out} already holds a checkpoint; pass --resume to continue it or choose another --out"
             )
-        model_config, init_params = _model_config(config, init, self.resume_state)
-        train_config = _train_config(options, self.resume_state)
+        model_config, init_params = starting_model(config, init, self.resume_state)
+        train_config = run_settings(options, self.resume_state)
         if train_config.dropout is not None:
             model_config = model_config.replace(dropout=train_config.dropout)
         self.model_config = model_config
@@ -224,7 +159,9 @@ class Trainer:
         distributed.start(dist, self.device)
         self._build_model(init_params)
         if dist.is_main and self.resume_state is not None:
-            self._sync_export()
+            notice = resync_export(self.out, self.resume_state, self.model_config, self.raw_model.to_params)
+            if notice is not None:
+                self.emit(Notice(notice))
         self.per_step = run.batch_size * run.grad_accum * dist.world_size  # sequences per step
         self._open_log()
 
@@ -300,23 +237,6 @@ class Trainer:
                 )
         model = cast(torch.nn.Module, torch.compile(self.raw_model)) if run.compile else self.raw_model
         self.model = distributed.wrap(model, self.dist, self.device)
-
-    def _sync_export(self) -> None:
-        """A save cut between its two writes left the exported model behind the state:
-        export the state's weights again, so the directory holds one checkpoint."""
-        state = self.resume_state
-        assert state is not None
-        before = checkpoint.exported_step(self.out)
-        missing = not (self.out / checkpoint.MODEL_FILE).exists()
-        if checkpoint.sync_export(self.out, state, self.model_config, self.raw_model.to_params):
-            if before is not None or missing:  # not for runs saved before steps were recorded
-                self.emit(
-                    Notice(
-                        f"the exported model was {f'from step {before}' if before is not None else 'missing'} "
-                        f"but the training state is from step {state['step']} (a save was interrupted); "
-                        "exported the model of the state again"
-                    )
-                )
 
     def _open_log(self) -> None:
         self.out.mkdir(parents=True, exist_ok=True)
@@ -447,7 +367,7 @@ class Trainer:
         error: CheckpointError | None = None
         if self.dist.is_main:
             try:
-                checkpoint.save_state(self.out, self.state(rngs), previous_step=self.saved_step)
+                checkpoint.save_state(self.out, training_state(self, rngs), previous_step=self.saved_step)
             except CheckpointError as exc:
                 error = exc
             else:
@@ -463,23 +383,6 @@ class Trainer:
         if distributed.any_across(self.dist, error is not None):  # every process stops, none hangs
             raise error or CheckpointError(f"saving the checkpoint in {self.out} failed on the main process")
         self.saved_step = self.step
-
-    def state(self, rngs: list) -> dict:
-        return {
-            "step": self.step,
-            "model_config": self.model_config.to_hf_dict(),
-            "dropout": self.model_config.dropout,
-            # The file's key names predate TrainConfig's; they stay so older runs still resume.
-            "settings_given": {**(self.resume_state or {}).get("settings_given", {}), **self.options},
-            "settings": self.run_config.to_dict(),
-            "model": {k: v.detach().cpu().clone() for k, v in self.raw_model.state_dict().items()},
-            "optimizer": self.optimizer.state_dict(),
-            "scaler": self.scaler.state_dict(),
-            "sampler": self.sampler.state_dict(),
-            "rng": rngs,  # one per process
-            "data_key": self.data_key,
-            "world_size": self.dist.world_size,
-        }
 
 
 def _plot(log: MetricsLog, out: Path, plot_ok: bool, emit: EventHandler) -> bool:

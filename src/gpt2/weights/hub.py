@@ -48,7 +48,9 @@ DEFAULT_DEADLINE_S = 3600.0
 _NAME = r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}"
 _REPO_ID = re.compile(rf"{_NAME}/{_NAME}")
 _REVISION_PART = re.compile(r"[A-Za-z0-9_.-]{1,255}")
-_COMMIT = re.compile(r"[0-9a-f]{40}")
+# A full commit hash, what `refs/<revision>` holds and `X-Repo-Commit` names: a ref's content is
+# used as a folder name only when it matches, so a ref is never a path to follow.
+COMMIT_HASH = re.compile(r"[0-9a-f]{40}")
 
 
 @dataclass(frozen=True)
@@ -192,7 +194,7 @@ def cached_snapshot(settings: HubSettings, repo_id: str, revision: str = "main")
             commit = ref.read_text(encoding="ascii", errors="replace")[:100].strip()
         except OSError:
             commit = ""
-        if _COMMIT.fullmatch(commit):  # a ref is a commit hash, never a path to follow
+        if COMMIT_HASH.fullmatch(commit):  # a ref is a commit hash, never a path to follow
             candidates.append(root / "snapshots" / commit)
     candidates.append(root / "snapshots" / revision)
     for snapshot in candidates:
@@ -224,23 +226,24 @@ def download_model(
     staging = root / "snapshots" / revision
     try:
         headers = fetch_file(
-            settings, _url(settings, repo_id, revision, "config.json"), staging, "config.json", progress
+            settings, resolve_url(settings, repo_id, revision, "config.json"), staging, "config.json", progress
         )
     except NotOnHub:
         raise ModelNotFound(f"{settings.endpoint}/{repo_id} (revision {revision}) has no config.json") from None
     commit = headers.get("X-Repo-Commit", "").strip()
     snapshot = staging
-    if _COMMIT.fullmatch(commit) and commit != revision:
+    if COMMIT_HASH.fullmatch(commit) and commit != revision:
         snapshot = root / "snapshots" / commit
         snapshot.mkdir(parents=True, exist_ok=True)
         os.replace(staging / "config.json", snapshot / "config.json")
-        _remove_empty_folders(staging, root / "snapshots")
-        _write_ref(root, revision, commit)
+        remove_empty_folders(staging, root / "snapshots")
+        write_ref(root, revision, commit)
     else:
         commit = ""
     for i, filename in enumerate(WEIGHT_FILES):
         try:
-            fetch_file(settings, _url(settings, repo_id, commit or revision, filename), snapshot, filename, progress)
+            url = resolve_url(settings, repo_id, commit or revision, filename)
+            fetch_file(settings, url, snapshot, filename, progress)
             return snapshot
         except NotOnHub:
             if i == len(WEIGHT_FILES) - 1:
@@ -248,7 +251,14 @@ def download_model(
     raise AssertionError("unreachable")
 
 
-def _url(settings: HubSettings, repo_id: str, revision: str, filename: str) -> str:
+def resolve_url(settings: HubSettings, repo_id: str, revision: str, filename: str) -> str:
+    """The hub's download URL of one file of a repository at a revision (a branch, tag or commit).
+
+    The revision is one segment of the URL's path, so its `/` are escaped:
+
+    >>> resolve_url(HubSettings(), "openai-community/gpt2", "refs/pr/1", "config.json")
+    'https://huggingface.co/openai-community/gpt2/resolve/refs%2Fpr%2F1/config.json'
+    """
     return f"{settings.endpoint}/{repo_id}/resolve/{urllib.parse.quote(revision, safe='')}/{filename}"
 
 
@@ -261,8 +271,13 @@ def _offline_message(settings: HubSettings, repo_id: str, revision: str) -> str:
     )
 
 
-def _remove_empty_folders(folder: Path, stop: Path) -> None:
-    """Remove `folder` and its parents up to `stop` while they are empty (`snapshots/refs/pr/1`)."""
+def remove_empty_folders(folder: Path, stop: Path) -> None:
+    """Remove `folder` and its parents up to `stop` (never `stop` itself) while they are empty.
+
+    A download for a revision with `/` in it stages under `snapshots/refs/pr/1/`; once its
+    file has moved to `snapshots/<commit>/`, this clears the empty `1/`, `pr/` and `refs/`.
+    A folder that is not empty, or not under `stop`, is left alone.
+    """
     while folder != stop and folder.is_relative_to(stop):
         try:
             folder.rmdir()
@@ -271,7 +286,9 @@ def _remove_empty_folders(folder: Path, stop: Path) -> None:
         folder = folder.parent
 
 
-def _write_ref(root: Path, revision: str, commit: str) -> None:
+def write_ref(root: Path, revision: str, commit: str) -> None:
+    """Record in the repository's cache folder `root` that `revision` names `commit`, as
+    `huggingface_hub` does: `root/refs/<revision>` holds the hash, written atomically."""
     ref = root / "refs" / revision
     ref.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(ref, commit.encode("ascii"))

@@ -31,17 +31,17 @@ from ..errors import ConfigError
 from .download import NotOnHub, fetch_file
 from .errors import ModelNotFound, WeightsError
 from .hub import (
-    _COMMIT,
+    COMMIT_HASH,
     DownloadProgress,
     HubSettings,
-    _remove_empty_folders,
-    _url,
-    _write_ref,
     cached_snapshot,
     check_repo_id,
     check_revision,
+    remove_empty_folders,
     repo_cache_dir,
     repo_id_for,
+    resolve_url,
+    write_ref,
 )
 from .load import open_model
 
@@ -132,7 +132,7 @@ def fetch_config(
     candidates = [root / "snapshots" / revision]
     if ref.is_file():
         commit = ref.read_text(encoding="ascii", errors="replace")[:100].strip()
-        if _COMMIT.fullmatch(commit):  # a ref is a commit hash, never a path to follow
+        if COMMIT_HASH.fullmatch(commit):  # a ref is a commit hash, never a path to follow
             candidates.insert(0, root / "snapshots" / commit)
     for snapshot in candidates:
         if (snapshot / "config.json").is_file():
@@ -142,18 +142,18 @@ def fetch_config(
     staging = root / "snapshots" / revision
     try:
         headers = fetch_file(
-            settings, _url(settings, repo_id, revision, "config.json"), staging, "config.json", progress
+            settings, resolve_url(settings, repo_id, revision, "config.json"), staging, "config.json", progress
         )
     except NotOnHub:
         raise ModelNotFound(f"{settings.endpoint}/{repo_id} (revision {revision}) has no config.json") from None
     commit = headers.get("X-Repo-Commit", "").strip()
-    if _COMMIT.fullmatch(commit) and commit != revision:
+    if COMMIT_HASH.fullmatch(commit) and commit != revision:
         # the layout download_model keeps: snapshots/<commit>/, refs/<revision> naming it
         snapshot = root / "snapshots" / commit
         snapshot.mkdir(parents=True, exist_ok=True)
         os.replace(staging / "config.json", snapshot / "config.json")
-        _remove_empty_folders(staging, root / "snapshots")
-        _write_ref(root, revision, commit)
+        remove_empty_folders(staging, root / "snapshots")
+        write_ref(root, revision, commit)
         return snapshot / "config.json"
     return staging / "config.json"
 
