@@ -57,6 +57,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         default=None,
         help="compute threads of the server's engine (numpy: OpenBLAS/MKL threads; default: the library's)",
     )
+    p.add_argument("--quantize", default=None, help="int8: the weights quantized as they load")
     p.add_argument("--clients", default="1,4,8,16", help="concurrent streaming clients per row (default 1,4,8,16)")
     p.add_argument("--prompt-tokens", type=int, default=32)
     p.add_argument("--new-tokens", type=int, default=64)
@@ -86,7 +87,7 @@ def serve_worker(args) -> None:
     }
     if args.threads is not None and args.engine == "torch":
         options["threads"] = args.threads  # numpy: the BLAS variables the parent set for this process
-    engine = load_engine(args.engine, config, params, **serving_options(args.engine, options))
+    engine = load_engine(args.engine, config, params, quantize=args.quantize, **serving_options(args.engine, options))
     del params
     print(json.dumps(engine_steps(engine, parse_clients(args.clients), args.prompt_tokens)), flush=True)
     settings = ServerSettings(max_batch=max(16, *parse_clients(args.clients)), max_queue=256)
@@ -255,7 +256,7 @@ def main(argv=None) -> None:
     print(
         f"gpt2 serve, {args.size} shape (random weights), {args.engine} engine"
         f"{' ' + args.device if args.device else ''}{' ' + args.dtype if args.dtype else ''}"
-        f"{' kernel ' + args.kernel if args.kernel else ''}"
+        f"{' kernel ' + args.kernel if args.kernel else ''}{' ' + args.quantize if args.quantize else ''}"
         f"{f', {args.threads} threads' if args.threads else ''}, "
         f"{args.prompt_tokens}-token prompts, {args.new_tokens} new tokens, "
         f"{'greedy' if args.temperature == 0 else f'temperature {args.temperature}'}, {args.rounds} rounds, "

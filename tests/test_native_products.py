@@ -197,3 +197,85 @@ def test_float64_never_reaches_the_float32_kernels(kit):
     assert load_engine("numpy", kit.config, quantized, dtype="float64").dequantize == "load"
     with pytest.raises(Exception, match="compute in float32"):
         load_engine("numpy", kit.config, quantized, dtype="float64", dequantize="native")
+
+
+@pytest.mark.parametrize("past, T", [([0], 5), ([7], 1), ([3, 9, 0], 2), ([4, 4], 3)])
+def test_attention_equals_the_numpy_engines(kernels, past, T):
+    from gpt2.engines.numpy_engine import attend, causal_mask
+
+    rng = np.random.default_rng(len(past) * 10 + T)
+    B, H, hd, n_ctx = len(past), 3, 20, 16
+    qkv = rng.standard_normal((3 * H * hd, B * T)).astype(np.float32).T  # the engine's transposed buffer
+    cache = rng.standard_normal((2, B, H, n_ctx, hd)).astype(np.float32)  # old positions: noise
+    keys, values = cache.copy()
+    lengths = np.array(past, np.int64)
+    out = np.empty((B * T, H * hd), np.float32)
+    kernels.attention(qkv, keys, values, lengths, out)
+
+    q, k, v = qkv.reshape(B, T, 3, H, hd).transpose(2, 0, 3, 1, 4)  # 3 x [B, H, T, hd]
+    old_keys, old_values = cache.copy()
+    for b, p in enumerate(past):
+        old_keys[b, :, p : p + T], old_values[b, :, p : p + T] = k[b], v[b]
+    seen = max(past) + T
+    expected = attend(
+        q / np.sqrt(hd), old_keys[:, :, :seen], old_values[:, :, :seen], causal_mask(lengths, T, np.float32)
+    )
+    assert np.allclose(out, expected.transpose(0, 2, 1, 3).reshape(B * T, H * hd), atol=1e-5)
+    for b, p in enumerate(past):  # the new keys and values are in the cache, nothing else moved
+        assert np.array_equal(keys[b, :, : p + T], old_keys[b, :, : p + T])
+        assert np.array_equal(values[b, :, p + T :], cache[1][b, :, p + T :])
+
+
+def test_attention_outside_the_window_is_refused(kernels):
+    keys = np.zeros((1, 2, 4, 8), np.float32)
+    with pytest.raises(ValueError, match="attention operands"):
+        kernels.attention(
+            np.zeros((2, 48), np.float32), keys, keys.copy(), np.array([3]), np.empty((2, 16), np.float32)
+        )
+
+
+def test_the_engine_with_a_recorder_attends_in_numpy_and_agrees(kit):
+    class Recorder:
+        def attention(self, layer, weights): ...
+        def residual(self, layer, x): ...
+
+    engine = load_engine("numpy", kit.config, quantize_params(kit.params))
+    assert engine.kernels is not None
+    plain = np.asarray(engine.forward(kit.prompt, engine.new_cache(), all_logits=True))
+    recorded = np.asarray(engine.forward(kit.prompt, engine.new_cache(), all_logits=True, recorder=Recorder()))
+    assert np.allclose(plain, recorded, atol=1e-4)
+
+
+def test_products_from_several_threads_and_after_a_fork_are_right(kernels):
+    """ctypes lets go of the GIL, so two Python threads may multiply at once (the pool runs one
+    product at a time), and a forked child starts threads of its own."""
+    import multiprocessing
+    import threading
+
+    rng = np.random.default_rng(5)
+    q, scale, w = int8_weight(rng, 300, 256)
+    packed = PackedInt8(q, scale, kernels)
+    xs = [rng.standard_normal((2, 256)).astype(np.float32) for _ in range(4)]
+    results: dict[int, np.ndarray] = {}
+
+    def work(i: int) -> None:
+        out = np.empty((2, 300), np.float32)
+        for _ in range(50):
+            packed.product(xs[i], out, None)
+        results[i] = out
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    for i, x in enumerate(xs):
+        assert np.allclose(results[i], x @ w.T, atol=0.02 * np.abs(x).sum(1, keepdims=True) * np.abs(w).max())
+
+    if "fork" in multiprocessing.get_all_start_methods():
+        child = multiprocessing.get_context("fork").Process(target=work, args=(0,))
+        child.start()
+        child.join(timeout=60)
+        if child.exitcode is None:  # hung: never leave it running
+            child.kill()
+        assert child.exitcode == 0

@@ -220,6 +220,7 @@ class Buffers:
         self.proj = np.empty((d, n), dtype).T  # [N, d]
         self.fc = np.empty((4 * d, n), dtype).T  # [N, 4d]
         self.scratch = np.empty((n, 4 * d), dtype)
+        self.attended = np.empty((n, d), dtype)  # the C attention's output
 
 
 # --- the engine -------------------------------------------------------------------------------
@@ -265,6 +266,7 @@ class NumpyEngine:
         self.dequantize = dequantize
         if dtype == "bfloat16" and kernels is None:
             self.weights = "float32"
+        self.kernels = kernels if self.dtype == np.float32 else None
 
         # Copies the engine owns (not views of a memory-mapped file): laid out once, here.
         def array(name: str) -> np.ndarray:
@@ -430,8 +432,14 @@ class NumpyEngine:
         mask: np.ndarray | None,
         recorder: Any = None,
     ) -> np.ndarray:
-        """Causal multi-head attention of the new positions over everything cached. [N, 3d] -> [N, d]."""
+        """Causal multi-head attention of the new positions over everything cached. [N, 3d] -> [N, d].
+        With the C kernels loaded (int8 or bf16 weights), one call does the same (unless a recorder
+        wants the attention weights): NumPy's dozen small operations a layer cost more than it."""
         H, hd = self.config.n_head, self.config.head_dim
+        if self.kernels is not None and recorder is None:
+            out = self._buffers_for(B * T).attended  # [N, d]
+            self.kernels.attention(qkv, cache.keys[:, layer], cache.values[:, layer], cache.lengths, out)
+            return out
         q, k, v = qkv.reshape(B, T, 3, H, hd).transpose(2, 0, 3, 1, 4)  # 3 x [B, H, T, hd]
         keys, values = cache.write(layer, k, v, past)  # [B, H, S, hd], S = max(past) + T
         q = q * self.dtype.type(1.0 / math.sqrt(hd))

@@ -5,9 +5,9 @@ compiler, for the machine's own CPU (`-march=native`: AVX512-VNNI's int8 dot pro
 AVX512-BF16's bf16 ones where the CPU has them), and kept in a cache directory under a name
 that says what it was built from: the source, the compiler's version, the flags and the
 CPU's features. A home directory shared between machines with different CPUs therefore
-never loads a library built for another one. A compiler that has no OpenMP gives a
-one-thread build; no compiler at all is a `NativeUnavailable` error that says so, and the
-engines then fall back to float32 products (with a notice).
+never loads a library built for another one. No compiler at all (or a failed build) is a
+`NativeUnavailable` error that says so, and the engines then fall back to float32 products
+(with a notice).
 
 >>> library_name("int main;", "gcc 12", ("-O3",), {"avx2"}).startswith("products-")
 True
@@ -31,8 +31,8 @@ from ...errors import EngineUnavailable
 from ..cpu import cpu_flags
 
 SOURCE = Path(__file__).with_name("products.c")
-FLAGS = ("-O3", "-march=native", "-shared", "-fPIC", "-std=c11")
-OPENMP = ("-fopenmp",)
+HEADERS = (Path(__file__).with_name("pool.h"),)
+FLAGS = ("-O3", "-march=native", "-shared", "-fPIC", "-std=c11", "-pthread")
 COMPILE_SECONDS = 120
 
 
@@ -77,17 +77,14 @@ def build(cache_dir: Path | None = None, compiler: str | None = None, flags: Seq
     `flags`: the compiler's (a test builds the plain-C kernels with -march=x86-64)."""
     compiler = compiler or find_compiler()
     version = compiler_version(compiler)
-    source = SOURCE.read_text(encoding="utf-8")
-    cpu = cpu_flags()
-    error = ""
-    for attempt in ((*flags, *OPENMP), tuple(flags)):  # without OpenMP (clang on macOS): one thread
-        target = _writable(cache_dir or default_cache_dir()) / library_name(source, version, attempt, cpu)
-        if target.is_file():
-            return target
-        error = _compile(compiler, attempt, target) or ""
-        if not error:
-            return target
-    raise NativeUnavailable(f"compiling {SOURCE.name} with {compiler} failed: {error}")
+    source = "\n".join(path.read_text(encoding="utf-8") for path in (SOURCE, *HEADERS))
+    target = _writable(cache_dir or default_cache_dir()) / library_name(source, version, flags, cpu_flags())
+    if target.is_file():
+        return target
+    error = _compile(compiler, flags, target)
+    if error:
+        raise NativeUnavailable(f"compiling {SOURCE.name} with {compiler} failed: {error}")
+    return target
 
 
 def load(cache_dir: Path | None = None, compiler: str | None = None, flags: Sequence[str] = FLAGS) -> ctypes.CDLL:

@@ -37,6 +37,7 @@
 #if defined(__AVX512F__)
 #include <immintrin.h>
 #endif
+#include "pool.h"
 
 #define R 8          /* output rows a tile */
 #define CHUNK 64     /* bytes of one row in a tile's stride */
@@ -180,6 +181,41 @@ static inline void int8_tile(const uint8_t *w, int64_t Kp, const int8_t *xq, con
 #endif
 }
 
+/* How many units of tiles to cut M rows into for `threads` threads: several a thread, so that
+   one that starts late still finds work, and never fewer than 4 tiles a unit. */
+static int64_t units_of(int64_t *tiles_a_unit, int64_t M, int threads) {
+    int64_t tiles = (M + R - 1) / R, per = tiles / (8 * (int64_t)threads);
+    *tiles_a_unit = per < 4 ? 4 : per;
+    return (tiles + *tiles_a_unit - 1) / *tiles_a_unit;
+}
+
+typedef struct {
+    const uint8_t *w;
+    int64_t Kp;
+    const int8_t *xq, *lo;
+    const float *ls, *offset, *wscale, *bias;
+    int64_t M, N;
+    float *out;
+    int64_t so_n, so_m;
+    int accumulate;
+    int64_t tiles_a_unit;
+} Int8Job;
+
+static void int8_unit(void *arg, int64_t unit) {
+    const Int8Job *j = (const Int8Job *)arg;
+    const int64_t Kp = j->Kp, tiles = (j->M + R - 1) / R;
+    for (int64_t t = unit * j->tiles_a_unit; t < (unit + 1) * j->tiles_a_unit && t < tiles; t++) {
+        float totals[R];
+        for (int64_t n = 0; n < j->N; n++) {
+            int8_tile(j->w + t * R * Kp, Kp, j->xq + n * Kp, j->lo ? j->lo + n * Kp : NULL, j->ls + n * (Kp / 4),
+                      totals);
+            for (int64_t r = 0, m = t * R; r < R && m < j->M; r++, m++)
+                store(j->out + n * j->so_n + m * j->so_m, j->wscale[m] * (totals[r] - j->offset[n]), j->bias, m,
+                      j->accumulate);
+        }
+    }
+}
+
 /* out[n * so_n + m * so_m] for n < N, m < M. w: the packed weight ([ceil(M / R), Kp / 64, R, 64]
    bytes, 64-byte aligned); wscale [M]; bias [M] or NULL; ln_gain, ln_bias [K] or NULL: x
    layer-normalised first (eps); precise: x quantized in two parts (hi and its rounding error:
@@ -198,16 +234,8 @@ void gpt2_int8_linear(const float *x, int64_t N, int64_t K, int64_t sx_n, int64_
         const float *xn = normalised(x + n * sx_n, sx_k, K, ln_gain, ln_bias, eps, row, &sk);
         offset[n] = quantize_row(xn, sk, K, Kp, xq + n * Kp, precise ? lo + n * Kp : NULL, ls + n * (Kp / 4));
     }
-    int64_t tiles = (M + R - 1) / R;
-#pragma omp parallel for schedule(static) num_threads(threads)
-    for (int64_t t = 0; t < tiles; t++) {
-        float totals[R];
-        for (int64_t n = 0; n < N; n++) {
-            int8_tile(w + t * R * Kp, Kp, xq + n * Kp, precise ? lo + n * Kp : NULL, ls + n * (Kp / 4), totals);
-            for (int64_t r = 0, m = t * R; r < R && m < M; r++, m++)
-                store(out + n * so_n + m * so_m, wscale[m] * (totals[r] - offset[n]), bias, m, accumulate);
-        }
-    }
+    Int8Job job = {w, Kp, xq, precise ? lo : NULL, ls, offset, wscale, bias, M, N, out, so_n, so_m, accumulate, 0};
+    run_units(int8_unit, &job, units_of(&job.tiles_a_unit, M, threads), threads);
 }
 
 /* --- bf16 --------------------------------------------------------------------------------- */
@@ -256,6 +284,31 @@ static inline void bf16_tile(const uint16_t *w, int64_t Kp, const xbf_t *xb, flo
 #endif
 }
 
+typedef struct {
+    const uint16_t *w;
+    int64_t Kp;
+    const xbf_t *xb;
+    const float *bias;
+    int64_t M, N;
+    float *out;
+    int64_t so_n, so_m;
+    int accumulate;
+    int64_t tiles_a_unit;
+} Bf16Job;
+
+static void bf16_unit(void *arg, int64_t unit) {
+    const Bf16Job *j = (const Bf16Job *)arg;
+    const int64_t Kp = j->Kp, tiles = (j->M + R - 1) / R;
+    for (int64_t t = unit * j->tiles_a_unit; t < (unit + 1) * j->tiles_a_unit && t < tiles; t++) {
+        float totals[R];
+        for (int64_t n = 0; n < j->N; n++) {
+            bf16_tile(j->w + t * R * Kp, Kp, j->xb + n * Kp, totals);
+            for (int64_t r = 0, m = t * R; r < R && m < j->M; r++, m++)
+                store(j->out + n * j->so_n + m * j->so_m, totals[r], j->bias, m, j->accumulate);
+        }
+    }
+}
+
 /* As gpt2_int8_linear, for a packed bf16 weight ([ceil(M / R), Kp / 32, R, 32] uint16, 64-byte
    aligned). scratch: N * Kp * 4 + K * 4 bytes. */
 void gpt2_bf16_linear(const float *x, int64_t N, int64_t K, int64_t sx_n, int64_t sx_k, const uint16_t *w,
@@ -276,14 +329,91 @@ void gpt2_bf16_linear(const float *x, int64_t N, int64_t K, int64_t sx_n, int64_
 #endif
         }
     }
-    int64_t tiles = (M + R - 1) / R;
-#pragma omp parallel for schedule(static) num_threads(threads)
-    for (int64_t t = 0; t < tiles; t++) {
-        float totals[R];
-        for (int64_t n = 0; n < N; n++) {
-            bf16_tile(w + t * R * Kp, Kp, xb + n * Kp, totals);
-            for (int64_t r = 0, m = t * R; r < R && m < M; r++, m++)
-                store(out + n * so_n + m * so_m, totals[r], bias, m, accumulate);
+    Bf16Job job = {w, Kp, xb, bias, M, N, out, so_n, so_m, accumulate, 0};
+    run_units(bf16_unit, &job, units_of(&job.tiles_a_unit, M, threads), threads);
+}
+
+/* --- attention ---------------------------------------------------------------------------- */
+
+/* sum_j a[j] b[j]: 16 lanes at a time, then the lanes' sum */
+static inline float dot_product(const float *a, const float *b, int64_t n) {
+    int64_t j = 0;
+    float total = 0.0f;
+#if defined(__AVX512F__)
+    __m512 acc = _mm512_setzero_ps();
+    for (; j + 16 <= n; j += 16) acc = _mm512_fmadd_ps(_mm512_loadu_ps(a + j), _mm512_loadu_ps(b + j), acc);
+    total = _mm512_reduce_add_ps(acc);
+#endif
+    for (; j < n; j++) total += a[j] * b[j];
+    return total;
+}
+
+typedef struct {
+    const float *qkv;
+    int64_t T, sq_n, sq_m;
+    const float *keys, *values;
+    int64_t s_b, s_h;
+    const int64_t *past;
+    int64_t H, hd, n_ctx;
+    float *out, *scratch;
+} AttentionJob;
+
+/* One (row, head) pair: its T queries over the keys each may see. */
+static void attention_unit(void *arg, int64_t unit) {
+    const AttentionJob *j = (const AttentionJob *)arg;
+    const int64_t b = unit / j->H, h = unit % j->H, hd = j->hd, d = j->H * hd, T = j->T;
+    const float scale = 1.0f / sqrtf((float)hd);
+    float *scores = j->scratch + unit * j->n_ctx;
+    const float *kh = j->keys + b * j->s_b + h * j->s_h, *vh = j->values + b * j->s_b + h * j->s_h;
+    for (int64_t t = 0; t < T; t++) {
+        const float *row = j->qkv + (b * T + t) * j->sq_n;
+        float q[hd];
+        for (int64_t i = 0; i < hd; i++) q[i] = row[(h * hd + i) * j->sq_m] * scale;
+        const int64_t seen = j->past[b] + t + 1;
+        float top = -INFINITY;
+        for (int64_t s = 0; s < seen; s++) {
+            const float dot = dot_product(q, kh + s * hd, hd);
+            scores[s] = dot;
+            top = dot > top ? dot : top;
+        }
+        float total = 0.0f;
+        for (int64_t s = 0; s < seen; s++) {
+            scores[s] = expf(scores[s] - top);
+            total += scores[s];
+        }
+        float *o = j->out + (b * T + t) * d + h * hd;
+        for (int64_t i = 0; i < hd; i++) o[i] = 0.0f;
+        for (int64_t s = 0; s < seen; s++) {
+            const float p = scores[s] / total, *vs = vh + s * hd;
+            for (int64_t i = 0; i < hd; i++) o[i] += p * vs[i];
         }
     }
+}
+
+/* Causal attention of T new positions in each of B rows, over one layer's KV cache, as the
+   NumPy engine's attention() computes it (which stays the reference, and runs whenever the
+   attention weights are recorded): the new keys and values are written into the cache after
+   row b's past[b] positions, then query t of row b sees keys 0 .. past[b] + t.
+
+   qkv [B * T, 3 * H * hd] (strides sq_n, sq_m); keys and values: the layer's cache, element
+   (b, h, s, j) at b * s_b + h * s_h + s * hd + j; out [B * T, H * hd], contiguous. scratch:
+   B * H * n_ctx floats (a row of scores for each (row, head) pair). */
+void gpt2_attention(const float *qkv, int64_t B, int64_t T, int64_t sq_n, int64_t sq_m, float *keys, float *values,
+                    int64_t s_b, int64_t s_h, const int64_t *past, int64_t H, int64_t hd, int64_t n_ctx, float *out,
+                    int threads, float *scratch) {
+    const int64_t d = H * hd;
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t t = 0; t < T; t++) {
+            const float *row = qkv + (b * T + t) * sq_n;
+            for (int64_t h = 0; h < H; h++) {
+                float *k = keys + b * s_b + h * s_h + (past[b] + t) * hd;
+                float *v = values + b * s_b + h * s_h + (past[b] + t) * hd;
+                for (int64_t j = 0; j < hd; j++) {
+                    k[j] = row[(d + h * hd + j) * sq_m];
+                    v[j] = row[(2 * d + h * hd + j) * sq_m];
+                }
+            }
+        }
+    AttentionJob job = {qkv, T, sq_n, sq_m, keys, values, s_b, s_h, past, H, hd, n_ctx, out, scratch};
+    run_units(attention_unit, &job, B * H, threads);
 }

@@ -42,11 +42,12 @@ ALIGN = 64  # bytes: the kernels' aligned loads; also K's padding
 
 _P, _I, _INT, _F = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int, ctypes.c_float
 _INT8_ARGS: list[Any] = [_P, _I, _I, _I, _I, _P, _P, _P, _I, _I, _P, _I, _I, _P, _P, _F, _INT, _INT, _INT, _P]
+_ATTENTION_ARGS: list[Any] = [_P, _I, _I, _I, _I, _P, _P, _I, _I, _P, _I, _I, _I, _P, _INT, _P]
 _BF16_ARGS: list[Any] = [_P, _I, _I, _I, _I, _P, _P, _I, _I, _P, _I, _I, _P, _P, _F, _INT, _INT, _P]
 
 Norm = tuple[np.ndarray, np.ndarray, float]  # a layer norm applied to x first: gain [K], bias [K], eps
 _NO_NORM = (None, None, 0.0)
-_F32 = np.dtype(np.float32)
+_F32, _I64 = np.dtype(np.float32), np.dtype(np.int64)
 
 
 def default_threads() -> int:
@@ -67,11 +68,14 @@ class Kernels:
         library.gpt2_int8_linear.restype = None
         library.gpt2_bf16_linear.argtypes = _BF16_ARGS
         library.gpt2_bf16_linear.restype = None
+        library.gpt2_attention.argtypes = _ATTENTION_ARGS
+        library.gpt2_attention.restype = None
         features = library.gpt2_native_features()
         self.int8_simd, self.bf16_simd = bool(features & 1), bool(features & 2)
         self.threads = threads or default_threads()
         self._scratch, self._scratch_at = np.empty(0, np.uint8), 0
         self.int8_linear, self.bf16_linear = library.gpt2_int8_linear, library.gpt2_bf16_linear
+        self.attention_kernel = library.gpt2_attention
         # id -> (the vector, kept alive so that its id stays its own; its address)
         self._vectors: dict[int, tuple[np.ndarray, int]] = {}
 
@@ -101,6 +105,39 @@ class Kernels:
             self._vectors.clear()
         self._vectors[id(a)] = (a, _address(a))
         return self._vectors[id(a)][1]
+
+    def attention(
+        self, qkv: np.ndarray, keys: np.ndarray, values: np.ndarray, past: np.ndarray, out: np.ndarray
+    ) -> None:
+        """Causal attention of T new positions in each of B rows (gpt2.engines.numpy_engine's
+        attention(), in one call): writes their keys and values into one layer's cache, keys
+        and values [B, H, n_ctx, hd] float32 (views of the engine's cache), after each row's
+        past [B] (int64) positions, and out [B * T, H * hd] (contiguous) = the heads' outputs.
+        qkv: [B * T, 3 * H * hd] float32, any strides."""
+        B, H, n_ctx, hd = keys.shape
+        n = qkv.shape[0]
+        T = n // B
+        longest = int(past[0]) if B == 1 else int(past.max())
+        if (  # everything the kernel relies on (memory outside the cache would be written otherwise)
+            qkv.shape[1] != 3 * H * hd
+            or n != B * T
+            or out.shape != (n, H * hd)
+            or longest + T > n_ctx
+            or values.shape != keys.shape
+            or keys.strides != values.strides
+            or keys.strides[2:] != (4 * hd, 4)
+            or past.shape != (B,)
+            or past.dtype != _I64
+            or not out.flags.c_contiguous
+            or not qkv.dtype == keys.dtype == values.dtype == out.dtype == _F32
+        ):
+            raise ValueError("attention operands of the wrong shapes, strides or dtypes, or past the window")
+        (sq_n, sq_m), (s_b, s_h) = qkv.strides, keys.strides[:2]
+        self.attention_kernel(
+            _address(qkv), B, T, sq_n >> 2, sq_m >> 2, _address(keys), _address(values), s_b >> 2, s_h >> 2,
+            _address(past), H, hd, n_ctx, _address(out), self.threads,
+            self.scratch(4 * B * H * n_ctx),
+        )  # fmt: skip
 
     def scratch(self, nbytes: int) -> int:
         """The address of at least nbytes of scratch memory, 64-byte aligned."""
