@@ -54,7 +54,7 @@ def test_products_equal_numpy_within_their_rounding(kernels, kind, m, k, n):
     if kind.startswith("int8"):
         q, scale, w = int8_weight(rng, m, k)
         packed: PackedInt8 | PackedBf16 = PackedInt8(q, scale, kernels, precise=kind == "int8-precise")
-        # 8-bit activations: each block of 32 within 1/254 of its largest value; 15-bit: 1/64516
+        # 8-bit activations: each block of 16 within 1/254 of its largest value; 15-bit: 1/64516
         tolerance = 2e-4 if kind == "int8-precise" else 2e-2
     else:
         w = rng.standard_normal((m, k)).astype(np.float32)

@@ -16,7 +16,7 @@
    favourite), and each value of x that is loaded serves 8 rows.
 
    int8 (W8A8, as llama.cpp's Q8_0 products): each row of x is itself quantized, one scale per
-   block of 32 values (x ~ xq * s_b, |xq| <= 127), so the inner products are integer ones:
+   block of 16 values (x ~ xq * s_b, |xq| <= 127), so the inner products are integer ones:
    AVX512-VNNI's vpdpbusd multiplies 64 byte pairs at once, into 16 int32 sums of 4 products.
    It takes unsigned bytes times signed ones, so the weights are stored offset, u = q + 128,
    and the offset's share, 128 * sum_b s_b * sum(xq in block b), is the same for every output
@@ -41,7 +41,7 @@
 
 #define R 8          /* output rows a tile */
 #define CHUNK 64     /* bytes of one row in a tile's stride */
-#define BLOCK 32     /* values of x that share one int8 scale */
+#define BLOCK 16     /* values of x that share one int8 scale */
 #define AHEAD 4096   /* bytes prefetched ahead of the stream */
 
 #if defined(__AVX512VNNI__) && defined(__AVX512BW__) && defined(__AVX512DQ__)
