@@ -290,3 +290,9 @@ def test_explore_refuses_quantize_rather_than_ignoring_it(capsys):
 
     assert main(["explore", "-m", "some-model", "--engine", "numpy", "--quantize", "int8", "--no-browser"]) == 2
     assert "--quantize is for generate, score and serve" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flags", [["--quantize", "int8"], ["--dtype", "bfloat16"]])
+def test_the_numpy_engine_runs_int8_and_bf16_from_the_command_line(model_dir, flags):
+    done = gpt2("generate", "Hi", "-m", str(model_dir), "--engine", "numpy", "-n", "3", "--seed", "1", "-v", *flags)
+    assert "products: " in done.stderr  # -v says which kernels this CPU got

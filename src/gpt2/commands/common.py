@@ -239,6 +239,9 @@ def open_engine(args: argparse.Namespace) -> Any:
         print(f"gpt2 {getattr(args, 'command', '')}: note: {notice}", file=sys.stderr)
     described = ", ".join(f"{k}={v}" for k, v in options.items())
     detail(args, f"{name} engine{f' ({described})' if described else ''} ready in {time.perf_counter() - loaded:.2f} s")
+    kernels = getattr(engine, "kernels", None)
+    if kernels is not None:  # the NumPy engine's C kernels: what this CPU gets
+        detail(args, kernels.describe())
     return engine
 
 
