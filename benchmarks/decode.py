@@ -3,10 +3,11 @@
     python benchmarks/decode.py                     # random 124M weights, 32-token prompt + 128 tokens
     python benchmarks/decode.py --rounds 3
     python benchmarks/decode.py --engines numpy,torch:int8 --no-llama
-    python benchmarks/decode.py --engines numpy,numpy@1,torch+blas,torch@1:bf16   # threads, kernels
+    python benchmarks/decode.py --engines numpy,numpy@1,numpy+blas,torch+blas,torch@1:bf16   # threads, kernels
     python benchmarks/decode.py --model gpt2 --pure --pure-tokens 8
 
-An engine is written NAME[@THREADS][+KERNEL][:PRECISION]: precision fp32 (default), bf16 or fp16
+An engine is written NAME[@THREADS][+KERNEL][:PRECISION] (numpy's kernels: its C products by
+default, +blas for NumPy and BLAS only; torch's: see pick_kernel): precision fp32 (default), bf16 or fp16
 (the weights rounded to half precision: the torch engine's dtype; NumPy's dtype="bfloat16" keeps
 bf16 weights for its C kernels, and widens an fp16 file to fp32 as it loads), int8
 (load_engine(quantize="int8"); NumPy multiplies int8 in its C kernels), int8-load (NumPy
@@ -49,7 +50,7 @@ import numpy as np
 
 SEED = 0
 HERE = Path(__file__).resolve().parent
-DEFAULT_ENGINES = "numpy,numpy:bf16,numpy:int8,numpy:int8-load,torch,torch:bf16,torch:fp16,torch:int8"
+DEFAULT_ENGINES = "numpy,numpy+blas,numpy:bf16,numpy:int8,numpy:int8-load,torch,torch:bf16,torch:fp16,torch:int8"
 # ../shared/tools/llama-bench.sh beside the repository (a worktree may sit one level deeper)
 LLAMA_BENCH = next(
     (
@@ -166,7 +167,11 @@ def run_engine(args, spec: str) -> dict:
     name, threads, kernel, precision = parse_engine(spec)
     config, params = load(args)
     options: dict = {"device": "cpu"} if name == "torch" else {}
-    if kernel:
+    if kernel and name == "numpy":  # numpy+blas: NumPy and BLAS only, no C kernels
+        if kernel != "blas":
+            raise SystemExit(f"{spec}: the numpy engine's kernels are C (default) or blas")
+        options["native"] = False
+    elif kernel:
         options["kernel"] = kernel
     if threads and name == "torch":
         options["threads"] = int(threads)
@@ -176,7 +181,7 @@ def run_engine(args, spec: str) -> dict:
         threadpool_limits(int(threads))
     quantize = "int8" if precision.startswith("int8") else None
     if precision in ("int8-load", "int8-layer"):
-        options["dequantize"] = precision.split("-")[1]
+        options.update(native=False, dequantize=precision.split("-")[1])
     if precision == "bf16" and name == "numpy":
         options["dtype"] = "bfloat16"
     elif precision in ("bf16", "fp16"):
@@ -212,7 +217,10 @@ def run_engine(args, spec: str) -> dict:
     engine.close()
     details = [f"{threads} thread{'s' if threads != '1' else ''}"] if threads else []
     if name == "torch":
-        details.insert(0, engine.kernel if precision == "fp32" else "int8 kernel" if quantize else "")
+        native = engine.kernel == "native"
+        details.insert(0, engine.kernel if precision == "fp32" or native else "int8 kernel" if quantize else "")
+    if name == "numpy":
+        details.insert(0, "C" if getattr(engine, "kernels", None) is not None else "blas")
     label = f"{name} {precision}" + (f" ({', '.join(d for d in details if d)})" if any(details) else "")
     return {
         "engine": label,

@@ -10,7 +10,14 @@ import pytest
 
 from gpt2.engines import load_engine
 from gpt2.engines.native import build
-from gpt2.engines.native.products import Kernels, NativeUnavailable, PackedBf16, PackedInt8, to_bf16_bits
+from gpt2.engines.native.products import (
+    Kernels,
+    NativeUnavailable,
+    PackedBf16,
+    PackedF32,
+    PackedInt8,
+    to_bf16_bits,
+)
 from gpt2.weights.half import cast_params
 from gpt2.weights.quantized import dequantize_params, quantize_params
 
@@ -46,7 +53,7 @@ def int8_weight(rng, m, k):
 
 
 @pytest.mark.parametrize("m, k, n", [(1, 1, 1), (3, 2, 1), (37, 70, 3), (8, 64, 2), (200, 130, 5), (768, 3072, 1)])
-@pytest.mark.parametrize("kind", ["int8", "int8-precise", "bf16"])
+@pytest.mark.parametrize("kind", ["int8", "int8-precise", "bf16", "f32"])
 def test_products_equal_numpy_within_their_rounding(kernels, kind, m, k, n):
     rng = np.random.default_rng(m * 1000 + k)
     x = rng.standard_normal((n, k)).astype(np.float32)
@@ -56,11 +63,15 @@ def test_products_equal_numpy_within_their_rounding(kernels, kind, m, k, n):
         packed: PackedInt8 | PackedBf16 = PackedInt8(q, scale, kernels, precise=kind == "int8-precise")
         # 8-bit activations: each block of 16 within 1/254 of its largest value; 15-bit: 1/64516
         tolerance = 2e-4 if kind == "int8-precise" else 2e-2
-    else:
+    elif kind == "bf16":
         w = rng.standard_normal((m, k)).astype(np.float32)
         packed = PackedBf16(w, kernels)
         w = (to_bf16_bits(w).astype(np.uint32) << 16).view(np.float32)  # what the kernel holds
         tolerance = 1e-5 if not kernels.bf16_simd else 1e-2  # with AVX512-BF16, x is rounded to bf16 too
+    else:
+        w = rng.standard_normal((m, k)).astype(np.float32)
+        packed = PackedF32(w, kernels)
+        tolerance = 1e-5
     expected = x.astype(np.float64) @ w.T.astype(np.float64) + bias
     out = np.empty((m, n), np.float32).T  # the engine's layout: a transposed [M, N] buffer
     packed.product(x, out, bias)
@@ -68,7 +79,7 @@ def test_products_equal_numpy_within_their_rounding(kernels, kind, m, k, n):
     assert np.all(np.abs(out - expected) <= tolerance * scale_of_answer + 1e-5)
 
 
-@pytest.mark.parametrize("kind", ["int8", "bf16"])
+@pytest.mark.parametrize("kind", ["int8", "bf16", "f32"])
 def test_norm_and_accumulate_are_fused_into_one_call(kernels, kind):
     rng = np.random.default_rng(1)
     m, k, n = 96, 128, 4
@@ -78,9 +89,12 @@ def test_norm_and_accumulate_are_fused_into_one_call(kernels, kind):
     if kind == "int8":
         q, scale, w = int8_weight(rng, m, k)
         packed: PackedInt8 | PackedBf16 = PackedInt8(q, scale, kernels)
-    else:
+    elif kind == "bf16":
         w = rng.standard_normal((m, k)).astype(np.float32)
         packed = PackedBf16(w, kernels)
+    else:
+        w = rng.standard_normal((m, k)).astype(np.float32)
+        packed = PackedF32(w, kernels)
     h = layer_norm(x.astype(np.float64), gain, shift, 1e-5)
     out = np.empty((n, m), np.float32)
     packed.product(x, out, bias, norm=(gain, shift, 1e-5))
@@ -98,6 +112,7 @@ def test_packed_rows_are_the_embedding_table(kernels):
     assert np.array_equal(PackedInt8(q, scale, kernels).rows(ids), w[ids])
     halves = (to_bf16_bits(w).astype(np.uint32) << 16).view(np.float32)
     assert np.array_equal(PackedBf16(w, kernels).rows(ids), halves[ids])
+    assert np.array_equal(PackedF32(w, kernels).rows(ids), w[ids])
 
 
 def test_bad_operands_are_clear_errors(kernels):
@@ -148,7 +163,7 @@ def test_no_compiler_is_a_clear_error_and_the_engine_falls_back_with_a_notice(ki
     half = load_engine("numpy", kit.config, kit.params, dtype="bfloat16")
     assert half.weights == "float32" and "bf16 weights widened" in half.notices[0]
     with pytest.raises(NativeUnavailable, match="no C compiler"):
-        load_engine("numpy", kit.config, quantized, dequantize="native")
+        load_engine("numpy", kit.config, quantized, native=True)
 
 
 # --- in the engine --------------------------------------------------------------------------------
@@ -192,11 +207,21 @@ def test_batches_with_rows_of_different_lengths_agree_with_one_row_at_a_time(kit
         assert np.allclose(batch[0][b], first, atol=1e-4) and np.allclose(batch[1][b], second, atol=1e-4)
 
 
+def test_float32_in_c_agrees_with_numpy_and_blas(kit):
+    engine = load_engine("numpy", kit.config, kit.params)
+    assert isinstance(engine.head, PackedF32) and engine.weights == "float32"
+    plain = load_engine("numpy", kit.config, kit.params, native=False)
+    assert isinstance(plain.head, np.ndarray) and plain.kernels is None
+    got, expected = logits_of(engine, kit.prompt), logits_of(plain, kit.prompt)
+    assert np.abs(got - expected).max() < 1e-4 * np.abs(expected).max()
+    assert (got.argmax(-1) == expected.argmax(-1)).all()
+
+
 def test_float64_never_reaches_the_float32_kernels(kit):
     quantized = quantize_params(kit.params)
-    assert load_engine("numpy", kit.config, quantized, dtype="float64").dequantize == "load"
+    assert load_engine("numpy", kit.config, quantized, dtype="float64").kernels is None
     with pytest.raises(Exception, match="compute in float32"):
-        load_engine("numpy", kit.config, quantized, dtype="float64", dequantize="native")
+        load_engine("numpy", kit.config, quantized, dtype="float64", native=True)
 
 
 @pytest.mark.parametrize("past, T", [([0], 5), ([7], 1), ([3, 9, 0], 2), ([4, 4], 3)])

@@ -43,8 +43,8 @@ def int8_kit(kit):
     "name, options, tolerance",
     [
         ("pure", {}, 1e-6),
-        ("numpy", {"dequantize": "load"}, 1e-5),
-        ("numpy", {"dequantize": "layer"}, 1e-5),
+        ("numpy", {"native": False}, 1e-5),
+        ("numpy", {"native": False, "dequantize": "layer"}, 1e-5),
         ("numpy", {}, 2e-2),  # the C kernels: 8-bit activations (W8A8)
         ("torch", {"device": "cpu"}, 2e-2),  # bf16 activations into the int8 kernel
         ("torch", {"device": "cpu", "kernel": "blas"}, 2e-2),
@@ -124,7 +124,7 @@ def test_an_inner_size_the_kernel_gets_wrong_is_dequantized(monkeypatch):
 def test_without_the_kernel_the_engine_dequantizes_and_says_so(kit, int8_kit, monkeypatch):
     monkeypatch.delattr(torch, "_weight_int8pack_mm")
     quantized, exact = int8_kit
-    engine = load_engine("torch", kit.config, quantized, device="cpu")
+    engine = load_engine("torch", kit.config, quantized, device="cpu", kernel="blas")  # PyTorch's own kernels
     assert any("no int8 matrix kernel" in n for n in engine.notices)
     got = logits_of(engine, kit.prompt)
     assert np.abs(got - exact).max() <= 1e-5 * np.abs(exact).max()
@@ -154,7 +154,7 @@ def test_cpu_features_come_from_pytorch_or_the_os(monkeypatch, tmp_path):
 
 def test_half_weights_on_a_cpu_without_half_arithmetic_compute_prompts_in_float32(kit, monkeypatch):
     monkeypatch.setattr(precision, "cpu_capabilities", lambda: frozenset({"avx2", "f16c"}))
-    engine = load_engine("torch", kit.config, kit.params, device="cpu", dtype="bfloat16")
+    engine = load_engine("torch", kit.config, kit.params, device="cpu", dtype="bfloat16", kernel="blas")
     assert any("prompts are multiplied in float32" in n for n in engine.notices)
     got = logits_of(engine, kit.prompt)
     exact = logits_of(load_engine("numpy", kit.config, kit.params, dtype="float64"), kit.prompt)
@@ -163,11 +163,11 @@ def test_half_weights_on_a_cpu_without_half_arithmetic_compute_prompts_in_float3
 
 def test_numpy_keeps_int8_in_a_quarter_of_the_memory(kit, int8_kit):
     quantized, _ = int8_kit
-    layer = load_engine("numpy", kit.config, quantized, dequantize="layer")
+    layer = load_engine("numpy", kit.config, quantized, native=False, dequantize="layer")
     assert layer.blocks[0]["mlp.c_fc.weight"].q.dtype == np.int8 and layer.head.q.dtype == np.int8
-    load = load_engine("numpy", kit.config, quantized, dequantize="load")
+    load = load_engine("numpy", kit.config, quantized, native=False)
     assert load.blocks[0]["mlp.c_fc.weight"].dtype == np.float32
-    with pytest.raises(Exception, match="dequantize must be auto | native | load | layer"):
+    with pytest.raises(Exception, match="dequantize must be load | layer"):
         load_engine("numpy", kit.config, quantized, dequantize="never")
 
 
@@ -225,10 +225,18 @@ def test_a_dtype_the_engine_does_not_run_is_one_line(model_dir):
 # --- the float32 kernels -------------------------------------------------------------------------
 
 
-def test_openblas_is_the_default_float32_cpu_kernel_and_agrees(kit):
+def test_the_c_kernels_are_the_default_cpu_kernel_and_openblas_agrees(kit):
     expected = kit.reference_logits(kit.prompt)
-    engine = load_engine("torch", kit.config, kit.params, device="cpu")
-    assert engine.kernel == "openblas"  # NumPy is installed here
+    native = load_engine("torch", kit.config, kit.params, device="cpu")
+    assert native.kernel == "native"  # NumPy and a compiler are here
+    np.testing.assert_allclose(logits_of(native, kit.prompt), expected, atol=2e-5, rtol=1e-4)
+    assert native.model.h[0].mlp.c_fc.weight.numel() == 0  # the C kernels hold the only copy
+    assert load_engine("torch", kit.config, kit.params, device="cpu", dtype="bfloat16").kernel == "native"
+    assert load_engine("torch", kit.config, kit.params, device="cpu", dtype="float16").kernel != "native"
+    with pytest.raises(Exception, match="the native kernel needs the cpu device and float32 or bfloat16"):
+        load_engine("torch", kit.config, kit.params, device="cpu", dtype="float16", kernel="native")
+    engine = load_engine("torch", kit.config, kit.params, device="cpu", kernel="openblas")
+    assert engine.kernel == "openblas"
     np.testing.assert_allclose(logits_of(engine, kit.prompt), expected, atol=2e-5, rtol=1e-4)
     # one-row products read the module's own memory: nothing is copied
     assert engine.model.h[0].mlp.c_fc.weight.t().is_contiguous()
@@ -255,7 +263,7 @@ def test_openblas_runs_pytorch_on_one_thread_and_gives_the_count_back(kit, monke
     """Two thread pools on the same cores (PyTorch's spinning, OpenBLAS's working) decoded at 6
     tokens/s instead of 80 on two cores: during a pass PyTorch runs on one thread."""
     torch = pytest.importorskip("torch")
-    engine = load_engine("torch", kit.config, kit.params, device="cpu")
+    engine = load_engine("torch", kit.config, kit.params, device="cpu", kernel="openblas")
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     seen = []
@@ -266,11 +274,16 @@ def test_openblas_runs_pytorch_on_one_thread_and_gives_the_count_back(kit, monke
         engine.forward(kit.prompt, cache)
         engine.forward([1], cache)
         assert seen == [1] and torch.get_num_threads() == 2
-        int8 = load_engine("torch", kit.config, kit.params, device="cpu", quantize="int8")
+        int8 = load_engine("torch", kit.config, kit.params, device="cpu", quantize="int8", kernel="blas")
         step8 = int8.one_token
         monkeypatch.setattr(int8, "one_token", lambda *a: (seen.append(torch.get_num_threads()), step8(*a))[1])
         int8.forward([1], int8.new_cache())
         assert seen == [1, 2]  # the int8 kernel is PyTorch's own: it keeps PyTorch's threads
+        native = load_engine("torch", kit.config, kit.params, device="cpu", quantize="int8")
+        step_native = native.one_token
+        monkeypatch.setattr(native, "one_token", lambda *a: (seen.append(torch.get_num_threads()), step_native(*a))[1])
+        native.forward([1], native.new_cache())
+        assert native.kernel == "native" and seen == [1, 2, 1]  # the C kernels' threads do the work
     finally:
         torch.set_num_threads(before)
 

@@ -109,9 +109,10 @@ def check_gates(trained, reference, logits, max_increase):
     "engine, options",
     [
         ("torch", {"device": "cpu"}),
+        ("torch", {"device": "cpu", "kernel": "blas"}),  # PyTorch's int8 kernel (W8A16)
         ("numpy", {}),
-        ("numpy", {"dequantize": "load"}),
-        ("numpy", {"dequantize": "layer"}),
+        ("numpy", {"native": False}),
+        ("numpy", {"native": False, "dequantize": "layer"}),
     ],
 )
 def test_int8_agrees_with_float32(trained, reference, engine, options):
@@ -119,8 +120,9 @@ def test_int8_agrees_with_float32(trained, reference, engine, options):
     check_gates(trained, reference, trained.logits(e), max_increase=0.01)
 
 
-def test_bf16_compute_agrees_with_float32(trained, reference):
-    e = load_engine("torch", trained.config, trained.params, device="cpu", dtype="bfloat16")
+@pytest.mark.parametrize("kernel", ["auto", "blas"])  # the C kernels; PyTorch's bf16 products
+def test_bf16_compute_agrees_with_float32(trained, reference, kernel):
+    e = load_engine("torch", trained.config, trained.params, device="cpu", dtype="bfloat16", kernel=kernel)
     check_gates(trained, reference, trained.logits(e), max_increase=0.005)
 
 
@@ -142,7 +144,7 @@ def test_float16_and_the_int8_fallback_agree_with_float32(trained, reference, mo
     e = load_engine("torch", trained.config, trained.params, device="cpu", dtype="float16")
     check_gates(trained, reference, trained.logits(e), max_increase=0.005)
     monkeypatch.delattr(torch, "_weight_int8pack_mm")  # dequantize-then-matmul
-    e = load_engine("torch", trained.config, trained.params, device="cpu", quantize="int8")
+    e = load_engine("torch", trained.config, trained.params, device="cpu", quantize="int8", kernel="blas")
     assert e.notices
     check_gates(trained, reference, trained.logits(e), max_increase=0.01)
 
@@ -175,11 +177,12 @@ def packaged_reference(packaged) -> np.ndarray:
     [
         (lambda m: load_engine("numpy", m.config, m.params, quantize="int8"), 0.01),
         (lambda m: load_engine("torch", m.config, m.params, device="cpu", quantize="int8"), 0.01),
-        (lambda m: load_engine("torch", m.config, m.params, device="cpu", dtype="bfloat16"), 0.005),
+        (lambda m: load_engine("torch", m.config, m.params, device="cpu", quantize="int8", kernel="blas"), 0.01),
+        (lambda m: load_engine("torch", m.config, m.params, device="cpu", dtype="bfloat16", kernel="blas"), 0.005),
         (lambda m: load_engine("numpy", m.config, cast_params(m.params, "bfloat16")), 0.005),
         (lambda m: load_engine("numpy", m.config, m.params, dtype="bfloat16"), 0.005),
     ],
-    ids=["int8-numpy", "int8-torch", "bf16-compute", "bf16-weights", "bf16-numpy"],
+    ids=["int8-numpy", "int8-torch", "int8-torch-w8a16", "bf16-compute", "bf16-weights", "bf16-numpy"],
 )
 def test_the_packaged_model_passes_the_gates(packaged, packaged_reference, build, max_increase):
     check_gates(packaged, packaged_reference, packaged.logits(build(packaged)), max_increase=max_increase)

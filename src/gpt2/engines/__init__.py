@@ -89,9 +89,9 @@ ENGINES: dict[str, EngineSpec] = {
             "numpy",
             ("float32", "float64", "bfloat16"),
             ("cpu",),
-            ("dtype", "threads", "dequantize"),
+            ("dtype", "threads", "native", "dequantize"),
             True,
-            "fast CPU inference at the speed of the memory bus; int8 and bf16 through its C kernels",
+            "fast CPU inference at the speed of the memory bus; fp32, bf16 and int8 products in C",
         ),
         EngineSpec(
             "torch",

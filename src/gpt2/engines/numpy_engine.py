@@ -15,14 +15,16 @@ matrices from memory. Everything here serves that:
 - the one-row decode step writes its projections into buffers reused from
   step to step (`out=`), and the residual stream is updated in place;
 - everything stays in the engine's dtype (float32): no float64 upcasts;
-- int8 weights (gpt2.weights.quantized) stay int8 and are multiplied by C
-  kernels compiled for this CPU (gpt2.engines.native: W8A8 products, a
-  quarter of fp32's bytes, so up to four times the tokens a second); with
-  `dtype="bfloat16"` the projections are rounded to bf16 and multiplied the
-  same way (half the bytes). NumPy has neither product. Where no C compiler
-  is found the weights are widened to float32 instead, with a notice
-  (`dequantize="load"`; "layer" widens a slice at a time, before each
-  product: a quarter of the memory, slower). docs/precision.md has the figures.
+- where a C compiler is found, the products go to small C kernels compiled
+  for this CPU (gpt2.engines.native), which read the weights packed in tiles
+  and fuse the layer norm before a product and the bias and residual after
+  it: float32 (prompts twice as fast as OpenBLAS's sgemm here), bf16 with
+  `dtype="bfloat16"` (half the bytes) and int8 weights (W8A8: a quarter of
+  the bytes, so up to four times the tokens a second). NumPy has no int8 or
+  bf16 product. `native=False` keeps every product in NumPy and BLAS, as the
+  code below reads; int8 weights are then widened to float32 at load
+  (`dequantize="load"`) or a slice at a time before each product ("layer": a
+  quarter of the memory, slower). docs/precision.md has the figures.
 
 Several sequences run together (`new_batch_cache`, `forward_batch`): the rows
 share each read of the weights, and may hold different numbers of positions.
@@ -49,7 +51,7 @@ from ..params import BLOCK_TENSORS, PROJECTIONS, validate_params
 from ..tensor import Tensor
 from ..weights.quantized import QuantizedTensor, dequantize
 from .base import BatchKVCache, check_rows
-from .native.products import Kernels, NativeUnavailable, PackedBf16, PackedInt8
+from .native.products import Kernels, NativeUnavailable, PackedBf16, PackedF32, PackedInt8
 
 # The engine's dtype: what it computes in. "bfloat16" keeps float32 activations and stores the
 # projections' weights in bf16, multiplied by the C kernels (gpt2.engines.native).
@@ -102,7 +104,7 @@ def linear(x: np.ndarray, weight: Matrix, bias: np.ndarray | None, out: np.ndarr
     below are a single BLAS call that writes in place: one row is a gemv, many rows
     a gemm with the weight streamed once.
     """
-    if isinstance(weight, (PackedInt8, PackedBf16)):  # the C kernels add the bias themselves
+    if isinstance(weight, (PackedInt8, PackedBf16, PackedF32)):  # the C kernels add the bias themselves
         weight.product(x, out, bias)
         return out
     if isinstance(weight, Int8Matrix):
@@ -206,8 +208,8 @@ class Int8Matrix:
         return self.q[ids] * self.scale[ids][..., None]
 
 
-Matrix = np.ndarray | Int8Matrix | PackedInt8 | PackedBf16
-DEQUANTIZE = ("auto", "native", "load", "layer")
+Matrix = np.ndarray | Int8Matrix | PackedInt8 | PackedBf16 | PackedF32
+DEQUANTIZE = ("load", "layer")
 
 
 class Buffers:
@@ -235,20 +237,26 @@ class NumpyEngine:
         params: Mapping[str, Tensor],
         dtype: str = "float32",
         threads: int | None = None,
-        dequantize: str = "auto",
+        native: bool | None = None,
+        dequantize: str = "load",
         kernels: Kernels | None = None,
     ) -> None:
-        """`dtype`: float32, float64, or bfloat16 (float32 activations, bf16 projection weights
-        multiplied by the C kernels). `threads`: the BLAS and C kernels' thread count (BLAS's is
-        process-wide, through threadpoolctl) -- only when asked; one thread is steadier on a
-        machine whose cores are shared. `dequantize`, for int8 weights: "native" (kept int8,
-        multiplied by the C kernels: fastest), "load" (float32 copies made once), "layer" (kept
-        int8, widened slice by slice before each product: least memory, slowest), or "auto":
-        native where the kernels build, else load. `kernels`: already loaded C kernels."""
+        """`dtype`: float32, float64, or bfloat16 (float32 activations, bf16 projection weights).
+        `threads`: the BLAS and C kernels' thread count (BLAS's is process-wide, through
+        threadpoolctl) -- only when asked; one thread is steadier on a machine whose cores are
+        shared. `native`: multiply by the C kernels (gpt2.engines.native): None (default) where
+        they build, True (an error where they cannot), False (NumPy and BLAS only: the engine as
+        the guide reads it). `dequantize`, for int8 weights without the C kernels: "load" (float32
+        copies made once) or "layer" (kept int8, widened slice by slice before each product:
+        least memory, slowest). `kernels`: C kernels already loaded."""
         if dtype not in DTYPES:
             raise Gpt2Error(f"the numpy engine runs in {' | '.join(DTYPES)}, not {dtype!r}")
         if dequantize not in DEQUANTIZE:
             raise Gpt2Error(f"dequantize must be {' | '.join(DEQUANTIZE)}, not {dequantize!r}")
+        if native not in (None, True, False):
+            raise Gpt2Error(f"native must be true, false or unset, not {native!r}")
+        if native and dtype == "float64":
+            raise Gpt2Error("the C kernels compute in float32: native=True needs dtype float32 or bfloat16")
         if threads is not None:
             set_blas_threads(threads)
         validate_params(params, config)
@@ -256,17 +264,13 @@ class NumpyEngine:
         self.dtype = np.dtype(DTYPES[dtype])
         self.notices: list[str] = []
         self.quantization = "int8" if any(isinstance(t, QuantizedTensor) for t in params.values()) else None
-        self.weights = "int8" if self.quantization else "bfloat16" if dtype == "bfloat16" else self.dtype.name
-        if dequantize == "native" and dtype == "float64":
-            raise Gpt2Error("the C kernels compute in float32: dequantize='native' needs dtype float32 or bfloat16")
-        if dtype == "bfloat16" or (self.quantization and dequantize in ("auto", "native") and dtype != "float64"):
-            kernels = kernels or self._kernels(threads, dtype, dequantize)
-        if dequantize == "auto":
-            dequantize = "native" if self.quantization and kernels is not None else "load"
-        self.dequantize = dequantize
-        if dtype == "bfloat16" and kernels is None:
-            self.weights = "float32"
-        self.kernels = kernels if self.dtype == np.float32 else None
+        if dtype == "float64" or native is False:
+            kernels = None
+        elif kernels is None:
+            kernels = self._kernels(threads, dtype, required=bool(native))
+        self.kernels = kernels
+        self.dequantize = "native" if self.quantization and kernels is not None else dequantize
+        self.weights = self.quantization or ("bfloat16" if dtype == "bfloat16" and kernels else self.dtype.name)
 
         # Copies the engine owns (not views of a memory-mapped file): laid out once, here.
         def array(name: str) -> np.ndarray:
@@ -280,18 +284,19 @@ class NumpyEngine:
             return (q.T if t.axis == 1 else q), scale
 
         def matrix(t: Tensor, transpose: bool, head: bool = False) -> Matrix:
-            """The tensor laid out (out, in) for its products (a checkpoint's projection is (in, out)).
-            The head's int8 products take x in two parts (about 15 bits): its logits decide the
-            next token directly, and 8-bit activations there flipped 1.3% of the packaged model's
-            top-1 tokens (0.3% so; the 48 block products' 8-bit activations cost nothing measurable)."""
-            if isinstance(t, QuantizedTensor) and dequantize in ("native", "layer"):
+            """The tensor laid out (out, in) for its products (a checkpoint's projection is (in, out)):
+            packed for the C kernels, else a NumPy array (or, with dequantize="layer", int8 rows).
+            The head's int8 products take x in two parts, about 15 bits (docs/precision.md)."""
+            if isinstance(t, QuantizedTensor) and (kernels is not None or dequantize == "layer"):
                 q, scale = int8_values(t)  # already (out, in)
-                if kernels is not None and dequantize == "native":
+                if kernels is not None:
                     return PackedInt8(q, scale, kernels, precise=head)
                 return Int8Matrix(q, scale, self.dtype, shared)
             values = tensor_to_numpy(t)
             values = np.ascontiguousarray(values.T if transpose else values, dtype=self.dtype)
-            return PackedBf16(values, kernels) if kernels is not None and self.weights == "bfloat16" else values
+            if kernels is None:
+                return values
+            return PackedBf16(values, kernels) if self.weights == "bfloat16" else PackedF32(values, kernels)
 
         def projection(name: str) -> Matrix:
             return matrix(params[name], transpose=True)
@@ -310,15 +315,16 @@ class NumpyEngine:
         self.ln_f = array("ln_f.weight"), array("ln_f.bias")
         self._buffers: Buffers | None = None
 
-    def _kernels(self, threads: int | None, dtype: str, dequantize: str) -> Kernels | None:
-        """The C kernels, or None with a notice saying what runs instead."""
+    def _kernels(self, threads: int | None, dtype: str, required: bool) -> Kernels | None:
+        """The C kernels, or None (with a notice where that costs int8's or bf16's speed)."""
         try:
             return Kernels.load(threads)
         except NativeUnavailable as exc:
-            if dequantize == "native":
+            if required:
                 raise
-            instead = "bf16 weights widened to float32" if dtype == "bfloat16" else "int8 weights widened to float32"
-            self.notices.append(f"{exc}; {instead} (float32 speed)")
+            if self.quantization or dtype == "bfloat16":
+                weights = "int8" if self.quantization else "bf16"
+                self.notices.append(f"{exc}; {weights} weights widened to float32 (float32 speed)")
             return None
 
     # --- the Engine contract ---------------------------------------------------------------
@@ -400,7 +406,7 @@ class NumpyEngine:
         residual in one call, reading x once; otherwise NumPy does it step by step."""
         eps = self.config.layer_norm_epsilon
         buf = self._buffers_for(x.shape[0])
-        if isinstance(weight, (PackedInt8, PackedBf16)):
+        if isinstance(weight, (PackedInt8, PackedBf16, PackedF32)):
             ln = None if norm is None else (*norm, eps)
             weight.product(x, out, bias, norm=ln, accumulate=add)
             # GELU stays NumPy's: its vectorised tanh is several times faster than C's tanhf, one value at a time

@@ -101,7 +101,9 @@ class Explorer:
         with self._lock:
             if name not in self._engines:
                 spec = require_engine(name)  # unknown or not installed: a clear error
-                options = self._engine_options if name == self.default_engine else {}
+                options = dict(self._engine_options) if name == self.default_engine else {}
+                if spec.name == "numpy":  # the code the page shows is the code that runs: NumPy's, not C's
+                    options.setdefault("native", False)
                 self._engines[name] = load_engine(spec.name, self.config, self.params, **options)
             return self._engines[name]
 

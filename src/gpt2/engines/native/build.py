@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import hashlib
 import os
 import platform
@@ -88,7 +89,13 @@ def build(cache_dir: Path | None = None, compiler: str | None = None, flags: Seq
 
 
 def load(cache_dir: Path | None = None, compiler: str | None = None, flags: Sequence[str] = FLAGS) -> ctypes.CDLL:
-    """The compiled products, loaded (built first if needed)."""
+    """The compiled products, loaded (built first if needed); once per process for the same
+    arguments (asking the compiler its version takes a few milliseconds)."""
+    return _load(cache_dir, compiler, tuple(flags))
+
+
+@functools.cache
+def _load(cache_dir: Path | None, compiler: str | None, flags: tuple[str, ...]) -> ctypes.CDLL:
     path = build(cache_dir, compiler, flags)
     try:
         return ctypes.CDLL(str(path))

@@ -1,6 +1,6 @@
 """int8 and bf16 weights for the NumPy engine, multiplied by the C kernels in products.c.
 
-A `PackedInt8` or `PackedBf16` holds one projection's weight [M, K] packed the way the kernel
+A `PackedInt8`, `PackedBf16` or `PackedF32` holds one projection's weight [M, K] packed the way the kernel
 streams it (see products.c: tiles of 8 rows interleaved 64 bytes at a time, K padded to a
 multiple of 64), and multiplies rows of float32 activations by it:
 
@@ -35,7 +35,7 @@ import numpy as np
 
 from .build import NativeUnavailable, load
 
-__all__ = ["Kernels", "NativeUnavailable", "PackedBf16", "PackedInt8", "default_threads"]
+__all__ = ["Kernels", "NativeUnavailable", "PackedBf16", "PackedF32", "PackedInt8", "default_threads"]
 
 TILE = 8  # rows a tile (R in products.c)
 ALIGN = 64  # bytes: the kernels' aligned loads; also K's padding
@@ -43,6 +43,7 @@ ALIGN = 64  # bytes: the kernels' aligned loads; also K's padding
 _P, _I, _INT, _F = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int, ctypes.c_float
 _INT8_ARGS: list[Any] = [_P, _I, _I, _I, _I, _P, _P, _P, _I, _I, _P, _I, _I, _P, _P, _F, _INT, _INT, _INT, _P]
 _ATTENTION_ARGS: list[Any] = [_P, _I, _I, _I, _I, _P, _P, _I, _I, _P, _I, _I, _I, _P, _INT, _P]
+_F32_ARGS: list[Any] = [_P, _I, _I, _I, _I, _P, _P, _I, _I, _P, _I, _I, _P, _P, _F, _INT, _INT, _P]
 _BF16_ARGS: list[Any] = [_P, _I, _I, _I, _I, _P, _P, _I, _I, _P, _I, _I, _P, _P, _F, _INT, _INT, _P]
 
 Norm = tuple[np.ndarray, np.ndarray, float]  # a layer norm applied to x first: gain [K], bias [K], eps
@@ -68,13 +69,16 @@ class Kernels:
         library.gpt2_int8_linear.restype = None
         library.gpt2_bf16_linear.argtypes = _BF16_ARGS
         library.gpt2_bf16_linear.restype = None
+        library.gpt2_f32_linear.argtypes = _F32_ARGS
+        library.gpt2_f32_linear.restype = None
         library.gpt2_attention.argtypes = _ATTENTION_ARGS
         library.gpt2_attention.restype = None
         features = library.gpt2_native_features()
-        self.int8_simd, self.bf16_simd = bool(features & 1), bool(features & 2)
+        self.int8_simd, self.bf16_simd, self.f32_simd = bool(features & 1), bool(features & 2), bool(features & 4)
         self.threads = threads or default_threads()
         self._scratch, self._scratch_at = np.empty(0, np.uint8), 0
         self.int8_linear, self.bf16_linear = library.gpt2_int8_linear, library.gpt2_bf16_linear
+        self.f32_linear = library.gpt2_f32_linear
         self.attention_kernel = library.gpt2_attention
         # id -> (the vector, kept alive so that its id stays its own; its address)
         self._vectors: dict[int, tuple[np.ndarray, int]] = {}
@@ -88,7 +92,8 @@ class Kernels:
         """What the products use here, in words."""
         int8 = "AVX512-VNNI" if self.int8_simd else "plain C"
         bf16 = "AVX512-BF16" if self.bf16_simd else "plain C"
-        return f"int8 products: {int8}, bf16 products: {bf16}, {self.threads} thread(s)"
+        f32 = "AVX512" if self.f32_simd else "plain C"
+        return f"C products: int8 {int8}, bf16 {bf16}, float32 {f32}; {self.threads} thread(s)"
 
     def vector(self, a: np.ndarray | None, n: int) -> int | None:
         """A float32 vector's address (None: absent). Biases and norms are the same few hundred
@@ -262,6 +267,41 @@ class PackedBf16(_Packed):
     def rows(self, ids: np.ndarray) -> np.ndarray:
         """Rows ids [...] as float32 [..., K]."""
         return (self._rows_raw(ids).astype(np.uint32) << 16).view(np.float32)
+
+
+class PackedF32(_Packed):
+    """A float32 weight [M, K]: the C product keeps 8 x 3 sums in registers, so a prompt's rows
+    share each weight they load (twice OpenBLAS's sgemm with its AVX2 kernels, measured)."""
+
+    def __init__(self, w: np.ndarray, kernels: Kernels) -> None:
+        m, k = w.shape
+        self._layout(m, k)
+        self.kernels = kernels
+        self.data = self._pack(np.ascontiguousarray(w, np.float32).view(np.uint32), fill=0).view(np.float32)
+        self._data = _address(self.data)
+
+    def product(
+        self,
+        x: np.ndarray,
+        out: np.ndarray,
+        bias: np.ndarray | None,
+        *,
+        norm: Norm | None = None,
+        accumulate: bool = False,
+    ) -> None:
+        n, xa, xn, xk, oa, on, om = self._operands(x, out)
+        (m, k), kp, kernels = self.shape, self.padded_k, self.kernels
+        gain, shift, eps = norm if norm is not None else _NO_NORM
+        vector = kernels.vector
+        kernels.f32_linear(
+            xa, n, k, xn, xk, self._data, vector(bias, m), m, kp, oa, on, om,
+            vector(gain, k), vector(shift, k), eps, accumulate, kernels.threads,
+            kernels.scratch(n * kp * 4 + 4 * k),
+        )  # fmt: skip
+
+    def rows(self, ids: np.ndarray) -> np.ndarray:
+        """Rows ids [...] as float32 [..., K]."""
+        return np.array(self._rows_raw(ids))
 
 
 def to_bf16_bits(w: np.ndarray) -> np.ndarray:

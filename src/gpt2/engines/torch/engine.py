@@ -14,17 +14,20 @@ weights when it is built: for other weights, build another engine):
   ever done in half precision, so fp16/bf16 logits stay finite;
 - everything runs under `torch.inference_mode()`; the cache lengths are kept on
   the host, so a step never waits on the device to learn where to write;
-- on the CPU in float32, the products run through NumPy's OpenBLAS (matrix-vector for
-  one row, matrix-matrix for several) on views of the module's own (out, in) memory:
-  measured, it streams the weights faster than MKL's or oneDNN's (docs/precision.md), and
-  PyTorch itself runs on one thread meanwhile, so that its idle threads do not spin on the
-  cores OpenBLAS's threads work on (`kernel="onednn"`, oneDNN's inner product
-  `torch.ops.mkldnn._linear_pointwise`, or `"blas"`, MKL's addmm, picks another for
-  everything; see `pick_kernel`). The weights keep their names and (in, out) shapes in `engine.model`: only
-  their memory is column-major, so nothing is stored twice. Without NumPy or oneDNN, the
-  layouts MKL streams fastest are used (see BLAS_TRANSPOSED);
-- int8 and half-precision weights: see `gpt2.engines.torch.precision` (W8A16 through
-  `torch._weight_int8pack_mm`; float32 activations on the CPU);
+- on the CPU, float32, bf16 and int8 products go to the NumPy engine's C kernels where they
+  build (`kernel="native"`, the default there: gpt2.engines.native; the weights are packed for
+  them and the module's projection weights freed, so nothing is stored twice), and PyTorch
+  itself runs on one thread during a pass, so that its idle threads do not spin on the cores
+  the kernels' threads work on. Without them, float32 products run through NumPy's OpenBLAS
+  (`kernel="openblas"`: matrix-vector for one row, matrix-matrix for several, on views of the
+  module's own (out, in) memory, faster than MKL's or oneDNN's, docs/precision.md), and
+  `kernel="onednn"` (oneDNN's inner product `torch.ops.mkldnn._linear_pointwise`) or `"blas"`
+  (MKL's addmm, and PyTorch's own int8 and half-precision kernels) pick another for
+  everything; see `pick_kernel`. With those, the weights keep their names and (in, out) shapes
+  in `engine.model`: only their memory is column-major. Without NumPy or oneDNN, the layouts
+  MKL streams fastest are used (see BLAS_TRANSPOSED);
+- int8 and half-precision weights with PyTorch's kernels: see `gpt2.engines.torch.precision`
+  (W8A16 through `torch._weight_int8pack_mm`; float32 activations on the CPU);
 - logits come back as float32 whatever the compute dtype.
 
 >>> from gpt2.params import init_params
@@ -60,14 +63,17 @@ from .precision import (
     int8_projection,
     int8_scale,
     native_half,
+    native_projection,
 )
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
-# "openblas": float32 products through NumPy's OpenBLAS, PyTorch on one thread meanwhile;
-# "onednn": oneDNN's inner product; "blas": MKL's addmm; "batched": the best for many rows a
-# step (a server): oneDNN where it works. See pick_kernel.
-KERNELS = ("auto", "batched", "openblas", "onednn", "blas")
+# "native": the NumPy engine's C kernels (gpt2.engines.native) for float32, bf16 and int8 weights
+# on the CPU, PyTorch on one thread meanwhile; "openblas": float32 products through NumPy's
+# OpenBLAS, likewise; "onednn": oneDNN's inner product; "blas": MKL's addmm (and PyTorch's own
+# half-precision and int8 kernels); "batched": the best for many rows a step (a server): oneDNN
+# where it works. See pick_kernel.
+KERNELS = ("auto", "batched", "native", "openblas", "onednn", "blas")
 PROJECTION_WEIGHTS = tuple(name + ".weight" for name, _, _ in PROJECTIONS)
 
 # Per-token times of the 124M model's matrices at batch 1 on a 2-core x86 machine
@@ -141,11 +147,12 @@ class TorchEngine:
         # values (fp16 has more mantissa), products rounded 8x more finely (see docs/precision.md).
         self.head_dtype = torch.float16 if self.device.type == "cpu" and self.dtype == torch.bfloat16 else self.dtype
         self.model = _load_module(config, params, self.device, self.dtype, self.act_dtype, self.head_dtype)
-        self.kernel = pick_kernel(kernel, self.device, self.dtype)
+        self.kernel = pick_kernel(kernel, self.device, self.dtype, threads)
         half_on_cpu = self.device.type == "cpu" and self.dtype != torch.float32
-        if self.kernel in ("onednn", "openblas") or half_on_cpu:  # they read dense (out, in) matrices
+        native = _native_kernels(threads) if self.kernel == "native" else None
+        if self.kernel in ("onednn", "openblas") or (half_on_cpu and native is None):  # dense (out, in) matrices
             _transpose_storage(self.model, PROJECTION_WEIGHTS)
-        elif self.device.type == "cpu":
+        elif self.device.type == "cpu" and native is None:
             _transpose_storage(self.model, BLAS_TRANSPOSED)
         inner = _onednn_linear() if self.kernel == "onednn" else None
         numpy_matmul = _numpy_gemv() if self.kernel == "openblas" else None
@@ -157,16 +164,18 @@ class TorchEngine:
             except ImportError:
                 self.notices.append(f"OpenBLAS keeps its own thread count: {install_hint('numpy')} to set it")
         int8_op = None
-        if quantized:
+        if quantized and native is None:
             int8_op, notice = int8_kernel(self.device)
             if notice:
                 self.notices.append(notice)
-        if half_on_cpu and not native_half(self.dtype):
+        if half_on_cpu and not native_half(self.dtype) and native is None:
             self.notices.append(
                 f"this CPU has no {dtype} arithmetic (AMX or AVX512 {dtype}): prompts are multiplied in float32"
             )
 
         def projection(name: str, weight_in_out: torch.Tensor, bias: torch.Tensor | None) -> Projection:
+            if native is not None:  # packed for the C kernels (a copy: the module's is freed)
+                return native_projection(weight_in_out, quantized.get(name), bias, self.dtype, native, name)
             if name in quantized:  # the module holds the int8 values, (out, in) in memory
                 scale = int8_scale(quantized[name], self.device)
                 return int8_projection(weight_in_out.t(), scale, bias, self.act_dtype, int8_op)
@@ -181,6 +190,8 @@ class TorchEngine:
             for name, _, _ in PROJECTIONS:
                 weight, bias = _weight_and_bias(block.get_submodule(name))
                 projections[name] = projection(f"h.{i}.{name}.weight", weight, bias)
+                if native is not None:  # packed for the C kernels: free the module's copy now
+                    _drop_weight(block.get_submodule(name))
             self._projections.append(projections)
         wte = self.model.wte.weight
         self._head = projection("wte.weight", wte.t(), None)  # the tied output projection: [d, V] as (in, out)
@@ -237,14 +248,15 @@ class TorchEngine:
 
     @contextlib.contextmanager
     def _blas_owns_the_cores(self) -> Iterator[None]:
-        """With the openblas kernel, PyTorch runs on one thread during a forward pass: its
-        products all go to OpenBLAS, whose own threads use every core, while PyTorch's idle
+        """With the native or openblas kernel, PyTorch runs on one thread during a forward pass:
+        its products all go to the C kernels or OpenBLAS, whose own threads use every core, while PyTorch's idle
         OpenMP threads would spin-wait on those same cores after each of its small operations.
         Left to both, two threads on two cores decoded 6 tokens/s instead of 80 (docs/precision.md).
         The thread count is PyTorch's process-wide setting: it is restored when the pass ends."""
         threads = torch.get_num_threads()
-        # int8 weights go to PyTorch's int8 kernel, which wants PyTorch's threads
-        if self.kernel != "openblas" or self.quantization is not None or threads == 1:
+        # int8 weights go to PyTorch's int8 kernel (unless native), which wants PyTorch's threads
+        own_threads = self.kernel == "native" or (self.kernel == "openblas" and self.quantization is None)
+        if not own_threads or threads == 1:
             yield
             return
         torch.set_num_threads(1)
@@ -389,15 +401,45 @@ def _onednn_linear() -> Any:
         return None
 
 
-def pick_kernel(kernel: str, device: torch.device, dtype: torch.dtype) -> str:
-    """ "openblas", "onednn" or "blas" (see KERNELS). "batched" takes oneDNN where it works,
-    else what "auto" takes. "auto" takes OpenBLAS through NumPy on
+def _native_kernels(threads: int | None) -> Any:
+    """The C kernels (gpt2.engines.native), or None where they cannot be built or NumPy is missing."""
+    try:
+        from ..native.products import Kernels, NativeUnavailable
+    except ImportError:  # no NumPy
+        return None
+    try:
+        return Kernels.load(threads)
+    except NativeUnavailable:
+        return None
+
+
+def _drop_weight(module: torch.nn.Module) -> None:
+    """Free a projection's weight (the C kernels hold a packed copy): an empty tensor in its place,
+    so that the engine does not keep the model twice."""
+    dtype = module.get_parameter("weight").dtype
+    module.weight = torch.nn.Parameter(torch.empty(0, dtype=dtype), requires_grad=False)
+
+
+def pick_kernel(kernel: str, device: torch.device, dtype: torch.dtype, threads: int | None = None) -> str:
+    """ "native", "openblas", "onednn" or "blas" (see KERNELS). "auto" takes the C kernels on the
+    CPU for float32 and bf16 weights where they build (gpt2.engines.native: NumPy and a C
+    compiler). "batched" takes oneDNN where it works, else what "auto" would without the C
+    kernels. Without them, "auto" takes OpenBLAS through NumPy on
     the CPU in float32 when NumPy is installed (its matrix-vector product streams the weights
     faster than MKL's or oneDNN's: measured in docs/precision.md), else oneDNN with more than one
     thread (its gain comes from using every core; on one thread MKL's matrix-vector product is
     faster), else MKL. Each is used only if it gives the right answer on a small product; asking
     for one that cannot run is an error."""
     cpu32 = device.type == "cpu" and dtype == torch.float32
+    native_dtype = device.type == "cpu" and dtype in (torch.float32, torch.bfloat16)
+    if kernel == "native":
+        if not native_dtype:
+            raise Gpt2Error("the native kernel needs the cpu device and float32 or bfloat16 weights")
+        if _native_kernels(threads) is None:
+            raise Gpt2Error("the native kernel needs NumPy and a C compiler (gcc or clang)")
+        return kernel
+    if kernel == "auto" and native_dtype and _native_kernels(threads) is not None:
+        return "native"
     if kernel == "batched":
         # Many rows a step (a server's continuous batch): OpenBLAS's product of a few rows by a
         # large matrix costs ~3x its one-row product, oneDNN's ~1.5x (docs/server.md), and one

@@ -196,6 +196,41 @@ def int8_projection(
     return lambda x: torch.addcmul(bias, op(x.to(torch.bfloat16), q_out_in, ones).to(act), scale)
 
 
+def native_projection(
+    weight_in_out: torch.Tensor,
+    quantized: QuantizedTensor | None,
+    bias: torch.Tensor | None,
+    dtype: torch.dtype,
+    kernels: Any,
+    name: str,
+) -> Projection:
+    """x @ W + b by the NumPy engine's C kernels (gpt2.engines.native) on the CPU: the weight
+    packed once (int8 if it is quantized, else bf16 or float32 as the engine's dtype), x and the
+    result handed over as NumPy views of the tensors' memory. The head's int8 products take x in
+    two parts, as the NumPy engine's do (docs/precision.md)."""
+    import numpy as np
+
+    from ..native.products import PackedBf16, PackedF32, PackedInt8
+
+    packed: Any
+    if quantized is not None:
+        q = np.frombuffer(memoryview(quantized.data).cast("B"), dtype=np.int8).reshape(quantized.shape)
+        scale = np.frombuffer(memoryview(quantized.scale.data).cast("B"), dtype="<f4")
+        packed = PackedInt8(q.T if quantized.axis == 1 else q, scale, kernels, precise=name == "wte.weight")
+    else:
+        w = weight_in_out.detach().t().to(torch.float32).contiguous().numpy()  # [out, in]
+        packed = PackedBf16(w, kernels) if dtype == torch.bfloat16 else PackedF32(w, kernels)
+    b = None if bias is None else bias.detach().to(torch.float32).contiguous().numpy()
+    n_out = packed.shape[0]
+
+    def project(x: torch.Tensor) -> torch.Tensor:
+        y = torch.empty((x.shape[0], n_out), dtype=torch.float32)
+        packed.product(x.detach().to(torch.float32).numpy(), y.numpy(), b)
+        return y
+
+    return project
+
+
 def embedding_rows(
     wte: torch.Tensor | tuple[torch.Tensor, torch.Tensor], tokens: torch.Tensor, act: torch.dtype
 ) -> torch.Tensor:
