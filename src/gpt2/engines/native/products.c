@@ -264,32 +264,45 @@ static inline float widen(uint16_t b) {
 }
 #endif
 
-static inline void bf16_tile(const uint16_t *w, int64_t Kp, const xbf_t *xb, float *totals) {
+/* TB rows of x (each Kp long, one after another) against one tile: 8 x TB sums in registers, so
+   each weight loaded serves TB rows (a prompt's rows share the weights, as in the float32 product). */
+#define BF16_TILE(TB)                                                                                 \
+    static inline void bf16_tile_##TB(const uint16_t *w, int64_t Kp, const xbf_t *xb, float *totals) { \
+        BF16_SUMS(TB)                                                                                 \
+    }
 #if BF16_SIMD
-    __m512 a[R];
-    for (int r = 0; r < R; r++) a[r] = _mm512_setzero_ps();
-    for (int64_t k = 0; k < Kp; k += CHUNK / 2) {
-        const uint16_t *wk = w + R * k;
-        __m512bh xv = (__m512bh)_mm512_loadu_si512((const void *)(xb + k));
-        for (int r = 0; r < R; r++) {
-            _mm_prefetch((const char *)(wk + CHUNK / 2 * r) + AHEAD, _MM_HINT_T0);
-            a[r] = _mm512_dpbf16_ps(a[r], (__m512bh)_mm512_load_si512((const void *)(wk + CHUNK / 2 * r)), xv);
-        }
-    }
-    reduce8(a, totals);
+#define BF16_SUMS(TB)                                                                                 \
+    __m512 a[TB][R];                                                                                  \
+    for (int t = 0; t < TB; t++)                                                                      \
+        for (int r = 0; r < R; r++) a[t][r] = _mm512_setzero_ps();                                    \
+    for (int64_t k = 0; k < Kp; k += CHUNK / 2) {                                                     \
+        const uint16_t *wk = w + R * k;                                                               \
+        __m512bh xv[TB];                                                                              \
+        for (int t = 0; t < TB; t++) xv[t] = (__m512bh)_mm512_loadu_si512((const void *)(xb + t * Kp + k)); \
+        for (int r = 0; r < R; r++) {                                                                 \
+            _mm_prefetch((const char *)(wk + CHUNK / 2 * r) + AHEAD, _MM_HINT_T0);                   \
+            __m512bh wv = (__m512bh)_mm512_load_si512((const void *)(wk + CHUNK / 2 * r));            \
+            for (int t = 0; t < TB; t++) a[t][r] = _mm512_dpbf16_ps(a[t][r], wv, xv[t]);              \
+        }                                                                                             \
+    }                                                                                                 \
+    for (int t = 0; t < TB; t++) reduce8(a[t], totals + R * t);
 #else
-    for (int r = 0; r < R; r++) {
-        float a[CHUNK / 2] = {0};
-        for (int64_t k = 0; k < Kp; k += CHUNK / 2) {
-            const uint16_t *wk = w + R * k + CHUNK / 2 * r;
-            for (int j = 0; j < CHUNK / 2; j++) a[j] += widen(wk[j]) * xb[k + j];
+#define BF16_SUMS(TB)                                                                                 \
+    for (int t = 0; t < TB; t++)                                                                      \
+        for (int r = 0; r < R; r++) {                                                                 \
+            float a[CHUNK / 2] = {0};                                                                 \
+            for (int64_t k = 0; k < Kp; k += CHUNK / 2) {                                             \
+                const uint16_t *wk = w + R * k + CHUNK / 2 * r;                                       \
+                for (int j = 0; j < CHUNK / 2; j++) a[j] += widen(wk[j]) * xb[t * Kp + k + j];       \
+            }                                                                                         \
+            float total = 0.0f;                                                                       \
+            for (int j = 0; j < CHUNK / 2; j++) total += a[j];                                        \
+            totals[R * t + r] = total;                                                                \
         }
-        float total = 0.0f;
-        for (int j = 0; j < CHUNK / 2; j++) total += a[j];
-        totals[r] = total;
-    }
 #endif
-}
+BF16_TILE(1)
+BF16_TILE(2)
+BF16_TILE(3)
 
 typedef struct {
     const uint16_t *w;
@@ -307,11 +320,17 @@ static void bf16_unit(void *arg, int64_t unit) {
     const Bf16Job *j = (const Bf16Job *)arg;
     const int64_t Kp = j->Kp, tiles = (j->M + R - 1) / R;
     for (int64_t t = unit * j->tiles_a_unit; t < (unit + 1) * j->tiles_a_unit && t < tiles; t++) {
-        float totals[R];
-        for (int64_t n = 0; n < j->N; n++) {
-            bf16_tile(j->w + t * R * Kp, Kp, j->xb + n * Kp, totals);
-            for (int64_t r = 0, m = t * R; r < R && m < j->M; r++, m++)
-                store(j->out + n * j->so_n + m * j->so_m, totals[r], j->bias, m, j->accumulate);
+        const uint16_t *wt = j->w + t * R * Kp;
+        for (int64_t n = 0; n < j->N;) {
+            float totals[3 * R];
+            const int64_t left = j->N - n, rows = left >= 3 ? 3 : left;
+            if (rows == 3) bf16_tile_3(wt, Kp, j->xb + n * Kp, totals);
+            else if (rows == 2) bf16_tile_2(wt, Kp, j->xb + n * Kp, totals);
+            else bf16_tile_1(wt, Kp, j->xb + n * Kp, totals);
+            for (int64_t i = 0; i < rows; i++)
+                for (int64_t r = 0, m = t * R; r < R && m < j->M; r++, m++)
+                    store(j->out + (n + i) * j->so_n + m * j->so_m, totals[R * i + r], j->bias, m, j->accumulate);
+            n += rows;
         }
     }
 }
