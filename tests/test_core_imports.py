@@ -18,8 +18,10 @@ import gpt2
 # the verification references). Everything else is core.
 OPTIONAL = (
     "gpt2.engines.numpy_engine",
+    "gpt2.engines.numpy_weights",
     "gpt2.engines.native.products",  # the C kernels' NumPy side (build.py, which compiles them, is core)
     "gpt2.engines.torch.engine",
+    "gpt2.engines.torch.kernels",
     "gpt2.engines.torch.device",
     "gpt2.engines.torch.model",
     "gpt2.engines.torch.precision",

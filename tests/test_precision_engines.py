@@ -247,15 +247,15 @@ def test_the_c_kernels_are_the_default_cpu_kernel_and_openblas_agrees(kit):
 def test_the_batched_kernel_is_native_or_onednn_on_the_cpu_and_agrees(kit, monkeypatch):
     """What a server asks for (gpt2.server.state.serving_options): the C kernels where they
     build, else oneDNN where it works."""
-    from gpt2.engines.torch import engine as torch_engine
+    from gpt2.engines.torch import kernels as torch_kernels
     from gpt2.server.state import serving_options
 
     options = serving_options("torch", {"device": "cpu"})
     assert options["kernel"] == "batched"
     assert load_engine("torch", kit.config, kit.params, **options).kernel == "native"
-    monkeypatch.setattr(torch_engine, "_native_kernels", lambda threads: None)  # no C compiler
+    monkeypatch.setattr(torch_kernels, "native_kernels", lambda threads: None)  # no C compiler
     engine = load_engine("torch", kit.config, kit.params, **options)
-    assert engine.kernel == ("onednn" if torch_engine._working_onednn() else "openblas")
+    assert engine.kernel == ("onednn" if torch_kernels.working_onednn() else "openblas")
     expected = kit.reference_logits(kit.prompt)
     np.testing.assert_allclose(logits_of(engine, kit.prompt), expected, atol=2e-5, rtol=1e-4)
     bf16 = load_engine("torch", kit.config, kit.params, device="cpu", dtype="bfloat16", kernel="batched")

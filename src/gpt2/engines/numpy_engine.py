@@ -49,25 +49,17 @@ from ..config import Config
 from ..errors import Gpt2Error
 from ..params import BLOCK_TENSORS, PROJECTIONS, validate_params
 from ..tensor import Tensor
-from ..weights.quantized import QuantizedTensor, dequantize
+from ..weights.quantized import QuantizedTensor
 from .base import BatchKVCache, check_rows
 from .native.products import Kernels, NativeUnavailable, PackedBf16, PackedF32, PackedInt8
+from .numpy_weights import DEQUANTIZE, Int8Matrix, Layout, Matrix, tensor_to_numpy
+
+__all__ = ["NumpyEngine", "KVCache", "tensor_to_numpy", "attend", "causal_mask", "layer_norm", "gelu", "linear"]
 
 # The engine's dtype: what it computes in. "bfloat16" keeps float32 activations and stores the
 # projections' weights in bf16, multiplied by the C kernels (gpt2.engines.native).
 DTYPES = {"float32": np.float32, "float64": np.float64, "bfloat16": np.float32}
 GELU_C = math.sqrt(2.0 / math.pi)
-
-
-def tensor_to_numpy(t: Tensor) -> np.ndarray:
-    """A `Tensor` as a NumPy array of its own precision (a view of its bytes where possible);
-    an int8 one (gpt2.weights.quantized) as its dequantized float32 values."""
-    if isinstance(t, QuantizedTensor):
-        t = dequantize(t)
-    raw = memoryview(t.data).cast("B")
-    if t.dtype == "BF16":  # the top half of a float32
-        return (np.frombuffer(raw, dtype="<u2").astype(np.uint32) << 16).view(np.float32).reshape(t.shape)
-    return np.frombuffer(raw, dtype={"F32": "<f4", "F16": "<f2", "F64": "<f8"}[t.dtype]).reshape(t.shape)
 
 
 # --- the cache -------------------------------------------------------------------------------
@@ -174,44 +166,6 @@ def causal_mask(past: np.ndarray, n_new: int, dtype: Any) -> np.ndarray | None:
 # --- the weights, laid out for the products ---------------------------------------------------
 
 
-class Int8Matrix:
-    """An int8 matrix q [out, in] with float32 scales [out], multiplied a slice of rows at a time:
-    each slice is widened to float32 into one buffer shared by every matrix (small enough to stay
-    in the CPU's cache), multiplied by BLAS, and the scales are applied to the slice's outputs
-    (y[r] = scale[r] * (q[r] @ x): the same value as dequantizing first, one multiply per row)."""
-
-    BUFFER_BYTES = 512 * 1024  # about half of a core's L2 cache
-
-    def __init__(self, q: np.ndarray, scale: np.ndarray, dtype: Any, buffer: np.ndarray) -> None:
-        self.q = np.ascontiguousarray(q)  # [out, in] int8
-        self.scale = np.ascontiguousarray(scale, dtype=dtype).reshape(-1)  # [out]
-        self.shape = self.q.shape
-        self.slice_rows = max(1, self.BUFFER_BYTES // (self.shape[1] * np.dtype(dtype).itemsize))  # rows a slice
-        self.buffer = buffer  # [BUFFER_BYTES] of dtype, shared
-
-    def product(self, x: np.ndarray, out: np.ndarray) -> None:
-        """out [N, out_dim] = x [N, in] @ (q * scale).T, written in place."""
-        n_out, n_in = self.shape
-        for start in range(0, n_out, self.slice_rows):
-            stop = min(start + self.slice_rows, n_out)
-            w = self.buffer[: (stop - start) * n_in].reshape(stop - start, n_in)
-            np.copyto(w, self.q[start:stop], casting="unsafe")  # int8 -> float, exact
-            block = out[:, start:stop]  # [N, rows]
-            if x.shape[0] == 1:
-                np.matmul(w, x[0], out=block[0])
-            else:
-                np.matmul(w, x.T, out=block.T)
-            block *= self.scale[start:stop]
-
-    def rows(self, ids: np.ndarray) -> np.ndarray:
-        """Rows ids [...] of q * scale [..., in] (an embedding lookup)."""
-        return self.q[ids] * self.scale[ids][..., None]
-
-
-Matrix = np.ndarray | Int8Matrix | PackedInt8 | PackedBf16 | PackedF32
-DEQUANTIZE = ("load", "layer")
-
-
 class Buffers:
     """The activations of a step with N rows, allocated once and reused while N stays the same."""
 
@@ -276,33 +230,13 @@ class NumpyEngine:
         def array(name: str) -> np.ndarray:
             return np.array(tensor_to_numpy(params[name]), dtype=self.dtype, order="C")
 
-        shared = np.empty(Int8Matrix.BUFFER_BYTES // self.dtype.itemsize, self.dtype)  # dequantize="layer"
+        layout = Layout(self.dtype, kernels, dequantize, self.weights == "bfloat16")
 
-        def int8_values(t: QuantizedTensor) -> tuple[np.ndarray, np.ndarray]:  # (out, in) int8, scales [out]
-            q = np.frombuffer(memoryview(t.data).cast("B"), dtype=np.int8).reshape(t.shape)
-            scale = np.frombuffer(memoryview(t.scale.data).cast("B"), dtype="<f4")
-            return (q.T if t.axis == 1 else q), scale
-
-        def matrix(t: Tensor, transpose: bool, head: bool = False) -> Matrix:
-            """The tensor laid out (out, in) for its products (a checkpoint's projection is (in, out)):
-            packed for the C kernels, else a NumPy array (or, with dequantize="layer", int8 rows).
-            The head's int8 products take x in two parts, about 15 bits (docs/precision.md)."""
-            if isinstance(t, QuantizedTensor) and (kernels is not None or dequantize == "layer"):
-                q, scale = int8_values(t)  # already (out, in)
-                if kernels is not None:
-                    return PackedInt8(q, scale, kernels, precise=head)
-                return Int8Matrix(q, scale, self.dtype, shared)
-            values = tensor_to_numpy(t)
-            values = np.ascontiguousarray(values.T if transpose else values, dtype=self.dtype)
-            if kernels is None:
-                return values
-            return PackedBf16(values, kernels) if self.weights == "bfloat16" else PackedF32(values, kernels)
-
-        def projection(name: str) -> Matrix:
-            return matrix(params[name], transpose=True)
+        def projection(name: str) -> Matrix:  # checkpoint (in, out) -> (out, in)
+            return layout.matrix(params[name], transpose=True)
 
         # [V, d]: the embedding rows, and the tied output projection
-        wte = matrix(params["wte.weight"], transpose=False, head=True)
+        wte = layout.matrix(params["wte.weight"], transpose=False, head=True)
         self.head: Matrix = wte
         self.wte = wte if isinstance(wte, np.ndarray) else None  # else rows come from the packed head
         self.wpe = array("wpe.weight")  # [n_ctx, d]

@@ -1,4 +1,4 @@
-"""Compiling products.c for this CPU, once, and loading it.
+"""Compiling the C kernels (products.c, attention.c, pool.c) for this CPU, once, and loading them.
 
 The library is built the first time an engine asks for it, with the machine's own C
 compiler, for the machine's own CPU (`-march=native`: AVX512-VNNI's int8 dot products and
@@ -31,8 +31,9 @@ from pathlib import Path
 from ...errors import EngineUnavailable
 from ..cpu import cpu_flags
 
-SOURCE = Path(__file__).with_name("products.c")
-HEADERS = (Path(__file__).with_name("pool.h"),)
+HERE = Path(__file__).parent
+SOURCES = (HERE / "products.c", HERE / "attention.c", HERE / "pool.c")  # one library
+HEADERS = (HERE / "pool.h",)
 FLAGS = ("-O3", "-march=native", "-shared", "-fPIC", "-std=c11", "-pthread")
 COMPILE_SECONDS = 120
 
@@ -78,13 +79,13 @@ def build(cache_dir: Path | None = None, compiler: str | None = None, flags: Seq
     `flags`: the compiler's (a test builds the plain-C kernels with -march=x86-64)."""
     compiler = compiler or find_compiler()
     version = compiler_version(compiler)
-    source = "\n".join(path.read_text(encoding="utf-8") for path in (SOURCE, *HEADERS))
+    source = "\n".join(path.read_text(encoding="utf-8") for path in (*SOURCES, *HEADERS))
     target = _writable(cache_dir or default_cache_dir()) / library_name(source, version, flags, cpu_flags())
     if target.is_file():
         return target
     error = _compile(compiler, flags, target)
     if error:
-        raise NativeUnavailable(f"compiling {SOURCE.name} with {compiler} failed: {error}")
+        raise NativeUnavailable(f"compiling the C kernels ({SOURCES[0].parent}) with {compiler} failed: {error}")
     return target
 
 
@@ -110,7 +111,7 @@ def _compile(compiler: str, flags: Sequence[str], target: Path) -> str | None:
     os.close(fd)
     try:
         run = subprocess.run(
-            [compiler, *flags, "-o", partial, str(SOURCE), "-lm"],
+            [compiler, *flags, "-o", partial, *map(str, SOURCES), "-lm"],
             capture_output=True,
             text=True,
             timeout=COMPILE_SECONDS,

@@ -1,12 +1,15 @@
-/* The NumPy engine's int8 and bf16 matrix products, in C.
+/* The NumPy engine's matrix products (and the PyTorch engine's on a CPU), in C: float32, bf16
+   and int8 weights.
 
    Decoding one token reads every weight once, so its speed is the memory bus's: a weight
    read in one byte (int8) or two (bf16) instead of four arrives two to four times sooner,
-   if the arithmetic keeps up. NumPy has no int8 or bf16 matrix product, so these are here.
-   gpt2/engines/native/build.py compiles this file for the CPU it runs on (-march=native)
-   the first time it is needed; gpt2/engines/native/products.py calls it through ctypes.
+   if the arithmetic keeps up. NumPy has no int8 or bf16 matrix product, so these are here; the
+   float32 one streams its weights in tiles and, for a prompt's rows, keeps 8 x 3 sums in
+   registers. gpt2/engines/native/build.py compiles this file (with attention.c and pool.c) for
+   the CPU it runs on (-march=native) the first time it is needed; products.py calls it through
+   ctypes.
 
-   Both compute, for N rows x [N, K] (any strides) and a weight W [M, K]:
+   All compute, for N rows x [N, K] (any strides) and a weight W [M, K]:
 
        out[n, m] (=, or +=) sum_k norm(x)[n, k] W[m, k] + bias[m]      norm: a layer norm, or none
 
@@ -37,7 +40,7 @@
 #if defined(__AVX512F__)
 #include <immintrin.h>
 #endif
-#include "pool.h"
+#include "pool.h" /* gpt2_run_units: the threads that share a product's rows */
 
 #define R 8          /* output rows a tile */
 #define CHUNK 64     /* bytes of one row in a tile's stride */
@@ -242,7 +245,7 @@ void gpt2_int8_linear(const float *x, int64_t N, int64_t K, int64_t sx_n, int64_
         offset[n] = quantize_row(xn, sk, K, Kp, xq + n * Kp, precise ? lo + n * Kp : NULL, ls + n * (Kp / 4));
     }
     Int8Job job = {w, Kp, xq, precise ? lo : NULL, ls, offset, wscale, bias, M, N, out, so_n, so_m, accumulate, 0};
-    run_units(int8_unit, &job, units_of(&job.tiles_a_unit, M, threads), threads);
+    gpt2_run_units(int8_unit, &job, units_of(&job.tiles_a_unit, M, threads), threads);
 }
 
 /* --- bf16 --------------------------------------------------------------------------------- */
@@ -356,7 +359,7 @@ void gpt2_bf16_linear(const float *x, int64_t N, int64_t K, int64_t sx_n, int64_
         }
     }
     Bf16Job job = {w, Kp, xb, bias, M, N, out, so_n, so_m, accumulate, 0};
-    run_units(bf16_unit, &job, units_of(&job.tiles_a_unit, M, threads), threads);
+    gpt2_run_units(bf16_unit, &job, units_of(&job.tiles_a_unit, M, threads), threads);
 }
 
 /* --- float32 ------------------------------------------------------------------------------ */
@@ -443,90 +446,7 @@ void gpt2_f32_linear(const float *x, int64_t N, int64_t K, int64_t sx_n, int64_t
         for (int64_t k = 0; k < Kp; k++) xs[n * Kp + k] = k < K ? xn[k * sk] : 0.0f;
     }
     F32Job job = {w, xs, bias, Kp, M, N, out, so_n, so_m, accumulate, 0};
-    run_units(f32_unit, &job, units_of(&job.tiles_a_unit, M, threads), threads);
+    gpt2_run_units(f32_unit, &job, units_of(&job.tiles_a_unit, M, threads), threads);
 }
 
 /* --- attention ---------------------------------------------------------------------------- */
-
-/* sum_j a[j] b[j]: 16 lanes at a time, then the lanes' sum */
-static inline float dot_product(const float *a, const float *b, int64_t n) {
-    int64_t j = 0;
-    float total = 0.0f;
-#if defined(__AVX512F__)
-    __m512 acc = _mm512_setzero_ps();
-    for (; j + 16 <= n; j += 16) acc = _mm512_fmadd_ps(_mm512_loadu_ps(a + j), _mm512_loadu_ps(b + j), acc);
-    total = _mm512_reduce_add_ps(acc);
-#endif
-    for (; j < n; j++) total += a[j] * b[j];
-    return total;
-}
-
-typedef struct {
-    const float *qkv;
-    int64_t T, sq_n, sq_m;
-    const float *keys, *values;
-    int64_t s_b, s_h;
-    const int64_t *past;
-    int64_t H, hd, n_ctx;
-    float *out, *scratch;
-} AttentionJob;
-
-/* One (row, head) pair: its T queries over the keys each may see. */
-static void attention_unit(void *arg, int64_t unit) {
-    const AttentionJob *j = (const AttentionJob *)arg;
-    const int64_t b = unit / j->H, h = unit % j->H, hd = j->hd, d = j->H * hd, T = j->T;
-    const float scale = 1.0f / sqrtf((float)hd);
-    float *scores = j->scratch + unit * j->n_ctx;
-    const float *kh = j->keys + b * j->s_b + h * j->s_h, *vh = j->values + b * j->s_b + h * j->s_h;
-    for (int64_t t = 0; t < T; t++) {
-        const float *row = j->qkv + (b * T + t) * j->sq_n;
-        float q[hd];
-        for (int64_t i = 0; i < hd; i++) q[i] = row[(h * hd + i) * j->sq_m] * scale;
-        const int64_t seen = j->past[b] + t + 1;
-        float top = -INFINITY;
-        for (int64_t s = 0; s < seen; s++) {
-            const float dot = dot_product(q, kh + s * hd, hd);
-            scores[s] = dot;
-            top = dot > top ? dot : top;
-        }
-        float total = 0.0f;
-        for (int64_t s = 0; s < seen; s++) {
-            scores[s] = expf(scores[s] - top);
-            total += scores[s];
-        }
-        float *o = j->out + (b * T + t) * d + h * hd;
-        for (int64_t i = 0; i < hd; i++) o[i] = 0.0f;
-        for (int64_t s = 0; s < seen; s++) {
-            const float p = scores[s] / total, *vs = vh + s * hd;
-            for (int64_t i = 0; i < hd; i++) o[i] += p * vs[i];
-        }
-    }
-}
-
-/* Causal attention of T new positions in each of B rows, over one layer's KV cache, as the
-   NumPy engine's attention() computes it (which stays the reference, and runs whenever the
-   attention weights are recorded): the new keys and values are written into the cache after
-   row b's past[b] positions, then query t of row b sees keys 0 .. past[b] + t.
-
-   qkv [B * T, 3 * H * hd] (strides sq_n, sq_m); keys and values: the layer's cache, element
-   (b, h, s, j) at b * s_b + h * s_h + s * hd + j; out [B * T, H * hd], contiguous. scratch:
-   B * H * n_ctx floats (a row of scores for each (row, head) pair). */
-void gpt2_attention(const float *qkv, int64_t B, int64_t T, int64_t sq_n, int64_t sq_m, float *keys, float *values,
-                    int64_t s_b, int64_t s_h, const int64_t *past, int64_t H, int64_t hd, int64_t n_ctx, float *out,
-                    int threads, float *scratch) {
-    const int64_t d = H * hd;
-    for (int64_t b = 0; b < B; b++)
-        for (int64_t t = 0; t < T; t++) {
-            const float *row = qkv + (b * T + t) * sq_n;
-            for (int64_t h = 0; h < H; h++) {
-                float *k = keys + b * s_b + h * s_h + (past[b] + t) * hd;
-                float *v = values + b * s_b + h * s_h + (past[b] + t) * hd;
-                for (int64_t j = 0; j < hd; j++) {
-                    k[j] = row[(d + h * hd + j) * sq_m];
-                    v[j] = row[(2 * d + h * hd + j) * sq_m];
-                }
-            }
-        }
-    AttentionJob job = {qkv, T, sq_n, sq_m, keys, values, s_b, s_h, past, H, hd, n_ctx, out, scratch};
-    run_units(attention_unit, &job, B * H, threads);
-}

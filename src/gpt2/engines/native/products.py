@@ -1,4 +1,4 @@
-"""int8 and bf16 weights for the NumPy engine, multiplied by the C kernels in products.c.
+"""float32, bf16 and int8 weights packed for the C kernels (products.c, attention.c), and the calls.
 
 A `PackedInt8`, `PackedBf16` or `PackedF32` holds one projection's weight [M, K] packed the way the kernel
 streams it (see products.c: tiles of 8 rows interleaved 64 bytes at a time, K padded to a
