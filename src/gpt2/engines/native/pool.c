@@ -37,10 +37,11 @@ static struct {
     _Atomic int64_t finished; /* units finished by workers in this generation */
     _Atomic int sleepers;
     _Atomic int64_t units;
+    _Atomic int helpers; /* workers this job may use: threads - 1 (fewer than started, if asked) */
     int workers;
     unit_fn fn;
     void *job;
-} pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0, 0, 0, 0, 0, 0};
+} pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0, 0, 0, 0, 0, 0, 0};
 
 /* A child process (fork) has none of its parent's threads: it starts its own. */
 static void forget_workers(void) {
@@ -67,8 +68,8 @@ static int64_t take_units(uint32_t gen) {
     }
 }
 
-static void *worker(void *unused) {
-    (void)unused;
+static void *worker(void *arg) {
+    const int index = (int)(intptr_t)arg; /* 0, 1, ...: in the order started */
     uint32_t done_gen = (uint32_t)(atomic_load(&pool.ticket) >> 32);
     for (;;) {
         uint32_t gen = done_gen;
@@ -84,7 +85,7 @@ static void *worker(void *unused) {
             atomic_fetch_sub(&pool.sleepers, 1);
             pthread_mutex_unlock(&pool.sleep_lock);
         }
-        int64_t ran = take_units(gen);
+        int64_t ran = index < atomic_load(&pool.helpers) ? take_units(gen) : 0;
         if (ran) atomic_fetch_add(&pool.finished, ran);
         done_gen = gen;
     }
@@ -101,13 +102,14 @@ void gpt2_run_units(unit_fn fn, void *job, int64_t units, int threads) {
     pthread_mutex_lock(&pool.job_lock);
     while (pool.workers < threads - 1 && pool.workers < MAX_WORKERS) { /* started once, kept */
         pthread_t thread;
-        if (pthread_create(&thread, NULL, worker, NULL) != 0) break; /* fewer threads: still correct */
+        if (pthread_create(&thread, NULL, worker, (void *)(intptr_t)pool.workers) != 0) break; /* fewer: still right */
         pthread_detach(thread);
         pool.workers++;
     }
     pool.fn = fn;
     pool.job = job;
     atomic_store(&pool.units, units);
+    atomic_store(&pool.helpers, threads - 1);
     atomic_store(&pool.finished, 0);
     uint32_t gen = (uint32_t)(atomic_load(&pool.ticket) >> 32) + 1;
     atomic_store(&pool.ticket, (uint64_t)gen << 32); /* publishes the job: workers may start */
