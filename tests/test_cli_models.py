@@ -135,3 +135,19 @@ def test_models_lists_presets_packaged_models_and_the_cache(capsys, hub, tmp_pat
     assert "someone/bert" not in listed
     code, out, err = run(capsys, "models")
     assert code == 0 and "someone/small-gpt2" in out and "gpt2-shakespeare" in out and str(cache) in out
+
+
+def test_models_never_follows_a_ref_that_is_not_a_commit_hash(capsys, hub, tmp_path, monkeypatch):
+    """refs/main names a snapshot by its commit hash; anything else (a path out of the cache)
+    is ignored, and the newest snapshot is listed instead."""
+    cache = tmp_path / "hf" / "hub"
+    save_model(tmp_path / "small", SMALL, init_params(SMALL, seed=0))
+    root = cache / "models--someone--small-gpt2"
+    link_layout(root, {p.name: p.read_bytes() for p in (tmp_path / "small").iterdir()})
+    outside = tmp_path / "outside"
+    save_model(outside, SMALL, init_params(SMALL, seed=2))
+    (root / "refs" / "main").write_text("../../../../outside")
+    code, out, err = run(capsys, "models", "--json")
+    assert code == 0
+    listed = {m["name"]: m for m in json.loads(out)["models"]}
+    assert listed["someone/small-gpt2"]["path"].endswith(COMMIT)

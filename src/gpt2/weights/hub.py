@@ -184,18 +184,25 @@ def repo_cache_dir(settings: HubSettings, repo_id: str) -> Path:
     return settings.cache_dir / ("models--" + check_repo_id(repo_id).replace("/", "--"))
 
 
+def read_ref(root: Path, revision: str) -> str | None:
+    """The commit hash that refs/<revision> of a cached repository names, or None: absent,
+    unreadable, or not a commit hash (a ref is never a path to follow out of the cache).
+
+    >>> read_ref(Path("/nonexistent"), "main") is None
+    True
+    """
+    try:
+        commit = (root / "refs" / revision).read_text(encoding="ascii", errors="replace")[:100].strip()
+    except OSError:
+        return None
+    return commit if COMMIT_HASH.fullmatch(commit) else None
+
+
 def cached_snapshot(settings: HubSettings, repo_id: str, revision: str = "main") -> Path | None:
     """The cached snapshot directory holding config.json and a weights file, if any."""
     root = repo_cache_dir(settings, repo_id)
-    candidates = []
-    ref = root / "refs" / check_revision(revision)
-    if ref.is_file():
-        try:
-            commit = ref.read_text(encoding="ascii", errors="replace")[:100].strip()
-        except OSError:
-            commit = ""
-        if COMMIT_HASH.fullmatch(commit):  # a ref is a commit hash, never a path to follow
-            candidates.append(root / "snapshots" / commit)
+    commit = read_ref(root, check_revision(revision))
+    candidates = [root / "snapshots" / commit] if commit else []
     candidates.append(root / "snapshots" / revision)
     for snapshot in candidates:
         if _is_complete(snapshot):

@@ -37,6 +37,7 @@ from .hub import (
     cached_snapshot,
     check_repo_id,
     check_revision,
+    read_ref,
     remove_empty_folders,
     repo_cache_dir,
     repo_id_for,
@@ -128,12 +129,10 @@ def fetch_config(
     """The path of a hub model's config.json, fetched alone into the hub cache if it is not
     there (the weights are left for `load_model` to download when they are needed)."""
     root = repo_cache_dir(settings, check_repo_id(repo_id))
-    ref = root / "refs" / check_revision(revision)
     candidates = [root / "snapshots" / revision]
-    if ref.is_file():
-        commit = ref.read_text(encoding="ascii", errors="replace")[:100].strip()
-        if COMMIT_HASH.fullmatch(commit):  # a ref is a commit hash, never a path to follow
-            candidates.insert(0, root / "snapshots" / commit)
+    commit = read_ref(root, check_revision(revision))
+    if commit:
+        candidates.insert(0, root / "snapshots" / commit)
     for snapshot in candidates:
         if (snapshot / "config.json").is_file():
             return snapshot / "config.json"
@@ -242,10 +241,12 @@ def cached_models(settings: HubSettings) -> Iterator[CatalogEntry]:
 
 
 def _newest_snapshot(root: Path) -> Path | None:
+    """The snapshot refs/main names (only a commit hash: a ref is never a path to follow), else
+    the most recently written one with a config.json; None where there is none."""
     snapshots = [s for s in (root / "snapshots").glob("*") if (s / "config.json").is_file()]
-    ref = root / "refs" / "main"
-    if ref.is_file() and (root / "snapshots" / ref.read_text().strip()).is_dir():
-        return root / "snapshots" / ref.read_text().strip()
+    commit = read_ref(root, "main")
+    if commit and (root / "snapshots" / commit).is_dir():
+        return root / "snapshots" / commit
     return max(snapshots, key=lambda s: s.stat().st_mtime, default=None)
 
 
