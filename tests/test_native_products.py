@@ -304,3 +304,24 @@ def test_products_from_several_threads_and_after_a_fork_are_right(kernels):
         if child.exitcode is None:  # hung: never leave it running
             child.kill()
         assert child.exitcode == 0
+
+
+def test_a_compiler_without_march_native_builds_the_portable_kernels(tmp_path):
+    import os
+    import shutil
+
+    real = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+    fussy = tmp_path / "fussy-cc"
+    fussy.write_text(
+        "#!/bin/sh\n"
+        'for a in "$@"; do [ "$a" = "-march=native" ] && { echo "unsupported option -march=native" >&2; exit 1; }; done\n'
+        f'exec {real} "$@"\n'
+    )
+    os.chmod(fussy, 0o755)
+    kernels = Kernels(build.load(tmp_path / "cache", compiler=str(fussy)))
+    assert not kernels.int8_simd  # plain C: the compiler was not told this CPU's instructions
+    q, scale, w = int8_weight(np.random.default_rng(3), 20, 64)
+    out = np.empty((1, 20), np.float32)
+    x = np.ones((1, 64), np.float32)
+    PackedInt8(q, scale, kernels).product(x, out, None)
+    assert np.allclose(out, x @ w.T, atol=0.02 * np.abs(w).sum(1).max())

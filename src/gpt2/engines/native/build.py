@@ -80,13 +80,18 @@ def build(cache_dir: Path | None = None, compiler: str | None = None, flags: Seq
     compiler = compiler or find_compiler()
     version = compiler_version(compiler)
     source = "\n".join(path.read_text(encoding="utf-8") for path in (*SOURCES, *HEADERS))
-    target = _writable(cache_dir or default_cache_dir()) / library_name(source, version, flags, cpu_flags())
-    if target.is_file():
-        return target
-    error = _compile(compiler, flags, target)
-    if error:
-        raise NativeUnavailable(f"compiling the C kernels ({SOURCES[0].parent}) with {compiler} failed: {error}")
-    return target
+    # A compiler that does not take -march=native for this CPU (some clang on ARM) builds the
+    # portable kernels instead: plain C, vectorised as the compiler can.
+    attempts = [tuple(flags)] + ([tuple(f for f in flags if f != "-march=native")] if "-march=native" in flags else [])
+    error = ""
+    for attempt in attempts:
+        target = _writable(cache_dir or default_cache_dir()) / library_name(source, version, attempt, cpu_flags())
+        if target.is_file():
+            return target
+        error = _compile(compiler, attempt, target) or ""
+        if not error:
+            return target
+    raise NativeUnavailable(f"compiling the C kernels ({SOURCES[0].parent}) with {compiler} failed: {error}")
 
 
 def load(cache_dir: Path | None = None, compiler: str | None = None, flags: Sequence[str] = FLAGS) -> ctypes.CDLL:
