@@ -314,7 +314,9 @@ def test_a_compiler_without_march_native_builds_the_portable_kernels(tmp_path):
     fussy = tmp_path / "fussy-cc"
     fussy.write_text(
         "#!/bin/sh\n"
-        'for a in "$@"; do [ "$a" = "-march=native" ] && { echo "unsupported option -march=native" >&2; exit 1; }; done\n'
+        'for a in "$@"; do\n'
+        '  [ "$a" = "-march=native" ] && { echo "unsupported option -march=native" >&2; exit 1; }\n'
+        "done\n"
         f'exec {real} "$@"\n'
     )
     os.chmod(fussy, 0o755)
