@@ -89,16 +89,13 @@ def layer_norm(x: np.ndarray, gain: np.ndarray, bias: np.ndarray, eps: float, ou
     return out
 
 
-def linear(x: np.ndarray, weight: Matrix, bias: np.ndarray | None, out: np.ndarray) -> np.ndarray:
+def linear(x: np.ndarray, weight: np.ndarray | Int8Matrix, bias: np.ndarray | None, out: np.ndarray) -> np.ndarray:
     """out [N, out_dim] = x [N, in_dim] @ weight.T + bias, weight stored (out, in) contiguous.
 
     `out` is the transpose of a C-contiguous [out_dim, N] buffer, so both cases
     below are a single BLAS call that writes in place: one row is a gemv, many rows
     a gemm with the weight streamed once.
     """
-    if isinstance(weight, (PackedInt8, PackedBf16, PackedF32)):  # the C kernels add the bias themselves
-        weight.product(x, out, bias)
-        return out
     if isinstance(weight, Int8Matrix):
         weight.product(x, out)
     elif x.shape[0] == 1:
@@ -339,12 +336,13 @@ class NumpyEngine:
         first; activation: None or "gelu". The C kernels do the norm, the product, the bias and the
         residual in one call, reading x once; otherwise NumPy does it step by step."""
         eps = self.config.layer_norm_epsilon
-        buf = self._buffers_for(x.shape[0])
         if isinstance(weight, (PackedInt8, PackedBf16, PackedF32)):
             ln = None if norm is None else (*norm, eps)
             weight.product(x, out, bias, norm=ln, accumulate=add)
-            # GELU stays NumPy's: its vectorised tanh is several times faster than C's tanhf, one value at a time
-            return gelu(out, buf.scratch) if activation == "gelu" else out
+            if activation == "gelu":  # NumPy's vectorised tanh is several times faster than C's tanhf, one at a time
+                gelu(out, self._buffers_for(x.shape[0]).scratch)
+            return out
+        buf = self._buffers_for(x.shape[0])
         if norm is not None:
             x = layer_norm(x, *norm, eps, out=buf.h)  # [N, d]
         y = linear(x, weight, bias, out=buf.proj if add else out)

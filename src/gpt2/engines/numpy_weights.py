@@ -21,7 +21,7 @@ import numpy as np
 
 from ..tensor import Tensor
 from ..weights.quantized import QuantizedTensor, dequantize
-from .native.products import Kernels, PackedBf16, PackedF32, PackedInt8
+from .native.products import Kernels, PackedBf16, PackedF32, PackedInt8, int8_rows
 
 __all__ = ["DEQUANTIZE", "Int8Matrix", "Layout", "Matrix", "tensor_to_numpy"]
 
@@ -89,11 +89,9 @@ class Layout:
         transpose). The head's int8 products take x in two parts, about 15 bits (docs/precision.md)."""
         kernels = self.kernels
         if isinstance(t, QuantizedTensor) and (kernels is not None or self.dequantize == "layer"):
-            q = np.frombuffer(memoryview(t.data).cast("B"), dtype=np.int8).reshape(t.shape)
-            scale = np.frombuffer(memoryview(t.scale.data).cast("B"), dtype="<f4")  # [out]
-            q = q.T if t.axis == 1 else q  # (out, in)
             if kernels is not None:
-                return PackedInt8(q, scale, kernels, precise=head)
+                return PackedInt8.of(t, kernels, precise=head)
+            q, scale = int8_rows(t)  # (out, in), [out]
             if self._shared is None:
                 self._shared = np.empty(Int8Matrix.BUFFER_BYTES // self.dtype.itemsize, self.dtype)
             return Int8Matrix(q, scale, self.dtype, self._shared)

@@ -83,9 +83,10 @@ def build(cache_dir: Path | None = None, compiler: str | None = None, flags: Seq
     # A compiler that does not take -march=native for this CPU (some clang on ARM) builds the
     # portable kernels instead: plain C, vectorised as the compiler can.
     attempts = [tuple(flags)] + ([tuple(f for f in flags if f != "-march=native")] if "-march=native" in flags else [])
+    directory, cpu = _writable(cache_dir or default_cache_dir()), cpu_flags()
     error = ""
     for attempt in attempts:
-        target = _writable(cache_dir or default_cache_dir()) / library_name(source, version, attempt, cpu_flags())
+        target = directory / library_name(source, version, attempt, cpu)
         if target.is_file():
             return target
         error = _compile(compiler, attempt, target) or ""

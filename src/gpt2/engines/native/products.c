@@ -248,6 +248,42 @@ void gpt2_int8_linear(const float *x, int64_t N, int64_t K, int64_t sx_n, int64_
     gpt2_run_units(int8_unit, &job, units_of(&job.tiles_a_unit, M, threads), threads);
 }
 
+/* --- bf16 and float32: one loop over tiles, three rows of x at a time -------------------------- */
+
+/* The sums of one tile against 1, 2 or 3 rows of x (each Kp values, one after another). */
+typedef void (*tile_fn)(const void *w, int64_t Kp, const void *x, float *totals);
+
+typedef struct {
+    tile_fn tile[3];         /* for 1, 2 and 3 rows of x */
+    const char *w;           /* the packed tiles */
+    int64_t tile_bytes;      /* one tile of w: R * Kp weights */
+    const char *x;           /* x in the form the tiles read, [N, Kp] */
+    int64_t row_bytes;       /* one row of that */
+    int64_t Kp;
+    const float *bias;
+    int64_t M, N;
+    float *out;
+    int64_t so_n, so_m;
+    int accumulate;
+    int64_t tiles_a_unit;
+} DenseJob;
+
+static void dense_unit(void *arg, int64_t unit) {
+    const DenseJob *j = (const DenseJob *)arg;
+    const int64_t tiles = (j->M + R - 1) / R;
+    for (int64_t t = unit * j->tiles_a_unit; t < (unit + 1) * j->tiles_a_unit && t < tiles; t++) {
+        for (int64_t n = 0; n < j->N;) {
+            float totals[3 * R];
+            const int64_t left = j->N - n, rows = left >= 3 ? 3 : left;
+            j->tile[rows - 1](j->w + t * j->tile_bytes, j->Kp, j->x + n * j->row_bytes, totals);
+            for (int64_t i = 0; i < rows; i++)
+                for (int64_t r = 0, m = t * R; r < R && m < j->M; r++, m++)
+                    store(j->out + (n + i) * j->so_n + m * j->so_m, totals[R * i + r], j->bias, m, j->accumulate);
+            n += rows;
+        }
+    }
+}
+
 /* --- bf16 --------------------------------------------------------------------------------- */
 
 #if BF16_SIMD
@@ -270,7 +306,9 @@ static inline float widen(uint16_t b) {
 /* TB rows of x (each Kp long, one after another) against one tile: 8 x TB sums in registers, so
    each weight loaded serves TB rows (a prompt's rows share the weights, as in the float32 product). */
 #define BF16_TILE(TB)                                                                                 \
-    static inline void bf16_tile_##TB(const uint16_t *w, int64_t Kp, const xbf_t *xb, float *totals) { \
+    static void bf16_tile_##TB(const void *weights, int64_t Kp, const void *rows, float *totals) {    \
+        const uint16_t *w = (const uint16_t *)weights;                                                \
+        const xbf_t *xb = (const xbf_t *)rows;                                                        \
         BF16_SUMS(TB)                                                                                 \
     }
 #if BF16_SIMD
@@ -307,37 +345,6 @@ BF16_TILE(1)
 BF16_TILE(2)
 BF16_TILE(3)
 
-typedef struct {
-    const uint16_t *w;
-    int64_t Kp;
-    const xbf_t *xb;
-    const float *bias;
-    int64_t M, N;
-    float *out;
-    int64_t so_n, so_m;
-    int accumulate;
-    int64_t tiles_a_unit;
-} Bf16Job;
-
-static void bf16_unit(void *arg, int64_t unit) {
-    const Bf16Job *j = (const Bf16Job *)arg;
-    const int64_t Kp = j->Kp, tiles = (j->M + R - 1) / R;
-    for (int64_t t = unit * j->tiles_a_unit; t < (unit + 1) * j->tiles_a_unit && t < tiles; t++) {
-        const uint16_t *wt = j->w + t * R * Kp;
-        for (int64_t n = 0; n < j->N;) {
-            float totals[3 * R];
-            const int64_t left = j->N - n, rows = left >= 3 ? 3 : left;
-            if (rows == 3) bf16_tile_3(wt, Kp, j->xb + n * Kp, totals);
-            else if (rows == 2) bf16_tile_2(wt, Kp, j->xb + n * Kp, totals);
-            else bf16_tile_1(wt, Kp, j->xb + n * Kp, totals);
-            for (int64_t i = 0; i < rows; i++)
-                for (int64_t r = 0, m = t * R; r < R && m < j->M; r++, m++)
-                    store(j->out + (n + i) * j->so_n + m * j->so_m, totals[R * i + r], j->bias, m, j->accumulate);
-            n += rows;
-        }
-    }
-}
-
 /* As gpt2_int8_linear, for a packed bf16 weight ([ceil(M / R), Kp / 32, R, 32] uint16, 64-byte
    aligned). scratch: N * Kp * 4 + K * 4 bytes. */
 void gpt2_bf16_linear(const float *x, int64_t N, int64_t K, int64_t sx_n, int64_t sx_k, const uint16_t *w,
@@ -358,8 +365,9 @@ void gpt2_bf16_linear(const float *x, int64_t N, int64_t K, int64_t sx_n, int64_
 #endif
         }
     }
-    Bf16Job job = {w, Kp, xb, bias, M, N, out, so_n, so_m, accumulate, 0};
-    gpt2_run_units(bf16_unit, &job, units_of(&job.tiles_a_unit, M, threads), threads);
+    DenseJob job = {{bf16_tile_1, bf16_tile_2, bf16_tile_3}, (const char *)w, R * Kp * 2, (const char *)xb,
+                    Kp * (int64_t)sizeof(xbf_t), Kp, bias, M, N, out, so_n, so_m, accumulate, 0};
+    gpt2_run_units(dense_unit, &job, units_of(&job.tiles_a_unit, M, threads), threads);
 }
 
 /* --- float32 ------------------------------------------------------------------------------ */
@@ -369,7 +377,8 @@ void gpt2_bf16_linear(const float *x, int64_t N, int64_t K, int64_t sx_n, int64_
    then bound by the multiply-adds, not by loads: twice OpenBLAS's sgemm on this project's CPU
    (with its AVX2 kernels). */
 #define F32_TILE(TB)                                                                                  \
-    static inline void f32_tile_##TB(const float *w, int64_t Kp, const float *x, float *totals) {    \
+    static void f32_tile_##TB(const void *weights, int64_t Kp, const void *rows, float *totals) {     \
+        const float *w = (const float *)weights, *x = (const float *)rows;                            \
         F32_SUMS(TB)                                                                                  \
     }
 #if defined(__AVX512F__) && defined(__AVX512DQ__)
@@ -404,34 +413,6 @@ F32_TILE(1)
 F32_TILE(2)
 F32_TILE(3)
 
-typedef struct {
-    const float *w, *x, *bias;
-    int64_t Kp, M, N;
-    float *out;
-    int64_t so_n, so_m;
-    int accumulate;
-    int64_t tiles_a_unit;
-} F32Job;
-
-static void f32_unit(void *arg, int64_t unit) {
-    const F32Job *j = (const F32Job *)arg;
-    const int64_t Kp = j->Kp, tiles = (j->M + R - 1) / R;
-    for (int64_t t = unit * j->tiles_a_unit; t < (unit + 1) * j->tiles_a_unit && t < tiles; t++) {
-        const float *wt = j->w + t * R * Kp;
-        for (int64_t n = 0; n < j->N;) {
-            float totals[3 * R];
-            const int64_t left = j->N - n, rows = left >= 3 ? 3 : left;
-            if (rows == 3) f32_tile_3(wt, Kp, j->x + n * Kp, totals);
-            else if (rows == 2) f32_tile_2(wt, Kp, j->x + n * Kp, totals);
-            else f32_tile_1(wt, Kp, j->x + n * Kp, totals);
-            for (int64_t i = 0; i < rows; i++)
-                for (int64_t r = 0, m = t * R; r < R && m < j->M; r++, m++)
-                    store(j->out + (n + i) * j->so_n + m * j->so_m, totals[R * i + r], j->bias, m, j->accumulate);
-            n += rows;
-        }
-    }
-}
-
 /* As gpt2_int8_linear, for a packed float32 weight ([ceil(M / R), Kp / 16, R, 16] floats, 64-byte
    aligned). scratch: N * Kp * 4 + K * 4 bytes. */
 void gpt2_f32_linear(const float *x, int64_t N, int64_t K, int64_t sx_n, int64_t sx_k, const float *w,
@@ -445,8 +426,9 @@ void gpt2_f32_linear(const float *x, int64_t N, int64_t K, int64_t sx_n, int64_t
         const float *xn = normalised(x + n * sx_n, sx_k, K, ln_gain, ln_bias, eps, row, &sk);
         for (int64_t k = 0; k < Kp; k++) xs[n * Kp + k] = k < K ? xn[k * sk] : 0.0f;
     }
-    F32Job job = {w, xs, bias, Kp, M, N, out, so_n, so_m, accumulate, 0};
-    gpt2_run_units(f32_unit, &job, units_of(&job.tiles_a_unit, M, threads), threads);
+    DenseJob job = {{f32_tile_1, f32_tile_2, f32_tile_3}, (const char *)w, R * Kp * 4, (const char *)xs, Kp * 4,
+                    Kp, bias, M, N, out, so_n, so_m, accumulate, 0};
+    gpt2_run_units(dense_unit, &job, units_of(&job.tiles_a_unit, M, threads), threads);
 }
 
 /* --- attention ---------------------------------------------------------------------------- */

@@ -33,9 +33,10 @@ from typing import Any
 
 import numpy as np
 
+from ...weights.quantized import QuantizedTensor
 from .build import NativeUnavailable, load
 
-__all__ = ["Kernels", "NativeUnavailable", "PackedBf16", "PackedF32", "PackedInt8", "default_threads"]
+__all__ = ["Kernels", "NativeUnavailable", "PackedBf16", "PackedF32", "PackedInt8", "default_threads", "int8_rows"]
 
 TILE = 8  # rows a tile (R in products.c)
 ALIGN = 64  # bytes: the kernels' aligned loads; also K's padding
@@ -153,17 +154,15 @@ class Kernels:
 
 
 class _Packed:
-    """What both packed weights share: shape, padding, the aligned buffer and the call's strides."""
+    """What every packed weight shares: shape, padding, the aligned tiles and the call's operands."""
 
-    shape: tuple[int, int]
-    padded_k: int
-    data: np.ndarray  # the packed tiles
-    kernels: Kernels
-
-    def _layout(self, m: int, k: int) -> tuple[int, int]:
-        self.shape = (m, k)
-        self.padded_k = -(-k // ALIGN) * ALIGN
-        return -(-m // TILE) * TILE, self.padded_k
+    def __init__(self, values: np.ndarray, fill: int, kernels: Kernels) -> None:
+        """values [M, K] in the stored dtype (an integer view of it); fill: a zero weight's value."""
+        self.shape: tuple[int, int] = values.shape
+        self.padded_k = -(-self.shape[1] // ALIGN) * ALIGN
+        self.kernels = kernels
+        self.data = self._pack(values, fill)  # the packed tiles
+        self._data = _address(self.data)
 
     @staticmethod
     def _pack(values: np.ndarray, fill: int) -> np.ndarray:
@@ -197,18 +196,28 @@ class _Packed:
         return n, _address(x), xn >> 2, xk >> 2, _address(out), on >> 2, om >> 2
 
 
+def int8_rows(t: QuantizedTensor) -> tuple[np.ndarray, np.ndarray]:
+    """An int8 tensor (gpt2.weights.quantized) as q [out, in] int8 and its scales [out] float32:
+    views of its bytes (a projection stored (in, out), scales along axis 1, comes back transposed)."""
+    q = np.frombuffer(memoryview(t.data).cast("B"), dtype=np.int8).reshape(t.shape)
+    scale = np.frombuffer(memoryview(t.scale.data).cast("B"), dtype="<f4")
+    return (q.T if t.axis == 1 else q), scale
+
+
 class PackedInt8(_Packed):
     """An int8 weight q [M, K] with float32 scales [M] (w = q * scale, |q| <= 127), W8A8 products."""
 
     def __init__(self, q: np.ndarray, scale: np.ndarray, kernels: Kernels, precise: bool = False) -> None:
-        m, k = q.shape
-        self.precise = precise
-        self._layout(m, k)
-        self.kernels = kernels
         # Stored offset (u = q + 128: the unsigned side of vpdpbusd); padding is a zero weight.
-        self.data = self._pack(q.astype(np.int8, copy=False).view(np.uint8) ^ np.uint8(0x80), fill=0x80)
-        self.scale = np.ascontiguousarray(scale, np.float32).reshape(m)
-        self._data, self._scale = _address(self.data), _address(self.scale)
+        super().__init__(q.astype(np.int8, copy=False).view(np.uint8) ^ np.uint8(0x80), 0x80, kernels)
+        self.precise = precise
+        self.scale = np.ascontiguousarray(scale, np.float32).reshape(self.shape[0])
+        self._scale = _address(self.scale)
+
+    @classmethod
+    def of(cls, t: QuantizedTensor, kernels: Kernels, precise: bool = False) -> PackedInt8:
+        """An int8 tensor of the parameter tree, packed."""
+        return cls(*int8_rows(t), kernels, precise=precise)
 
     def product(
         self,
@@ -235,15 +244,10 @@ class PackedInt8(_Packed):
         return q * self.scale[np.asarray(ids)][..., None]
 
 
-class PackedBf16(_Packed):
-    """A weight [M, K] rounded to bf16 (the top half of each float32), bf16 products."""
+class _PackedFloat(_Packed):
+    """A float weight (bf16 or float32): the two C products take the same arguments."""
 
-    def __init__(self, w: np.ndarray, kernels: Kernels) -> None:
-        m, k = w.shape
-        self._layout(m, k)
-        self.kernels = kernels
-        self.data = self._pack(to_bf16_bits(np.asarray(w, np.float32)), fill=0)
-        self._data = _address(self.data)
+    _linear: Any  # the kernel: Kernels.bf16_linear or Kernels.f32_linear
 
     def product(
         self,
@@ -258,46 +262,33 @@ class PackedBf16(_Packed):
         (m, k), kp, kernels = self.shape, self.padded_k, self.kernels
         gain, shift, eps = norm if norm is not None else _NO_NORM
         vector = kernels.vector
-        kernels.bf16_linear(
+        self._linear(
             xa, n, k, xn, xk, self._data, vector(bias, m), m, kp, oa, on, om,
             vector(gain, k), vector(shift, k), eps, accumulate, kernels.threads,
             kernels.scratch(n * kp * 4 + 4 * k),
         )  # fmt: skip
+
+
+class PackedBf16(_PackedFloat):
+    """A weight [M, K] rounded to bf16 (the top half of each float32), bf16 products."""
+
+    def __init__(self, w: np.ndarray, kernels: Kernels) -> None:
+        super().__init__(to_bf16_bits(np.asarray(w, np.float32)), 0, kernels)
+        self._linear = kernels.bf16_linear
 
     def rows(self, ids: np.ndarray) -> np.ndarray:
         """Rows ids [...] as float32 [..., K]."""
         return (self._rows_raw(ids).astype(np.uint32) << 16).view(np.float32)
 
 
-class PackedF32(_Packed):
+class PackedF32(_PackedFloat):
     """A float32 weight [M, K]: the C product keeps 8 x 3 sums in registers, so a prompt's rows
     share each weight they load (twice OpenBLAS's sgemm with its AVX2 kernels, measured)."""
 
     def __init__(self, w: np.ndarray, kernels: Kernels) -> None:
-        m, k = w.shape
-        self._layout(m, k)
-        self.kernels = kernels
-        self.data = self._pack(np.ascontiguousarray(w, np.float32).view(np.uint32), fill=0).view(np.float32)
-        self._data = _address(self.data)
-
-    def product(
-        self,
-        x: np.ndarray,
-        out: np.ndarray,
-        bias: np.ndarray | None,
-        *,
-        norm: Norm | None = None,
-        accumulate: bool = False,
-    ) -> None:
-        n, xa, xn, xk, oa, on, om = self._operands(x, out)
-        (m, k), kp, kernels = self.shape, self.padded_k, self.kernels
-        gain, shift, eps = norm if norm is not None else _NO_NORM
-        vector = kernels.vector
-        kernels.f32_linear(
-            xa, n, k, xn, xk, self._data, vector(bias, m), m, kp, oa, on, om,
-            vector(gain, k), vector(shift, k), eps, accumulate, kernels.threads,
-            kernels.scratch(n * kp * 4 + 4 * k),
-        )  # fmt: skip
+        super().__init__(np.ascontiguousarray(w, np.float32).view(np.uint32), 0, kernels)
+        self.data = self.data.view(np.float32)
+        self._linear = kernels.f32_linear
 
     def rows(self, ids: np.ndarray) -> np.ndarray:
         """Rows ids [...] as float32 [..., K]."""

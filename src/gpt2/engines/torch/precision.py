@@ -208,15 +208,12 @@ def native_projection(
     packed once (int8 if it is quantized, else bf16 or float32 as the engine's dtype), x and the
     result handed over as NumPy views of the tensors' memory. The head's int8 products take x in
     two parts, as the NumPy engine's do (docs/precision.md)."""
-    import numpy as np
 
     from ..native.products import PackedBf16, PackedF32, PackedInt8
 
     packed: Any
     if quantized is not None:
-        q = np.frombuffer(memoryview(quantized.data).cast("B"), dtype=np.int8).reshape(quantized.shape)
-        scale = np.frombuffer(memoryview(quantized.scale.data).cast("B"), dtype="<f4")
-        packed = PackedInt8(q.T if quantized.axis == 1 else q, scale, kernels, precise=name == "wte.weight")
+        packed = PackedInt8.of(quantized, kernels, precise=name == "wte.weight")
     else:
         w = weight_in_out.detach().t().to(torch.float32).contiguous().numpy()  # [out, in]
         packed = PackedBf16(w, kernels) if dtype == torch.bfloat16 else PackedF32(w, kernels)
