@@ -9,6 +9,7 @@ clone runs the whole suite on its own. `python -m pytest` runs the quick suite;
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import pytest
@@ -159,6 +160,21 @@ def small_shape() -> dict[str, int]:
 @pytest.fixture(scope="session")
 def quick_training() -> dict[str, float]:
     return dict(QUICK_TRAINING)
+
+
+@pytest.fixture
+def private_cache(monkeypatch, tmp_path):
+    """$XDG_CACHE_HOME in the test's own directory: a training run's token cache (and anything
+    else cached under it) starts empty and never reaches the user's."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+
+
+@pytest.fixture
+def small_config(tmp_path, small_shape) -> str:
+    """The small shape as a config file for `gpt2 train --config`."""
+    path = tmp_path / "small.json"
+    path.write_text(json.dumps(small_shape))
+    return str(path)
 
 
 # --- engines -------------------------------------------------------------------------------------

@@ -31,16 +31,7 @@ FAST_FLAGS = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def private_cache(monkeypatch, tmp_path):
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-
-
-@pytest.fixture
-def small_config(tmp_path, small_shape):
-    path = tmp_path / "small.json"
-    path.write_text(json.dumps(small_shape))
-    return str(path)
+pytestmark = pytest.mark.usefixtures("private_cache")  # see conftest.py
 
 
 def train_cli(data, out, *extra):

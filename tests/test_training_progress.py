@@ -68,10 +68,7 @@ pytest.importorskip("torch")
 
 from gpt2.cli import main  # noqa: E402
 
-
-@pytest.fixture(autouse=True)
-def private_cache(monkeypatch, tmp_path):
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+pytestmark = pytest.mark.usefixtures("private_cache")  # see conftest.py
 
 
 @pytest.fixture(scope="module")

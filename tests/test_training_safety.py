@@ -5,7 +5,6 @@ that say truthfully what is on disk."""
 from __future__ import annotations
 
 import errno
-import json
 import os
 import signal
 import subprocess
@@ -27,16 +26,7 @@ from gpt2.training.lock import LOCK_FILE, RunLock  # noqa: E402
 FAST = ["--batch-size", "2", "--context-length", "32", "--eval-batches", "1", "--sample-tokens", "4"]
 
 
-@pytest.fixture(autouse=True)
-def private_cache(monkeypatch, tmp_path):
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-
-
-@pytest.fixture
-def small_config(tmp_path, small_shape):
-    path = tmp_path / "small.json"
-    path.write_text(json.dumps(small_shape))
-    return str(path)
+pytestmark = pytest.mark.usefixtures("private_cache")  # see conftest.py
 
 
 def wait_for(condition, what: str, seconds: float = 600.0) -> None:
