@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from gpt2 import quantized_tensor
 from gpt2.config import Config
 from gpt2.params import init_params
 from gpt2.tensor import Tensor, TensorError
@@ -76,6 +77,12 @@ def test_zero_rows_and_exact_halves():
     assert dequantize(q).to_array()[:3].tolist() == [0.0, 0.0, 0.0]
 
 
+def test_the_weights_package_re_exports_the_value_type():
+    # The type lives beside gpt2.tensor (engines need no I/O package for it); old imports still work.
+    assert quantized.QuantizedTensor is quantized_tensor.QuantizedTensor
+    assert quantized.dequantize is quantized_tensor.dequantize
+
+
 def test_non_finite_weights_are_refused():
     with pytest.raises(TensorError, match="inf or NaN"):
         quantize_int8(f32(np.array([[1.0, np.inf]])), axis=0)
@@ -86,7 +93,7 @@ def test_the_standard_library_path_gives_the_same_bytes(axis, monkeypatch):
     w = (np.random.default_rng(3).standard_normal((7, 5)) * 0.1).astype(np.float32)
     w[2] = 0.0
     fast = quantize_int8(f32(w), axis)
-    monkeypatch.setattr(quantized, "_numpy", lambda: None)
+    monkeypatch.setattr(quantized_tensor, "_numpy", lambda: None)
     slow = quantize_int8(f32(w), axis)
     assert bytes(slow.data) == bytes(fast.data) and bytes(slow.scale.data) == bytes(fast.scale.data)
     assert bytes(dequantize(slow).data) == bytes(memoryview(slow.to_array()).cast("B"))

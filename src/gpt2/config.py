@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .block import block_parameters
 from .errors import ConfigError
 from .regular_file import read_regular
 
@@ -93,8 +94,6 @@ class Config:
 
     def num_parameters(self) -> int:
         """Parameters in the tree (the output projection is tied to `wte`, so counted once)."""
-        from .params import block_parameters  # the block's tensor list lives with the tree
-
         d = self.n_embd
         return self.vocab_size * d + self.n_ctx * d + self.n_layer * block_parameters(d) + 2 * d
 

@@ -26,7 +26,7 @@ from .errors import Gpt2Error
 Buffer = bytes | bytearray | memoryview
 
 # safetensors dtype name -> bytes per element. I8 holds int8 weights, which mean nothing without
-# their scales: `gpt2.weights.quantized.QuantizedTensor` pairs the two (see docs/precision.md).
+# their scales: `gpt2.quantized_tensor.QuantizedTensor` pairs the two (see docs/precision.md).
 DTYPE_SIZES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I8": 1}
 FLOAT_DTYPES = ("F64", "F32", "F16", "BF16")
 
@@ -71,7 +71,7 @@ class Tensor:
         if self.dtype not in FLOAT_DTYPES:
             raise TensorError(
                 f"{self.dtype}{list(self.shape)} holds integers without their scales; "
-                "gpt2.weights.quantized.QuantizedTensor pairs them and dequantizes"
+                "gpt2.quantized_tensor.QuantizedTensor pairs them and dequantizes"
             )
         raw = memoryview(self.data).cast("B")
         if self.dtype in ("F32", "F64"):

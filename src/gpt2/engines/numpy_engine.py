@@ -48,8 +48,8 @@ import numpy as np
 from ..config import Config
 from ..errors import Gpt2Error
 from ..params import BLOCK_TENSORS, PROJECTIONS, validate_params
+from ..quantized_tensor import QuantizedTensor
 from ..tensor import Tensor
-from ..weights.quantized import QuantizedTensor
 from .base import BatchKVCache, check_rows
 from .native.products import Kernels, NativeUnavailable, PackedBf16, PackedF32, PackedInt8
 from .numpy_weights import DEQUANTIZE, Int8Matrix, Layout, Matrix, tensor_to_numpy

@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from ..quantized_tensor import QuantizedTensor, dequantize
 from ..tensor import Tensor
-from ..weights.quantized import QuantizedTensor, dequantize
 from .native.products import Kernels, PackedBf16, PackedF32, PackedInt8, int8_rows
 
 __all__ = ["DEQUANTIZE", "Int8Matrix", "Layout", "Matrix", "tensor_to_numpy"]

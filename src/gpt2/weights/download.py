@@ -1,7 +1,10 @@
 """Fetch one file of the hub into the cache, and rename it to its final name only once it is
 known whole: the cache never keeps a bad file.
 
-    fetch_file(settings, url, directory, "model.safetensors", progress)
+    fetch_file(settings.transfer, url, directory, "model.safetensors", progress)
+
+It knows nothing of the hub's names or cache: how long and how often to try is a small value,
+:class:`Transfer`, that `hub.HubSettings.transfer` hands it (so this module does not import hub).
 
 What "known whole" means, and what each check stops:
 
@@ -36,13 +39,10 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import IO
 
 from ..config import MAX_CONFIG_BYTES, show_value
 from .errors import DownloadError, HubUnreachable, SafetensorsError, TorchBinError
-
-if TYPE_CHECKING:
-    from .hub import HubSettings
 
 CHUNK_BYTES = 1 << 20
 DEADLINE_VARIABLE = "GPT2_DOWNLOAD_DEADLINE"
@@ -50,6 +50,21 @@ _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 # progress(filename, bytes done, bytes total or None)
 DownloadProgress = Callable[[str, int, "int | None"], None]
+
+
+@dataclass(frozen=True)
+class Transfer:
+    """How one file is fetched: `attempts` tries (each resumes where the last stopped), `timeout_s`
+    for each wait on the server, `deadline_s` for the whole file, all attempts together (None: none).
+    `hub.HubSettings` checks the values and builds this one.
+
+    >>> Transfer(attempts=2, timeout_s=5.0, deadline_s=None).attempts
+    2
+    """
+
+    attempts: int = 5
+    timeout_s: float = 60.0
+    deadline_s: float | None = 3600.0
 
 
 class NotOnHub(Exception):
@@ -77,7 +92,7 @@ class _Attempt:
 
 
 def fetch_file(
-    settings: HubSettings,
+    settings: Transfer,
     url: str,
     directory: Path,
     filename: str,
@@ -137,7 +152,7 @@ def fetch_file(
     )
 
 
-def _deadline_message(url: str, part: Path, settings: HubSettings) -> str:
+def _deadline_message(url: str, part: Path, settings: Transfer) -> str:
     have = part.stat().st_size if part.exists() else 0
     kept = f"; the {have:,} bytes received are kept in {part} and the next run resumes them" if have else ""
     return (
@@ -177,7 +192,7 @@ def _fetch_once(
     url: str,
     part: Path,
     filename: str,
-    settings: HubSettings,
+    settings: Transfer,
     deadline: float | None,
     progress: DownloadProgress | None,
 ) -> _Attempt:

@@ -35,7 +35,7 @@ from pathlib import Path
 
 from ..atomic import atomic_write_bytes
 from ..config import show_value
-from .download import DEADLINE_VARIABLE, DownloadProgress, NotOnHub, fetch_file
+from .download import DEADLINE_VARIABLE, DownloadProgress, NotOnHub, Transfer, fetch_file
 from .errors import DownloadError, ModelNotFound
 
 # The four published sizes, under their current hub names.
@@ -83,6 +83,11 @@ class HubSettings:
             raise DownloadError(f"timeout_s must be a positive number of seconds, got {show_value(self.timeout_s)}")
         if self.deadline_s is not None and not 0 < self.deadline_s < math.inf:
             raise DownloadError(f"deadline_s must be a positive number of seconds or None, got {self.deadline_s!r}")
+
+    @property
+    def transfer(self) -> Transfer:
+        """How `download.fetch_file` fetches each file: the attempts, timeout and deadline."""
+        return Transfer(attempts=self.attempts, timeout_s=self.timeout_s, deadline_s=self.deadline_s)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> HubSettings:
@@ -228,34 +233,61 @@ def download_model(
         return cached
     if settings.offline:
         raise ModelNotFound(_offline_message(settings, repo_id, revision))
-    root = repo_cache_dir(settings, repo_id)
-    # config.json is small and served directly, with the commit it came from.
-    staging = root / "snapshots" / revision
-    try:
-        headers = fetch_file(
-            settings, resolve_url(settings, repo_id, revision, "config.json"), staging, "config.json", progress
-        )
-    except NotOnHub:
-        raise ModelNotFound(f"{settings.endpoint}/{repo_id} (revision {revision}) has no config.json") from None
-    commit = headers.get("X-Repo-Commit", "").strip()
-    snapshot = staging
-    if COMMIT_HASH.fullmatch(commit) and commit != revision:
-        snapshot = root / "snapshots" / commit
-        snapshot.mkdir(parents=True, exist_ok=True)
-        os.replace(staging / "config.json", snapshot / "config.json")
-        remove_empty_folders(staging, root / "snapshots")
-        write_ref(root, revision, commit)
-    else:
-        commit = ""
+    config_file, commit = _download_config(repo_id, settings, progress, revision)
+    snapshot = config_file.parent
     for i, filename in enumerate(WEIGHT_FILES):
         try:
             url = resolve_url(settings, repo_id, commit or revision, filename)
-            fetch_file(settings, url, snapshot, filename, progress)
+            fetch_file(settings.transfer, url, snapshot, filename, progress)
             return snapshot
         except NotOnHub:
             if i == len(WEIGHT_FILES) - 1:
                 raise ModelNotFound(f"{settings.endpoint}/{repo_id} has neither {' nor '.join(WEIGHT_FILES)}") from None
     raise AssertionError("unreachable")
+
+
+def fetch_config(
+    repo_id: str, settings: HubSettings, progress: DownloadProgress | None = None, revision: str = "main"
+) -> Path:
+    """The path of a hub model's config.json, fetched alone into the hub cache if it is not
+    there (the weights are left for `load_model` to download when they are needed)."""
+    root = repo_cache_dir(settings, check_repo_id(repo_id))
+    candidates = [root / "snapshots" / revision]
+    commit = read_ref(root, check_revision(revision))
+    if commit:
+        candidates.insert(0, root / "snapshots" / commit)
+    for snapshot in candidates:
+        if (snapshot / "config.json").is_file():
+            return snapshot / "config.json"
+    if settings.offline:
+        raise ModelNotFound(f"{repo_id}'s config.json is not in the cache and HF_HUB_OFFLINE is set")
+    return _download_config(repo_id, settings, progress, revision)[0]
+
+
+def _download_config(
+    repo_id: str, settings: HubSettings, progress: DownloadProgress | None, revision: str
+) -> tuple[Path, str]:
+    """Fetch config.json (small, served directly, with the commit it came from) into
+    `snapshots/<commit>/`, with `refs/<revision>` naming the commit, as `huggingface_hub` keeps
+    it; return its path and the commit ("" when the hub named none: then it stays under
+    `snapshots/<revision>/`)."""
+    root = repo_cache_dir(settings, repo_id)
+    staging = root / "snapshots" / revision
+    try:
+        headers = fetch_file(
+            settings.transfer, resolve_url(settings, repo_id, revision, "config.json"), staging, "config.json", progress
+        )
+    except NotOnHub:
+        raise ModelNotFound(f"{settings.endpoint}/{repo_id} (revision {revision}) has no config.json") from None
+    commit = headers.get("X-Repo-Commit", "").strip()
+    if not (COMMIT_HASH.fullmatch(commit) and commit != revision):
+        return staging / "config.json", ""
+    snapshot = root / "snapshots" / commit
+    snapshot.mkdir(parents=True, exist_ok=True)
+    os.replace(staging / "config.json", snapshot / "config.json")
+    remove_empty_folders(staging, root / "snapshots")
+    write_ref(root, revision, commit)
+    return snapshot / "config.json", commit
 
 
 def resolve_url(settings: HubSettings, repo_id: str, revision: str, filename: str) -> str:

@@ -28,22 +28,8 @@ from typing import Any
 
 from ..config import PRESETS, Config
 from ..errors import ConfigError
-from .download import NotOnHub, fetch_file
-from .errors import ModelNotFound, WeightsError
-from .hub import (
-    COMMIT_HASH,
-    DownloadProgress,
-    HubSettings,
-    cached_snapshot,
-    check_repo_id,
-    check_revision,
-    read_ref,
-    remove_empty_folders,
-    repo_cache_dir,
-    repo_id_for,
-    resolve_url,
-    write_ref,
-)
+from .errors import WeightsError
+from .hub import DownloadProgress, HubSettings, cached_snapshot, fetch_config, read_ref, repo_id_for
 from .load import open_model
 
 __all__ = ["ModelInfo", "CatalogEntry", "describe_model", "fetch_config", "list_models", "packaged_models"]
@@ -121,40 +107,6 @@ def _read_config(path: Path) -> Config:
         return Config.from_json_file(path)
     except ConfigError as exc:
         raise WeightsError(str(exc)) from None
-
-
-def fetch_config(
-    repo_id: str, settings: HubSettings, progress: DownloadProgress | None = None, revision: str = "main"
-) -> Path:
-    """The path of a hub model's config.json, fetched alone into the hub cache if it is not
-    there (the weights are left for `load_model` to download when they are needed)."""
-    root = repo_cache_dir(settings, check_repo_id(repo_id))
-    candidates = [root / "snapshots" / revision]
-    commit = read_ref(root, check_revision(revision))
-    if commit:
-        candidates.insert(0, root / "snapshots" / commit)
-    for snapshot in candidates:
-        if (snapshot / "config.json").is_file():
-            return snapshot / "config.json"
-    if settings.offline:
-        raise ModelNotFound(f"{repo_id}'s config.json is not in the cache and HF_HUB_OFFLINE is set")
-    staging = root / "snapshots" / revision
-    try:
-        headers = fetch_file(
-            settings, resolve_url(settings, repo_id, revision, "config.json"), staging, "config.json", progress
-        )
-    except NotOnHub:
-        raise ModelNotFound(f"{settings.endpoint}/{repo_id} (revision {revision}) has no config.json") from None
-    commit = headers.get("X-Repo-Commit", "").strip()
-    if COMMIT_HASH.fullmatch(commit) and commit != revision:
-        # the layout download_model keeps: snapshots/<commit>/, refs/<revision> naming it
-        snapshot = root / "snapshots" / commit
-        snapshot.mkdir(parents=True, exist_ok=True)
-        os.replace(staging / "config.json", snapshot / "config.json")
-        remove_empty_folders(staging, root / "snapshots")
-        write_ref(root, revision, commit)
-        return snapshot / "config.json"
-    return staging / "config.json"
 
 
 # --- the catalogue: gpt2 models ---------------------------------------------------------------

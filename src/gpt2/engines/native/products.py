@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from ...weights.quantized import QuantizedTensor
+from ...quantized_tensor import QuantizedTensor
 from .build import NativeUnavailable, load
 
 __all__ = ["Kernels", "NativeUnavailable", "PackedBf16", "PackedF32", "PackedInt8", "default_threads", "int8_rows"]

@@ -26,8 +26,8 @@ from typing import Any
 from ...config import Config
 from ...errors import GenerationError, Gpt2Error
 from ...params import PROJECTIONS, validate_params
+from ...quantized_tensor import dequantize_params, is_quantized
 from ...tensor import Tensor
-from ...weights.quantized import dequantize_params, is_quantized
 from ..base import check_ids, check_window
 from .layout import BEST_METHOD, STORAGES
 from .ops import dot, gelu_vector, layer_norm, softmax

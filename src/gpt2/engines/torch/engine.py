@@ -50,8 +50,8 @@ import torch.nn.functional as F
 from ...config import Config
 from ...errors import Gpt2Error, install_hint
 from ...params import PROJECTIONS, validate_params
+from ...quantized_tensor import QuantizedTensor
 from ...tensor import Tensor
-from ...weights.quantized import QuantizedTensor
 from ..base import BatchKVCache, check_rows
 from .device import pick_device
 from .kernels import (

@@ -24,8 +24,8 @@ import torch.nn.functional as F
 
 from ...config import Config
 from ...params import Params, param_shapes, validate_params
+from ...quantized_tensor import QuantizedTensor
 from ...tensor import Tensor
-from ...weights.quantized import QuantizedTensor
 
 
 class Conv1D(nn.Module):

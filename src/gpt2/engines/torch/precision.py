@@ -31,7 +31,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ...weights.quantized import QuantizedTensor
+from ...quantized_tensor import QuantizedTensor
 from ..cpu import BF16_FLAGS, cpu_flags
 
 # torch._weight_int8pack_mm reads its operands in blocks along the inner dimension. Measured on
