@@ -8,6 +8,10 @@
     loop        stream() and generate(): one sequence, sliding past the context window
     batch       stream_batch(), generate_batch(): several sequences sharing each read of the weights
     memory      will a batch fit? checked before its KV cache is allocated
+    scheduler   continuous batching: every live sequence in one batched forward a step
+                (sequence: one choice and its events; prefill: prompts into the batch, a long
+                one a chunk a step; rows: the KV cache's rows; stats: its counters;
+                errors: QueueFull, ShuttingDown, ...)
     beam        beam_search()
     session     Session: a running text extended turn by turn, its KV cache kept (gpt2 chat)
 

@@ -3,10 +3,8 @@
     settings    ServerSettings: where to listen, the key, every limit (safe defaults)
     errors      ApiError: OpenAI's error object with its HTTP status
     schemas     request bodies checked field by field (400 naming the field)
-    sequence    one choice of one request, and the events it hears (tokens, the end, a failure)
-    scheduler   continuous batching: one thread owns the engine, one batched forward per step
-    prefill     admitted prompts into the batch: short ones whole, a long one a chunk a step
-    completions a request's choices on the scheduler, back as OpenAI's responses or stream chunks
+    completions a request's choices on the scheduler (`gpt2.generation.scheduler`), back as
+                OpenAI's responses or stream chunks; the scheduler's refusals as 429/503
     logprobs    OpenAI's logprobs object; echo scores the prompt itself
     state       ModelHolder: the model (loading -> ready), shared by every router
     metrics     Prometheus counters for /metrics

@@ -31,13 +31,14 @@ from typing import Any
 from ..config import Config
 from ..errors import GenerationError
 from ..generation import GenerationConfig
+from ..generation.errors import SchedulerError
 from ..generation.loop import start_token
+from ..generation.scheduler import Scheduler
+from ..generation.sequence import Event, Failed, Generated, PromptScored, Sequence
 from ..tokenizer import Tokenizer, TokenizerError
-from .errors import ApiError, bad_request, context_length_exceeded
+from .errors import ApiError, bad_request, context_length_exceeded, scheduler_error
 from .logprobs import LogprobTrack, TokenLogprob, to_json
-from .scheduler import Scheduler
 from .schemas import CompletionParams, check_model
-from .sequence import Event, Failed, Generated, PromptScored, Sequence
 from .settings import ServerSettings
 
 __all__ = ["prepare", "Prepared", "Completion", "Piece", "error_chunk"]
@@ -174,7 +175,7 @@ class ChoiceState:
 
     def on(self, event: Event) -> Piece | None:
         if isinstance(event, Failed):
-            raise event.error
+            raise scheduler_error(event.error)
         if isinstance(event, PromptScored):
             self.prompt_entries = list(event.entries)
             return None  # sent with the first text
@@ -252,8 +253,11 @@ class Completion:
         self.finished = False
 
     def start(self) -> None:
-        """Queue the sequences (429 when the queue cannot take them all)."""
-        self.scheduler.submit(self.sequences)
+        """Queue the sequences (429 when the queue cannot take them all, 503 when stopping)."""
+        try:
+            self.scheduler.submit(self.sequences)
+        except SchedulerError as exc:
+            raise scheduler_error(exc) from None
 
     def cancel(self) -> None:
         for seq in self.sequences:

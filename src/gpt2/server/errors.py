@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..errors import Gpt2Error
+from ..generation.errors import Overloaded, QueueFull, QueueTimeout, SchedulerFailed
 
 __all__ = [
     "ApiError",
@@ -31,6 +32,7 @@ __all__ = [
     "internal_error",
     "not_found",
     "queue_full",
+    "scheduler_error",
     "unavailable",
 ]
 
@@ -111,3 +113,25 @@ def unavailable(message: str, retry_after: int | None = None, code: str | None =
 def internal_error() -> ApiError:
     """500 with a fixed message: what went wrong is in the server's log, never in the response."""
     return ApiError(500, "the server had an error while processing your request", type=SERVER_ERROR)
+
+
+def scheduler_error(error: Gpt2Error) -> ApiError:
+    """What the scheduler's refusal (`gpt2.generation.errors`) or a sequence's failure means over
+    HTTP: a full queue 429, a wait past the time limit, a stopped scheduler 503 (with `Retry-After`
+    where the scheduler knows one), a failed step 500 with the fixed message, a decoder's error
+    (NaN logits) 500 with its message.
+
+    >>> scheduler_error(QueueFull(retry_after=2)).status, scheduler_error(QueueTimeout()).code
+    (429, 'timeout')
+    """
+    if isinstance(error, ApiError):
+        return error
+    if isinstance(error, QueueFull):
+        return queue_full(error.retry_after or 1)
+    if isinstance(error, QueueTimeout):
+        return unavailable(str(error), retry_after=error.retry_after, code="timeout")
+    if isinstance(error, Overloaded):  # ShuttingDown
+        return unavailable("the server is shutting down", retry_after=error.retry_after)
+    if isinstance(error, SchedulerFailed):
+        return internal_error()
+    return ApiError(500, str(error), type=SERVER_ERROR)

@@ -25,6 +25,7 @@ Other routers mounted into the same app (the web explorer) reach it as
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -34,10 +35,12 @@ from typing import Any
 from ..config import Config
 from ..engines.base import Engine
 from ..errors import Gpt2Error
+from ..generation.errors import SchedulerError
+from ..generation.scheduler import Scheduler
 from ..tokenizer import Tokenizer
-from .errors import unavailable
+from .errors import scheduler_error, unavailable
+from .logprobs import prompt_logprobs
 from .metrics import Metrics
-from .scheduler import Scheduler
 from .settings import ServerSettings
 
 __all__ = ["ModelHolder", "Loaded", "default_model_name"]
@@ -88,7 +91,7 @@ class ModelHolder:
         settings = settings or ServerSettings()
         scheduler = Scheduler(
             engine,
-            tokenizer,
+            functools.partial(prompt_logprobs, tokenizer),
             max_batch=settings.max_batch,
             max_queue=settings.max_queue,
             metrics=self.metrics,
@@ -137,8 +140,12 @@ class ModelHolder:
         raise unavailable("the model is loading; retry shortly", retry_after=5, code="model_loading")
 
     async def run_on_engine(self, fn: Callable[[Engine], Any]) -> Any:
-        """`fn(engine)` in the scheduler's thread between two decoding steps; its result."""
-        return await asyncio.wrap_future(self.require().scheduler.call(fn))
+        """`fn(engine)` in the scheduler's thread between two decoding steps; its result (503 when
+        the scheduler has stopped)."""
+        try:
+            return await asyncio.wrap_future(self.require().scheduler.call(fn))
+        except SchedulerError as exc:
+            raise scheduler_error(exc) from None
 
     def close(self) -> None:
         """Stop the scheduler (requests still running get 503) and release the engine."""

@@ -8,8 +8,8 @@ import pytest
 
 from gpt2.errors import Gpt2Error
 from gpt2.generation import GenerationConfig, stream
-from gpt2.server.errors import ApiError
-from gpt2.server.scheduler import Ended, Failed, Generated, PromptScored, Scheduler, Sequence
+from gpt2.generation.errors import QueueFull, QueueTimeout, SchedulerFailed, ShuttingDown
+from gpt2.generation.scheduler import Ended, Failed, Generated, PromptScored, Scheduler, Sequence
 
 np = pytest.importorskip("numpy")
 
@@ -21,6 +21,15 @@ def engine64(kit):
     from gpt2.engines import load_engine
 
     return load_engine("numpy", kit.config, kit.params, dtype="float64")
+
+
+def scorer(tokenizer):
+    """The server's prompt scorer (OpenAI's logprobs entries), as `gpt2 serve` gives its scheduler."""
+    import functools
+
+    from gpt2.server.logprobs import prompt_logprobs
+
+    return functools.partial(prompt_logprobs, tokenizer)
 
 
 class Recorder:
@@ -178,17 +187,17 @@ def test_the_time_limit_ends_a_running_sequence_and_fails_a_waiting_one(engine64
     assert isinstance(end, Ended) and end.reason == "length"
     assert 0 < len(rec.tokens(0)) < 30
     (failure,) = rec.events[1]
-    assert isinstance(failure, Failed) and failure.error.status == 503 and failure.error.code == "timeout"
-    assert "Retry-After" in failure.error.headers
+    assert isinstance(failure, Failed) and isinstance(failure.error, QueueTimeout)
+    assert failure.error.retry_after >= 1
 
 
-def test_a_full_queue_refuses_with_429_and_retry_after(engine64):
+def test_a_full_queue_refuses_with_queue_full_and_retry_after(engine64):
     scheduler = Scheduler(engine64, max_batch=1, max_queue=2)
     rec = Recorder()
     scheduler.submit([Sequence(0, [1], config(), sink=rec), Sequence(1, [2], config(), sink=rec)])
-    with pytest.raises(ApiError) as info:
+    with pytest.raises(QueueFull) as info:
         scheduler.submit([Sequence(2, [3], config(), sink=rec)])
-    assert info.value.status == 429 and int(info.value.headers["Retry-After"]) >= 1
+    assert info.value.retry_after >= 1
     assert scheduler.queue_depth == 2  # all or nothing: the refused request left no trace
 
 
@@ -197,7 +206,7 @@ def test_echo_scores_the_prompt_as_scoring_does(engine64, kit):
     from gpt2.tokenizer import Tokenizer
 
     rec = Recorder()
-    scheduler = Scheduler(engine64, Tokenizer.gpt2(), max_batch=2)
+    scheduler = Scheduler(engine64, scorer(Tokenizer.gpt2()), max_batch=2)
     scheduler.submit([Sequence(0, PROMPTS[2], config(0, logprobs=3), sink=rec, prompt_logprobs=3)])
     run_all(scheduler)
     scored, ended = rec.events[0]
@@ -272,8 +281,8 @@ def test_an_engine_failure_fails_the_running_sequences_and_the_scheduler_goes_on
                 break
             done.wait(0.01)
         failure = rec.events[0][-1]
-        assert isinstance(failure, Failed) and failure.error.status == 500
-        assert "boom" not in failure.error.message  # the client never sees the internals
+        assert isinstance(failure, Failed) and isinstance(failure.error, SchedulerFailed)
+        assert "boom" not in str(failure.error)  # the client never sees the internals
         scheduler.submit([Sequence(1, [1, 2], config(3), sink=rec)])
         for _ in range(500):
             if len(rec.tokens(1)) == 3:
@@ -298,9 +307,9 @@ def test_stop_refuses_what_is_left(engine64):
     scheduler.submit([Sequence(0, [1], config(), sink=rec), Sequence(1, [2], config(), sink=rec)])
     scheduler.run_step()
     scheduler.stop()
-    assert isinstance(rec.events[0][-1], Failed) and rec.events[0][-1].error.status == 503
+    assert isinstance(rec.events[0][-1], Failed) and isinstance(rec.events[0][-1].error, ShuttingDown)
     assert isinstance(rec.events[1][-1], Failed)
-    with pytest.raises(ApiError):
+    with pytest.raises(ShuttingDown):
         scheduler.submit([Sequence(2, [3], config(), sink=rec)])
 
 
@@ -338,8 +347,8 @@ def test_a_dying_scheduler_thread_fails_what_it_held_and_refuses_more(engine64):
     scheduler.submit([Sequence(0, [1, 2], config(3), sink=rec)])
     scheduler._thread.join(30)
     assert not scheduler._thread.is_alive()
-    assert isinstance(rec.events[0][-1], Failed) and rec.events[0][-1].error.status == 500
-    with pytest.raises(ApiError):
+    assert isinstance(rec.events[0][-1], Failed) and isinstance(rec.events[0][-1].error, SchedulerFailed)
+    with pytest.raises(ShuttingDown):
         scheduler.submit([Sequence(1, [1], config(), sink=rec)])
 
 
@@ -434,7 +443,7 @@ def test_echo_of_a_prompt_prefilled_in_chunks_scores_it_as_one_prefill(engine64)
     from gpt2.tokenizer import Tokenizer
 
     rec = Recorder()
-    scheduler = Scheduler(engine64, Tokenizer.gpt2(), max_batch=2, prefill_chunk=7)
+    scheduler = Scheduler(engine64, scorer(Tokenizer.gpt2()), max_batch=2, prefill_chunk=7)
     scheduler.submit([Sequence(0, LONG, config(4, logprobs=2), sink=rec, prompt_logprobs=2)])
     run_all(scheduler)
     scored = rec.events[0][0]
@@ -491,7 +500,7 @@ def test_an_engine_failure_during_a_chunked_prefill_fails_its_sequence(engine64)
                 break
             done.wait(0.01)
         (failure,) = rec.events[0]
-        assert isinstance(failure, Failed) and failure.error.status == 500
+        assert isinstance(failure, Failed) and isinstance(failure.error, SchedulerFailed)
         scheduler.submit([Sequence(1, LONG[:9], config(3), sink=rec)])
         for _ in range(500):
             if len(rec.tokens(1)) == 3:
@@ -504,10 +513,11 @@ def test_an_engine_failure_during_a_chunked_prefill_fails_its_sequence(engine64)
 
 @pytest.mark.parametrize("bad", [0, -4, 2.5, True, "8", None])
 def test_a_bad_prefill_chunk_is_refused_in_one_line(engine64, bad):
+    from gpt2.errors import GenerationError
     from gpt2.server import ServerSettings
     from gpt2.server.errors import ServerError
 
-    with pytest.raises(ServerError, match=r"^prefill_chunk must be an integer >= 1, got "):
+    with pytest.raises(GenerationError, match=r"^prefill_chunk must be an integer >= 1, got "):
         Scheduler(engine64, prefill_chunk=bad)
     with pytest.raises(ServerError, match=r"^prefill_chunk must be an integer >= 1, got "):
         ServerSettings(prefill_chunk=bad)

@@ -21,15 +21,13 @@ import math
 from collections.abc import Callable, Hashable
 from collections.abc import Sequence as Seq
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..errors import Gpt2Error
-from ..generation import Decoder, GenerationConfig, Step
-from .errors import ApiError
+from .decoder import Decoder, GenerationConfig, Step
 
 if TYPE_CHECKING:
     from ..tokenizer import Tokenizer
-    from .logprobs import TokenLogprob
 
 __all__ = ["Sequence", "Sink", "Event", "PromptScored", "Generated", "Ended", "Failed"]
 
@@ -39,9 +37,10 @@ __all__ = ["Sequence", "Sink", "Event", "PromptScored", "Generated", "Ended", "F
 
 @dataclass(frozen=True)
 class PromptScored:
-    """The prompt's own log-probabilities (asked for with echo + logprobs); before any token."""
+    """The prompt's own log-probabilities (asked for with `prompt_logprobs`), as the scheduler's
+    `score_prompt` made them; before any token."""
 
-    entries: list[TokenLogprob]
+    entries: list[Any]
 
 
 @dataclass(frozen=True)
@@ -61,7 +60,10 @@ class Ended:
 
 @dataclass(frozen=True)
 class Failed:
-    error: ApiError
+    """The sequence failed: a `gpt2.generation.errors.SchedulerError` (no place, shutting down,
+    a failed step) or the `Gpt2Error` its decoder raised (NaN logits)."""
+
+    error: Gpt2Error
 
 
 Event = PromptScored | Generated | Ended | Failed
@@ -82,15 +84,16 @@ class Sequence:
         deadline: float = math.inf,
         prompt_logprobs: int | None = None,
         group: Hashable | None = None,
+        decoder: Decoder | None = None,
     ) -> None:
         """`deadline`: on the scheduler's clock (time.monotonic); `prompt_logprobs`: k to score
         the prompt itself (echo + logprobs); `group`: sequences with the same group and prompt
-        share one prefill."""
+        share one prefill; `decoder`: one already made for this prompt and config (else one is)."""
         if not prompt_ids:
             raise Gpt2Error("a sequence needs at least one prompt token")
         self.index = index
         self.prompt_ids = list(prompt_ids)
-        self.decoder = Decoder(self.prompt_ids, config, tokenizer)
+        self.decoder = decoder or Decoder(self.prompt_ids, config, tokenizer)
         self.sink = sink
         self.deadline = deadline
         self.prompt_logprobs = prompt_logprobs

@@ -68,22 +68,19 @@ from collections import deque
 from collections.abc import Callable
 from collections.abc import Sequence as Seq
 from concurrent.futures import Future
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..engines.base import BatchEngine, Engine
 from ..errors import Gpt2Error
-from .errors import SERVER_ERROR, ApiError, internal_error, queue_full, unavailable
-from .metrics import Metrics
-from .prefill import DEFAULT_PREFILL_CHUNK, Prefiller, Ready, check_prefill_chunk
+from .errors import QueueFull, QueueTimeout, SchedulerError, SchedulerFailed, ShuttingDown
+from .prefill import DEFAULT_PREFILL_CHUNK, Prefiller, PromptScorer, Ready, check_prefill_chunk
 from .rows import BatchRows, SingleRow
 from .sequence import Ended, Event, Failed, Generated, PromptScored, Sequence
-
-if TYPE_CHECKING:
-    from ..tokenizer import Tokenizer
+from .stats import SchedulerStats
 
 __all__ = ["Scheduler", "Sequence", "Event", "PromptScored", "Generated", "Ended", "Failed"]
 
-log = logging.getLogger("gpt2.server")
+log = logging.getLogger("gpt2.generation.scheduler")
 
 
 # --- the scheduler ---------------------------------------------------------------------------
@@ -97,25 +94,24 @@ class Scheduler:
     def __init__(
         self,
         engine: Engine,
-        tokenizer: Tokenizer | None = None,
+        score_prompt: PromptScorer | None = None,
         *,
         max_batch: int = 16,
         max_queue: int = 64,
-        metrics: Metrics | None = None,
+        metrics: SchedulerStats | None = None,
         clock: Callable[[], float] = time.monotonic,
         prefill_chunk: int = DEFAULT_PREFILL_CHUNK,
     ) -> None:
         check_prefill_chunk(prefill_chunk)  # before the cache is allocated
         self.engine = engine
-        self.tokenizer = tokenizer
         self.rows: BatchRows | SingleRow = (
             BatchRows(engine, max_batch) if isinstance(engine, BatchEngine) else SingleRow(engine)
         )
         self.n_ctx = engine.config.n_ctx
         self.max_queue = max_queue
-        self.metrics = metrics or Metrics()
+        self.metrics = metrics or SchedulerStats()
         self.clock = clock
-        self.prefiller = Prefiller(self.rows, self.metrics, clock, tokenizer, prefill_chunk)
+        self.prefiller = Prefiller(self.rows, self.metrics, clock, score_prompt, prefill_chunk)
         self.live: list[Sequence] = []  # live[i] holds cache row i
         self._waiting: deque[Sequence] = deque()
         self._calls: deque[tuple[Callable[[Engine], Any], Future[Any]]] = deque()
@@ -148,12 +144,13 @@ class Scheduler:
         return len(self.live) + self.prefiller.held
 
     def submit(self, sequences: Seq[Sequence]) -> None:
-        """Queue a request's sequences, all or none: 429 when the queue cannot take them all."""
+        """Queue a request's sequences, all or none: QueueFull when the queue cannot take them
+        all, ShuttingDown once stopped."""
         with self._wake:
             if self._stopping:
-                raise unavailable("the server is shutting down")
+                raise ShuttingDown()
             if len(self._waiting) + len(sequences) > self.max_queue:
-                raise queue_full(self.retry_after())
+                raise QueueFull(self.retry_after())
             self._waiting.extend(sequences)
             self._wake.notify()
 
@@ -163,13 +160,13 @@ class Scheduler:
         future: Future[Any] = Future()
         with self._wake:
             if self._stopping:
-                raise unavailable("the server is shutting down")
+                raise ShuttingDown()
             self._calls.append((fn, future))
             self._wake.notify()
         return future
 
     def retry_after(self) -> int:
-        """Seconds until a place is likely to free up (for 429 and 503 answers), 1 to 60."""
+        """Seconds until a place is likely to free up (QueueFull, QueueTimeout), 1 to 60."""
         ahead = len(self._waiting) + self._held
         return max(1, math.ceil(min(60.0, self._seconds_per_sequence * ahead / self.capacity)))
 
@@ -179,13 +176,13 @@ class Scheduler:
             self._thread.start()
 
     def stop(self, timeout: float = 30.0) -> None:
-        """Finish the current step, then refuse everything still waiting or running (503)."""
+        """Finish the current step, then refuse everything still waiting or running (ShuttingDown)."""
         with self._wake:
             self._stopping = True
             self._wake.notify()
         if self._thread is not None:
             self._thread.join(timeout)
-        self._fail_all(unavailable("the server is shutting down"))
+        self._fail_all(ShuttingDown())
 
     # --- the thread -------------------------------------------------------------------------
 
@@ -201,13 +198,13 @@ class Scheduler:
                     self.run_step()
                 except Exception:  # a bug or an engine failure: the requests fail, the server lives on
                     log.exception("the scheduler's step failed; failing the sequences it was running")
-                    self._fail_all(internal_error())
+                    self._fail_all(SchedulerFailed())
         finally:
             if not self._stopping:  # the thread is dying (SystemExit, ...): no request may wait forever
                 log.error("the scheduler stopped unexpectedly; refusing requests from now on")
                 with self._wake:
                     self._stopping = True
-                self._fail_all(internal_error())
+                self._fail_all(SchedulerFailed())
 
     def run_step(self) -> None:
         """One iteration: reap, admit (prefill, first token), the next chunk of a long prompt,
@@ -259,16 +256,7 @@ class Scheduler:
                 self.metrics.cancelled += 1
             else:
                 self.metrics.timed_out += 1
-                self._emit(
-                    seq,
-                    Failed(
-                        unavailable(
-                            "the request reached its time limit while waiting for a place in the batch",
-                            retry_after=self.retry_after(),
-                            code="timeout",
-                        )
-                    ),
-                )
+                self._emit(seq, Failed(QueueTimeout(self.retry_after())))
 
     def _admit(self, now: float) -> None:
         """Take waiting sequences into free rows, prefill them, draw their first tokens; a long
@@ -317,7 +305,7 @@ class Scheduler:
         try:
             step = seq.decoder.step(logits)
         except Gpt2Error as exc:  # e.g. NaN logits: this sequence fails, the others go on
-            self._emit(seq, Failed(ApiError(500, str(exc), type=SERVER_ERROR)))
+            self._emit(seq, Failed(exc))
             self._remove(seq)
             return
         seq.tokens += 1
@@ -355,7 +343,7 @@ class Scheduler:
         except Exception:  # the request's event loop is gone: nobody is listening any more
             seq.cancelled = True
 
-    def _fail_all(self, error: ApiError) -> None:
+    def _fail_all(self, error: SchedulerError) -> None:
         with self._wake:
             waiting, self._waiting = list(self._waiting), deque()
             calls, self._calls = list(self._calls), deque()

@@ -32,20 +32,18 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable
 from typing import TYPE_CHECKING, Any
 
-from ..errors import Gpt2Error
-from .errors import ServerError
-from .metrics import Metrics
+from ..errors import GenerationError
 from .rows import BatchRows, SingleRow, join_logits
+from .stats import SchedulerStats
 
 if TYPE_CHECKING:
-    from ..tokenizer import Tokenizer
-    from .logprobs import TokenLogprob
     from .sequence import Sequence
 
 __all__ = [
     "DEFAULT_PREFILL_CHUNK",
     "PREFILL_TOKENS",
     "Prefiller",
+    "PromptScorer",
     "Ready",
     "ChunkedPrefill",
     "check_prefill_chunk",
@@ -58,13 +56,18 @@ PREFILL_TOKENS = 2048  # new positions in one prefill pass (bounds the activatio
 
 # A prefilled sequence (in its row), the logits of its next position, its prompt's own
 # log-probabilities (echo + logprobs; else None).
-Ready = tuple["Sequence", Any, "list[TokenLogprob] | None"]
+Ready = tuple["Sequence", Any, "list[Any] | None"]
+
+# What scores a prompt (echo + logprobs): (prompt ids, logits [T, V] of every prompt position,
+# k alternatives) -> one entry per prompt token, in the caller's format (the server's is
+# `gpt2.server.logprobs.prompt_logprobs` with its tokenizer).
+PromptScorer = Callable[[list[int], Any, int], list[Any]]
 
 
 def check_prefill_chunk(value: object) -> int:
-    """`value` if it is a whole number of tokens >= 1, else a ServerError saying so."""
+    """`value` if it is a whole number of tokens >= 1, else a GenerationError saying so."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ServerError(f"prefill_chunk must be an integer >= 1, got {value!r}")
+        raise GenerationError(f"prefill_chunk must be an integer >= 1, got {value!r}")
     return value
 
 
@@ -137,13 +140,13 @@ class Prefiller:
     def __init__(
         self,
         rows: BatchRows | SingleRow,
-        metrics: Metrics,
+        metrics: SchedulerStats,
         clock: Callable[[], float],
-        tokenizer: Tokenizer | None = None,
+        score_prompt: PromptScorer | None = None,
         chunk: int = DEFAULT_PREFILL_CHUNK,
     ) -> None:
         self.chunk = check_prefill_chunk(chunk)
-        self.rows, self.metrics, self.clock, self.tokenizer = rows, metrics, clock, tokenizer
+        self.rows, self.metrics, self.clock, self.score_prompt = rows, metrics, clock, score_prompt
         self.chunked: ChunkedPrefill | None = None  # the long prompt being prefilled
 
     @property
@@ -243,12 +246,10 @@ class Prefiller:
         self.metrics.tokens(prompt=sum(len(p) for p in prompts))
         return logits
 
-    def _prompt_entries(self, seq: Sequence, logits: Any) -> list[TokenLogprob]:
-        from .logprobs import prompt_logprobs
-
-        if self.tokenizer is None:
-            raise Gpt2Error("prompt log-probabilities need a tokenizer")
-        return prompt_logprobs(self.tokenizer, seq.prompt_ids, logits, seq.prompt_logprobs or 0)
+    def _prompt_entries(self, seq: Sequence, logits: Any) -> list[Any]:
+        if self.score_prompt is None:
+            raise GenerationError("prompt log-probabilities need a scheduler made with score_prompt")
+        return self.score_prompt(seq.prompt_ids, logits, seq.prompt_logprobs or 0)
 
 
 def _shared(placed: list[Sequence]) -> tuple[list[Sequence], list[tuple[Sequence, Sequence]]]:
