@@ -271,39 +271,7 @@ def test_the_engine_with_a_recorder_attends_in_numpy_and_agrees(kit):
     assert np.allclose(plain, recorded, atol=1e-4)
 
 
-def test_products_from_several_threads_and_after_a_fork_are_right(kernels):
-    """ctypes lets go of the GIL, so two Python threads may multiply at once (the pool runs one
-    product at a time), and a forked child starts threads of its own."""
-    import multiprocessing
-    import threading
-
-    rng = np.random.default_rng(5)
-    q, scale, w = int8_weight(rng, 300, 256)
-    packed = PackedInt8(q, scale, kernels)
-    xs = [rng.standard_normal((2, 256)).astype(np.float32) for _ in range(4)]
-    results: dict[int, np.ndarray] = {}
-
-    def work(i: int) -> None:
-        out = np.empty((2, 300), np.float32)
-        for _ in range(50):
-            packed.product(xs[i], out, None)
-        results[i] = out
-
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=60)
-    for i, x in enumerate(xs):
-        assert np.allclose(results[i], x @ w.T, atol=0.02 * np.abs(x).sum(1, keepdims=True) * np.abs(w).max())
-
-    if "fork" in multiprocessing.get_all_start_methods():
-        child = multiprocessing.get_context("fork").Process(target=work, args=(0,))
-        child.start()
-        child.join(timeout=60)
-        if child.exitcode is None:  # hung: never leave it running
-            child.kill()
-        assert child.exitcode == 0
+# Several threads at once, and a forked child: tests/test_native_threads.py.
 
 
 def test_a_compiler_without_march_native_builds_the_portable_kernels(tmp_path):

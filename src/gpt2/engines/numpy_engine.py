@@ -40,6 +40,7 @@ share each read of the weights, and may hold different numbers of positions.
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -244,7 +245,9 @@ class NumpyEngine:
             for i in range(config.n_layer)
         ]
         self.ln_f = array("ln_f.weight"), array("ln_f.bias")
-        self._buffers: Buffers | None = None
+        # The activations' buffers, one set a thread: two threads may run one engine at once
+        # (each with its own cache), as they may share one `Kernels` (each with its own scratch).
+        self._local = threading.local()
 
     def _kernels(self, threads: int | None, dtype: str, required: bool) -> Kernels | None:
         """The C kernels, or None (with a notice where that costs int8's or bf16's speed)."""
@@ -388,9 +391,10 @@ class NumpyEngine:
         return y.transpose(0, 2, 1, 3).reshape(B * T, H * hd)  # [N, d]
 
     def _buffers_for(self, n: int) -> Buffers:
-        if self._buffers is None or self._buffers.h.shape[0] != n:
-            self._buffers = Buffers(n, self.config.n_embd, self.dtype)
-        return self._buffers
+        buffers: Buffers | None = getattr(self._local, "buffers", None)
+        if buffers is None or buffers.h.shape[0] != n:
+            self._local.buffers = buffers = Buffers(n, self.config.n_embd, self.dtype)
+        return buffers
 
 
 def set_blas_threads(threads: int) -> None:

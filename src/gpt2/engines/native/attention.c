@@ -38,11 +38,10 @@ static void attention_unit(void *arg, int64_t unit) {
     const AttentionJob *j = (const AttentionJob *)arg;
     const int64_t b = unit / j->H, h = unit % j->H, hd = j->hd, d = j->H * hd, T = j->T;
     const float scale = 1.0f / sqrtf((float)hd);
-    float *scores = j->scratch + unit * j->n_ctx;
+    float *scores = j->scratch + unit * (j->n_ctx + hd), *q = scores + j->n_ctx; /* no stack array: hd is any size */
     const float *kh = j->keys + b * j->s_b + h * j->s_h, *vh = j->values + b * j->s_b + h * j->s_h;
     for (int64_t t = 0; t < T; t++) {
         const float *row = j->qkv + (b * T + t) * j->sq_n;
-        float q[hd];
         for (int64_t i = 0; i < hd; i++) q[i] = row[(h * hd + i) * j->sq_m] * scale;
         const int64_t seen = j->past[b] + t + 1;
         float top = -INFINITY;
@@ -72,7 +71,7 @@ static void attention_unit(void *arg, int64_t unit) {
 
    qkv [B * T, 3 * H * hd] (strides sq_n, sq_m); keys and values: the layer's cache, element
    (b, h, s, j) at b * s_b + h * s_h + s * hd + j; out [B * T, H * hd], contiguous. scratch:
-   B * H * n_ctx floats (a row of scores for each (row, head) pair). */
+   B * H * (n_ctx + hd) floats (a row of scores and a scaled query for each (row, head) pair). */
 void gpt2_attention(const float *qkv, int64_t B, int64_t T, int64_t sq_n, int64_t sq_m, float *keys, float *values,
                     int64_t s_b, int64_t s_h, const int64_t *past, int64_t H, int64_t hd, int64_t n_ctx, float *out,
                     int threads, float *scratch) {

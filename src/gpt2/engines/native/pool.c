@@ -12,7 +12,9 @@
    only of the job it read: a unit is claimed by compare-and-swap of (generation, next unit).
    Between jobs a worker spins a little (the next product follows within microseconds while
    decoding), then sleeps on a condition variable. One job runs at a time (`job_lock`): the
-   Python side may call from several threads, since ctypes releases the GIL. */
+   Python side may call from several threads, since ctypes releases the GIL; each caller brings
+   its own scratch memory (products.py keeps one buffer a thread). A finished job's ticket is
+   closed before the lock is let go (see the end of gpt2_run_units). */
 
 #include "pool.h"
 
@@ -27,6 +29,7 @@
 #endif
 
 #define MAX_WORKERS 255
+#define CLOSED 0xFFFFFFFFu /* the low half of a finished job's ticket: no unit is left */
 #define SPINS 100000 /* about 50-100 microseconds of pause instructions before sleeping */
 
 
@@ -94,7 +97,7 @@ static void *worker(void *arg) {
 
 /* Run fn(job, u) for u < units on up to `threads` threads (the caller is one of them). */
 void gpt2_run_units(unit_fn fn, void *job, int64_t units, int threads) {
-    if (threads <= 1 || units <= 1) {
+    if (threads <= 1 || units <= 1 || units >= (int64_t)CLOSED) {
         for (int64_t u = 0; u < units; u++) fn(job, u);
         return;
     }
@@ -120,5 +123,11 @@ void gpt2_run_units(unit_fn fn, void *job, int64_t units, int threads) {
     }
     int64_t mine = take_units(gen);
     while (atomic_load(&pool.finished) + mine < units) RELAX(); /* units a worker is running */
+    /* Close the generation before the next job's fields are written: a late worker that read
+       (gen, next unit) of this job and then the next job's larger `units` would otherwise claim
+       a unit by compare-and-swap while the ticket still reads (gen, next unit), run one of the
+       next job's units twice (wrong where a product accumulates) and count it in the next
+       job's `finished`. No claim succeeds against CLOSED, and every unit index is below it. */
+    atomic_store(&pool.ticket, (uint64_t)gen << 32 | CLOSED);
     pthread_mutex_unlock(&pool.job_lock);
 }

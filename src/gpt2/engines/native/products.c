@@ -33,6 +33,7 @@
 
    Without AVX512 the same sums are plain loops that the compiler vectorises as it can. */
 
+#include <float.h>
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
@@ -119,9 +120,20 @@ static float quantize_row(const float *x, int64_t sk, int64_t K, int64_t Kp, int
     float offset = 0.0f;
     for (int64_t b0 = 0; b0 < Kp; b0 += BLOCK) {
         float amax = 0.0f;
+        int finite = 1;
         for (int64_t k = b0; k < b0 + BLOCK && k < K; k++) {
             float a = fabsf(x[k * sk]);
+            finite &= a <= FLT_MAX; /* false for inf and NaN */
             amax = a > amax ? a : amax;
+        }
+        if (!finite) { /* as a float product would: NaN out (converting NaN to an integer is undefined) */
+            for (int64_t k = b0; k < b0 + BLOCK; k++) {
+                xq[k] = 0;
+                if (lo) lo[k] = 0;
+            }
+            for (int64_t j = b0 / 4; j < (b0 + BLOCK) / 4; j++) ls[j] = NAN;
+            offset = NAN;
+            continue;
         }
         float inv = amax > 0.0f ? 127.0f / amax : 0.0f, s = amax / 127.0f;
         int32_t sum = 0, sum_lo = 0;
@@ -430,5 +442,3 @@ void gpt2_f32_linear(const float *x, int64_t N, int64_t K, int64_t sx_n, int64_t
                     Kp, bias, M, N, out, so_n, so_m, accumulate, 0};
     gpt2_run_units(dense_unit, &job, units_of(&job.tiles_a_unit, M, threads), threads);
 }
-
-/* --- attention ---------------------------------------------------------------------------- */

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -61,8 +62,12 @@ def default_threads() -> int:
 
 
 class Kernels:
-    """The compiled products, a thread count, and one scratch buffer that grows as needed
-    (an engine's products run one after another, so they share it)."""
+    """The compiled products, a thread count, and scratch memory that grows as needed.
+
+    One `Kernels` may be shared by several engines and called from several threads at once
+    (ctypes lets go of the GIL during a product): each thread has its own scratch buffer, so one
+    thread's input is never overwritten by another's before the pool has read it, and the pool
+    (pool.c) runs one product at a time."""
 
     def __init__(self, library: ctypes.CDLL, threads: int | None = None) -> None:
         self.library = library
@@ -77,7 +82,7 @@ class Kernels:
         features = library.gpt2_native_features()
         self.int8_simd, self.bf16_simd, self.f32_simd = bool(features & 1), bool(features & 2), bool(features & 4)
         self.threads = threads or default_threads()
-        self._scratch, self._scratch_at = np.empty(0, np.uint8), 0
+        self._local = threading.local()  # each thread's scratch: (buffer, aligned address)
         self.int8_linear, self.bf16_linear = library.gpt2_int8_linear, library.gpt2_bf16_linear
         self.f32_linear = library.gpt2_f32_linear
         self.attention_kernel = library.gpt2_attention
@@ -109,8 +114,9 @@ class Kernels:
             raise ValueError(f"expected a contiguous float32 vector of {n}, got {a.dtype} {a.shape}")
         if len(self._vectors) >= 4096:  # bounded, whatever a caller passes
             self._vectors.clear()
-        self._vectors[id(a)] = (a, _address(a))
-        return self._vectors[id(a)][1]
+        address = _address(a)
+        self._vectors[id(a)] = (a, address)  # (another thread may clear the dict: return our own)
+        return address
 
     def attention(
         self, qkv: np.ndarray, keys: np.ndarray, values: np.ndarray, past: np.ndarray, out: np.ndarray
@@ -142,15 +148,18 @@ class Kernels:
         self.attention_kernel(
             _address(qkv), B, T, sq_n >> 2, sq_m >> 2, _address(keys), _address(values), s_b >> 2, s_h >> 2,
             _address(past), H, hd, n_ctx, _address(out), self.threads,
-            self.scratch(4 * B * H * n_ctx),
+            self.scratch(4 * B * H * (n_ctx + hd)),
         )  # fmt: skip
 
     def scratch(self, nbytes: int) -> int:
-        """The address of at least nbytes of scratch memory, 64-byte aligned."""
-        if self._scratch.nbytes < nbytes + ALIGN:
-            self._scratch = np.empty(nbytes + ALIGN, np.uint8)
-            self._scratch_at = _address(self._scratch) + (-_address(self._scratch)) % ALIGN
-        return self._scratch_at
+        """The address of at least nbytes of this thread's scratch memory, 64-byte aligned. (The
+        buffer stays alive until this thread asks for a larger one, after its product returned.)"""
+        local = self._local
+        buffer = getattr(local, "buffer", None)
+        if buffer is None or buffer.nbytes < nbytes + ALIGN:
+            local.buffer = buffer = np.empty(nbytes + ALIGN, np.uint8)
+            local.at = _address(buffer) + (-_address(buffer)) % ALIGN
+        return int(local.at)
 
 
 class _Packed:
