@@ -99,6 +99,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args, unknown = parser.parse_known_args(argv)
     if unknown:  # said by the subcommand's parser, so that the message names it
         subcommand_parser(parser, args.command).error(f"unrecognized arguments: {' '.join(unknown)}")
+    resolve = getattr(args, "resolve", None)
+    if resolve is not None:  # a command that is another in some forms (generate -i is chat)
+        args = resolve(args, {name: subcommand_parser(parser, name) for name in COMMANDS})
     if getattr(args, "run", None) is None:
         parser.print_help(sys.stderr)
         return 2

@@ -25,7 +25,16 @@ import time
 from collections.abc import Iterator
 from typing import Any, TextIO
 
-from .common import add_engine_arguments, engine_name, model_tokenizer, open_engine, plural, warn, write_text
+from .common import (
+    add_engine_arguments,
+    engine_name,
+    model_tokenizer,
+    open_engine,
+    plural,
+    read_prompt_file,
+    warn,
+    write_text,
+)
 from .sampling import add_sampling_arguments, check_counts, generation_config, ineffective, unescape
 
 HELP = """\
@@ -59,44 +68,44 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run)
 
 
-def reject_batch_options(args: argparse.Namespace) -> None:
-    """`gpt2 generate -i` arrives with generate's options: those for batches have no meaning here."""
+def check_options(args: argparse.Namespace) -> None:
+    """Options that a session cannot use, said before any weights are read."""
     from ..errors import Gpt2Error
 
-    given = [
-        flag
-        for flag, used in (
-            ("--num-samples", (getattr(args, "num_samples", None) or 1) > 1),
-            ("--num-beams", (getattr(args, "num_beams", None) or 1) > 1),
-            ("--prompt", bool(getattr(args, "more_prompts", []))),
-            ("--json", getattr(args, "json", False)),
-        )
-        if used
-    ]
-    if given:
-        raise Gpt2Error(f"an interactive session extends one text: {', '.join(given)} cannot be used with it")
-    if getattr(args, "length_penalty", None) is not None:
-        warn(args, "--length-penalty has no effect in an interactive session (no beam search)")
     if getattr(args, "show_probs", None) is not None:
         warn(args, "--show-probs has no effect in an interactive session (gpt2 generate shows them)")
         args.show_probs = None  # and costs nothing
     if len(args.prompt_file) > 1:
         raise Gpt2Error("an interactive session starts from one text: give --prompt-file once")
+    if sys.stdin is None:  # started with stdin closed (`<&-`): there is no one to take turns with
+        raise Gpt2Error("stdin is closed; a session reads your turns from it (gpt2 generate makes one reply)")
 
 
 def read_lines(stream: TextIO, interactive: bool) -> Iterator[str]:
-    """The user's turns: a line ending in a backslash continues on the next (joined by a newline)."""
+    """The user's turns: a line ending in a backslash continues on the next (joined by a newline).
+    Off a terminal a line is bounded (`< /dev/zero` has none) and must be UTF-8."""
+    from ..errors import Gpt2Error
+    from ..tokenizer import TokenizerError
+    from .text_input import MAX_TEXT_BYTES
+
     parts: list[str] = []
     while True:
         if interactive:
             try:
                 line = input("... " if parts else "> ")
-            except EOFError:
+            except EOFError:  # Ctrl-D: the cursor is still after the prompt; end that line for the shell's
+                write_text("\n")
+                sys.stdout.flush()
                 return
         else:
-            line = stream.readline()
+            try:
+                line = stream.readline(MAX_TEXT_BYTES + 1)
+            except UnicodeDecodeError as exc:
+                raise TokenizerError(f"stdin is not UTF-8 text (byte 0x{exc.object[exc.start]:02x})") from None
             if not line:
                 return
+            if len(line) > MAX_TEXT_BYTES:
+                raise Gpt2Error(f"a line on stdin is longer than {MAX_TEXT_BYTES:,} characters, the most gpt2 reads")
             line = line.rstrip("\n")
         if line.endswith("\\") and not line.endswith("\\\\"):
             parts.append(line[:-1])
@@ -108,9 +117,8 @@ def read_lines(stream: TextIO, interactive: bool) -> Iterator[str]:
 
 def run(args: argparse.Namespace) -> int:
     from ..generation import Session
-    from .generate import read_prompt_file
 
-    reject_batch_options(args)
+    check_options(args)
     check_counts(args)
     tokenizer = model_tokenizer(args)
     config = generation_config(args, tokenizer)

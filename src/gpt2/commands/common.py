@@ -257,28 +257,31 @@ def model_tokenizer(args: argparse.Namespace) -> Any:
 
 def read_stdin() -> str:
     """All of stdin as UTF-8 text, whatever the locale says; bytes that are not UTF-8
-    are a clear error (a silent U+FFFD would change the ids), and so is a closed or
-    unreadable stdin."""
+    are a clear error (a silent U+FFFD would change the ids), and so are a closed or
+    unreadable stdin, one larger than any text (`< /dev/zero`) and, off a terminal, one
+    that stays silent past the deadline (see `gpt2.commands.text_input`)."""
     from ..errors import Gpt2Error
-    from ..tokenizer import TokenizerError
+    from .progress import is_terminal
+    from .text_input import decode_utf8, read_stdin_bytes
 
     if sys.stdin is None:  # started with stdin closed (`<&-`)
         raise Gpt2Error("stdin is closed; give the text as an argument, or redirect stdin from a file")
-    from .progress import is_terminal
-
-    if is_terminal(sys.stdin):  # else a user waits on a silent command that waits on them
+    terminal = is_terminal(sys.stdin)
+    if terminal:  # else a user waits on a silent command that waits on them
         print("reading the text from stdin (Ctrl-D on a new line ends it) ...", file=sys.stderr, flush=True)
-    stream = getattr(sys.stdin, "buffer", None)
     try:
-        if stream is None:  # already text (a StringIO in tests)
-            return sys.stdin.read()
-        data = stream.read()
+        data = read_stdin_bytes(terminal)
     except OSError as exc:
         raise Gpt2Error(f"cannot read stdin: {exc.strerror or exc}") from None
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise TokenizerError(f"stdin is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start})") from None
+    return data if isinstance(data, str) else decode_utf8(data, "stdin")
+
+
+def read_prompt_file(path: str) -> str:
+    """The text of a --prompt-file: a regular UTF-8 file of bounded size (a FIFO, a device or a
+    directory is a one-line error, never a wait; see `gpt2.commands.text_input`)."""
+    from .text_input import read_text_file
+
+    return read_text_file(path, "the prompt file")
 
 
 def words_or_stdin(parts: list[str]) -> str:

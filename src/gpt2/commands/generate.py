@@ -30,6 +30,7 @@ from .common import (
     model_tokenizer,
     open_engine,
     plural,
+    read_prompt_file,
     warn,
     words_or_stdin,
     write_text,
@@ -58,9 +59,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--interactive",
         "-i",
         action="store_true",
-        help="an interactive session that keeps extending one text (the same as `gpt2 chat`)",
+        help="an interactive session that keeps extending one text: `gpt2 chat` with these options",
     )
-    p.set_defaults(run=run)
+    p.set_defaults(run=run, resolve=as_chat)
 
 
 def add_prompt_arguments(p: argparse.ArgumentParser) -> None:
@@ -82,16 +83,6 @@ def add_prompt_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
-def read_prompt_file(path: str) -> str:
-    from ..errors import Gpt2Error
-
-    try:
-        with open(path, encoding="utf-8") as f:
-            return f.read()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise Gpt2Error(f"cannot read the prompt file {path}: {getattr(exc, 'strerror', None) or exc}") from None
-
-
 def gather_prompts(args: argparse.Namespace) -> list[str]:
     """The positional prompt (or stdin when nothing else is given), the files, then --prompt's."""
     prompts = [read_prompt_file(path) for path in args.prompt_file] + list(args.more_prompts)
@@ -100,14 +91,36 @@ def gather_prompts(args: argparse.Namespace) -> list[str]:
     return prompts
 
 
+def as_chat(args: argparse.Namespace, parsers: dict[str, argparse.ArgumentParser]) -> argparse.Namespace:
+    """`gpt2 generate -i ...` is `gpt2 chat ...`, decided when the command line is parsed (gpt2.cli
+    calls this): chat receives a namespace of its own options only, and an option of generate's that
+    chat does not take (--num-beams, --json, -p, ...) is an argparse error here."""
+    if not args.interactive:
+        return args
+    generate, chat = parsers["generate"], parsers["chat"]
+    takes = {action.dest for action in chat._actions}
+    extra = [
+        max(action.option_strings, key=len)
+        for action in generate._actions
+        if action.dest not in takes and action.dest != "interactive" and action.option_strings
+        if getattr(args, action.dest, action.default) != action.default
+    ]
+    if extra:
+        generate.error(
+            f"-i runs an interactive session (gpt2 chat), which extends one text: {', '.join(extra)} "
+            f"cannot be used with it"
+        )
+    session = chat.parse_args([])  # chat's defaults, then what was given
+    for dest in takes & vars(args).keys():
+        setattr(session, dest, getattr(args, dest))
+    session.command = args.command  # messages name what was typed: gpt2 generate
+    return session
+
+
 # --- generate -----------------------------------------------------------------------------
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.interactive:
-        from .chat import run as chat
-
-        return chat(args)
     check_counts(args)
     tokenizer = model_tokenizer(args)
     config = generation_config(args, tokenizer)  # a bad value fails here, before any weights are read

@@ -39,16 +39,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..errors import Gpt2Error
     from ..scoring import score
+    from .text_input import read_text_file
 
     engine_name(args)  # fail fast on a bad engine
     if args.file is not None:
         if args.text:
             raise Gpt2Error("give the text or --file, not both")
-        try:
-            with open(args.file, encoding="utf-8") as f:
-                text = f.read()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise Gpt2Error(f"cannot read {args.file}: {exc}") from None
+        text = read_text_file(args.file, "the file")
     else:
         text = words_or_stdin(args.text)
     tokenizer = model_tokenizer(args)
