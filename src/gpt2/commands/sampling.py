@@ -3,7 +3,9 @@
 Every option defaults to None on the command line, so that an option the user
 gave can be told from its default: one that has no effect in the chosen mode
 (a temperature with beam search, a length penalty without beams) is a warning,
-not silence. `DEFAULTS` holds what None means.
+not silence. `defaults()` holds what None means: the library's own defaults, read from
+`GenerationConfig`'s fields (so the command line and the Python API sample alike with the same
+seed), plus the three that only the command line has.
 
 >>> parse_logit_bias(["50256=-100", '{"198": 2.5}'])
 {50256: -100.0, 198: 2.5}
@@ -14,6 +16,8 @@ not silence. `DEFAULTS` holds what None means.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import functools
 import json
 import math
 import re
@@ -25,18 +29,41 @@ if TYPE_CHECKING:
     from ..generation import GenerationConfig
     from ..tokenizer import Tokenizer
 
-DEFAULTS: dict[str, Any] = {
-    "max_new_tokens": 50,
-    "temperature": 1.0,
-    "top_k": 40,
-    "top_p": 1.0,
-    "repetition_penalty": 1.0,
-    "presence_penalty": 0.0,
-    "frequency_penalty": 0.0,
-    "length_penalty": 1.0,
-    "num_samples": 1,
-    "num_beams": 1,
-}
+# The options only the command line has (what beam search and batches default to).
+CLI_DEFAULTS: dict[str, Any] = {"length_penalty": 1.0, "num_samples": 1, "num_beams": 1}
+
+
+@functools.cache
+def defaults() -> dict[str, Any]:
+    """What an option left out means: GenerationConfig's defaults (imported here, when a command
+    runs, not while every command's parser is built), then the command line's own.
+
+    >>> defaults()["top_k"], defaults()["max_new_tokens"], defaults()["num_beams"]
+    (40, 50, 1)
+    """
+    from ..generation import GenerationConfig
+
+    library = {f.name: f.default for f in dataclasses.fields(GenerationConfig) if f.default is not dataclasses.MISSING}
+    return {**library, **CLI_DEFAULTS}
+
+
+class _Default:
+    """An option's default in its --help, looked up only when the help is shown."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __str__(self) -> str:
+        return str(defaults()[self.name])
+
+
+def _show_defaults(p: argparse.ArgumentParser) -> None:
+    """A help that says %(fallback)s gets the option's default there (argparse fills the help's
+    %(...)s from the action's attributes when it shows it)."""
+    for action in p._actions:
+        if action.help and "%(fallback)s" in action.help:
+            action.fallback = _Default(action.dest)  # type: ignore[attr-defined]
+
 
 SAMPLER_OPTIONS = ("temperature", "top_k", "top_p", "seed")
 ADJUSTMENT_OPTIONS = ("repetition_penalty", "presence_penalty", "frequency_penalty", "logit_bias")
@@ -46,20 +73,21 @@ def add_sampling_arguments(p: argparse.ArgumentParser, *, batches: bool) -> None
     """The sampler, the logit adjustments, stops, --show-probs; with `batches`, also
     --num-samples, --num-beams and --length-penalty."""
     s = p.add_argument_group("sampling")
-    s.add_argument("--max-new-tokens", "-n", type=int, metavar="N", help="tokens to add (default 50)")
-    s.add_argument("--temperature", "-t", type=float, metavar="T", help="0 = greedy (default 1.0)")
+    s.add_argument("--max-new-tokens", "-n", type=int, metavar="N", help="tokens to add (default %(fallback)s)")
+    s.add_argument("--temperature", "-t", type=float, metavar="T", help="0 = greedy (default %(fallback)s)")
     s.add_argument(
         "--top-k",
         type=int,
         metavar="K",
-        help="sample among the K most likely tokens; 0 = all (default 40). Exactly K are kept: on a tie at "
+        help="sample among the K most likely tokens; 0 = all (default %(fallback)s). Exactly K are kept: on a tie at "
         "the K-th logit the lower ids win, where transformers keeps every tied token",
     )
     s.add_argument(
         "--top-p",
         type=float,
         metavar="P",
-        help="nucleus: the fewest most likely tokens whose probability reaches P, in (0, 1]; 1 = off (default 1.0)",
+        help="nucleus: the fewest most likely tokens whose probability reaches P, in (0, 1]; 1 = off "
+        "(default %(fallback)s)",
     )
     s.add_argument(
         "--seed",
@@ -69,18 +97,21 @@ def add_sampling_arguments(p: argparse.ArgumentParser, *, batches: bool) -> None
         "and printed, so any run can be repeated)",
     )
     if batches:
-        s.add_argument("--num-samples", type=int, metavar="N", help="samples per prompt, run as one batch (default 1)")
+        s.add_argument(
+            "--num-samples", type=int, metavar="N", help="samples per prompt, run as one batch (default %(fallback)s)"
+        )
         s.add_argument(
             "--num-beams",
             type=int,
             metavar="K",
-            help="beam search with K beams: deterministic, the rules of transformers' beam search (default 1: off)",
+            help="beam search with K beams: deterministic, the rules of transformers' beam search "
+            "(default %(fallback)s: off)",
         )
         s.add_argument(
             "--length-penalty",
             type=float,
             metavar="X",
-            help="beam search ranks by logprob / length**X: > 0 favours longer, < 0 shorter (default 1.0)",
+            help="beam search ranks by logprob / length**X: > 0 favours longer, < 0 shorter (default %(fallback)s)",
         )
     c = p.add_argument_group("controls")
     c.add_argument(
@@ -97,19 +128,19 @@ def add_sampling_arguments(p: argparse.ArgumentParser, *, batches: bool) -> None
         type=float,
         metavar="X",
         help="Hugging Face's: the logit of every token already in the text is divided by X if positive, "
-        "multiplied if negative; > 1 discourages repeats (default 1.0: off)",
+        "multiplied if negative; > 1 discourages repeats (default %(fallback)s: off)",
     )
     c.add_argument(
         "--presence-penalty",
         type=float,
         metavar="X",
-        help="OpenAI's: subtract X from the logit of every token generated at least once (default 0)",
+        help="OpenAI's: subtract X from the logit of every token generated at least once (default %(fallback)s)",
     )
     c.add_argument(
         "--frequency-penalty",
         type=float,
         metavar="X",
-        help="OpenAI's: subtract X times the number of times a token was generated (default 0)",
+        help="OpenAI's: subtract X times the number of times a token was generated (default %(fallback)s)",
     )
     c.add_argument(
         "--logit-bias",
@@ -126,12 +157,13 @@ def add_sampling_arguments(p: argparse.ArgumentParser, *, batches: bool) -> None
         help="show each new token's probability and the K most likely alternatives (0-20), from the model's "
         "own logits before penalties and temperature",
     )
+    _show_defaults(p)
 
 
 def option(args: argparse.Namespace, name: str) -> Any:
     """The value of option `name`: what the user gave, else its default."""
     value = getattr(args, name, None)
-    return DEFAULTS.get(name) if value is None else value
+    return defaults().get(name) if value is None else value
 
 
 def given(args: argparse.Namespace, name: str) -> bool:

@@ -52,8 +52,8 @@ MAX_LENS_TOP = 20  # tokens per logit-lens cell
 MAX_NEIGHBOURS = 100
 MAX_POSITIONS = 256  # rows of the position-similarity matrix
 MAX_DRAW = 1_000_000  # draws a sampler is advanced by before a step
-# The defaults of `gpt2 generate`, so that stepping here samples what it samples.
-DEFAULT_SAMPLING = SamplingConfig(temperature=1.0, top_k=40, top_p=1.0)
+# The library's defaults, which `gpt2 generate` uses too: stepping here samples what it samples.
+DEFAULT_SAMPLING = SamplingConfig()
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 from ..config import END_OF_TEXT
 from ..errors import GenerationError
 from .adjust import LogitAdjustments, TokenHistory, adjust
-from .sampling import Sampler, SamplingConfig
+from .sampling import DEFAULT_TOP_K, Sampler, SamplingConfig
 from .stops import StopStrings, check_stop_strings
 
 if TYPE_CHECKING:
@@ -53,7 +53,7 @@ class GenerationConfig:
     max_new_tokens: int = 50
     # the sampler (SamplingConfig): temperature 0 = greedy
     temperature: float = 1.0
-    top_k: int = 0
+    top_k: int = DEFAULT_TOP_K  # 40, as gpt2 generate; 0 = no limit
     top_p: float = 1.0
     # the logits before sampling (LogitAdjustments)
     repetition_penalty: float = 1.0

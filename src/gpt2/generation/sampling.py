@@ -34,11 +34,18 @@ from typing import Any
 
 from ..errors import GenerationError
 
+# Sample among the 40 most likely tokens unless told otherwise: OpenAI drew GPT-2's published
+# samples with top-k 40, and its sampling scripts call 40 "generally a good value"; without a cut,
+# the tail of 50,000 unlikely tokens, each rare, together derails a sample every few dozen tokens.
+# The one default for the Python API (SamplingConfig, GenerationConfig), `gpt2 generate`,
+# `gpt2 chat` and the explorer; the server keeps OpenAI's (no top-k), which its API defines.
+DEFAULT_TOP_K = 40
+
 
 @dataclass(frozen=True)
 class SamplingConfig:
     temperature: float = 1.0  # 0 means greedy
-    top_k: int = 0  # 0 means no limit; above the vocabulary it is clamped
+    top_k: int = DEFAULT_TOP_K  # 0 means no limit; above the vocabulary it is clamped
     top_p: float = 1.0  # nucleus mass in (0, 1]; 1 means off
 
     def __post_init__(self) -> None:
