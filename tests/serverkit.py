@@ -145,6 +145,9 @@ class SlowEngine:
         self.inner, self.delay = inner, delay
         self.name, self.config = "slow", inner.config
 
+    def __getattr__(self, name):  # the rest of the engine contract (notices, kv_bytes_per_position, ...)
+        return getattr(self.inner, name)
+
     def new_cache(self):
         return self.inner.new_cache()
 

@@ -245,12 +245,12 @@ def test_the_c_kernels_are_the_default_cpu_kernel_and_openblas_agrees(kit):
 
 
 def test_the_batched_kernel_is_native_or_onednn_on_the_cpu_and_agrees(kit, monkeypatch):
-    """What a server asks for (gpt2.server.state.serving_options): the C kernels where they
+    """What a server asks for (plan_engine(..., serving=True)): the C kernels where they
     build, else oneDNN where it works."""
+    from gpt2.engines import plan_engine
     from gpt2.engines.torch import kernels as torch_kernels
-    from gpt2.server.state import serving_options
 
-    options = serving_options("torch", {"device": "cpu"})
+    options = plan_engine("torch", device="cpu", serving=True).keywords()
     assert options["kernel"] == "batched"
     assert load_engine("torch", kit.config, kit.params, **options).kernel == "native"
     monkeypatch.setattr(torch_kernels, "native_kernels", lambda threads: None)  # no C compiler

@@ -248,6 +248,9 @@ class FailOnce:
     def __init__(self, engine):
         self.engine, self.config, self.name, self.calls = engine, engine.config, "failing", 0
 
+    def __getattr__(self, name):  # the rest of the engine contract (notices, kv_bytes_per_position, ...)
+        return getattr(self.engine, name)
+
     def new_cache(self):
         return self.engine.new_cache()
 

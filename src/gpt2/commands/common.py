@@ -15,7 +15,6 @@ from typing import Any
 
 DEFAULT_MODEL = "gpt2"
 DEVICES = ("auto", "cpu", "cuda", "mps")  # `cuda:N` too, for the PyTorch engine
-GPU_DEVICES = ("cuda", "mps")
 
 
 # --- options every command shares ---------------------------------------------------------------
@@ -149,76 +148,45 @@ def load_model_for(args: argparse.Namespace, source: str) -> Any:
     return loaded
 
 
-def cuda_present() -> bool:
-    """A CUDA GPU that PyTorch can use. Checked without importing torch (a second or two) unless
-    the machine has an NVIDIA driver at all."""
-    import importlib.util
-    import os
-    import shutil
+def engine_plan(args: argparse.Namespace, *, serving: bool = False) -> Any:
+    """The engine the command line asks for, planned and checked before any weights are read
+    (`gpt2.engines.plan_engine`): --device cuda or mps means the PyTorch engine; with --device
+    auto a CUDA GPU does too; `serving` prefers the engine and kernel that batch best."""
+    from ..engines import plan_engine
 
-    if importlib.util.find_spec("torch") is None:
-        return False
-    if not (os.path.exists("/proc/driver/nvidia/version") or shutil.which("nvidia-smi")):
-        return False
-    import torch
-
-    return bool(torch.cuda.is_available())
+    return plan_engine(
+        getattr(args, "engine", None) or None,
+        dtype=getattr(args, "dtype", None),
+        quantize=getattr(args, "quantize", None),
+        device=getattr(args, "device", None),
+        threads=getattr(args, "threads", None),
+        serving=serving,
+        flags="--",
+    )
 
 
 def engine_name(args: argparse.Namespace) -> str:
-    """The engine asked for (or the default), checked before any weights are read: --device cuda or
-    mps means the PyTorch engine; with --device auto a CUDA GPU does too."""
-    from ..engines import default_engine, require_engine
-    from ..errors import Gpt2Error
-
-    device = getattr(args, "device", None) or "auto"
-    on_gpu = device.split(":")[0] in GPU_DEVICES
-    if args.engine:
-        name = require_engine(args.engine).name
-        if on_gpu and name != "torch":
-            raise Gpt2Error(f"--device {device} runs the torch engine; the {name} engine runs on the cpu")
-        return name
-    if on_gpu or (device == "auto" and cuda_present()):
-        return require_engine("torch").name
-    return require_engine(default_engine()).name
+    """The engine asked for (or the default), checked before any weights are read."""
+    return str(engine_plan(args).engine)
 
 
 def engine_options(name: str, args: argparse.Namespace) -> dict[str, Any]:
-    """The engine's keyword options from the command line, checked against what it accepts."""
-    from ..engines import ENGINES, engine_spec
-    from ..errors import Gpt2Error
+    """The engine's `load_engine` keywords from the command line (see `engine_plan`)."""
+    plan = engine_plan(args)
+    if plan.engine != name:  # the caller runs another engine than the command line names
+        from ..engines import plan_engine
 
-    spec = engine_spec(name)
-    options: dict[str, Any] = {}
-    for option in ("dtype", "device", "threads"):
-        value = getattr(args, option, None)
-        if value is None or (option == "device" and value == "auto"):
-            continue
-        if option == "device" and "device" not in spec.options:
-            if value != "cpu":  # every engine runs on the CPU: saying so is not an error
-                raise Gpt2Error(f"--device {value} runs the torch engine; the {name} engine runs on the cpu")
-            continue
-        if option not in spec.options:
-            takers = " and ".join(n for n, s in ENGINES.items() if option in s.options)
-            raise Gpt2Error(f"--{option} applies to the {takers} engines, not {name}")
-        options[option] = value
-    if "dtype" in options and options["dtype"] not in spec.dtypes:
-        raise Gpt2Error(f"the {name} engine runs in {' | '.join(spec.dtypes)}, not {options['dtype']!r}")
-    if options.get("threads") is not None and options["threads"] < 1:
-        raise Gpt2Error(f"--threads must be >= 1, got {options['threads']}")
-    if getattr(args, "quantize", None):  # every engine runs an int8 tree (see load_engine)
-        options["quantize"] = args.quantize
-    return options
+        plan = plan_engine(name, **plan.keywords())
+    return dict(plan.keywords())
 
 
 def open_engine(args: argparse.Namespace) -> Any:
     """Check the options, load the model (progress on stderr) and build the engine."""
     import time
 
-    from ..engines import load_engine
+    from ..engines import build_engine
 
-    name = engine_name(args)
-    options = engine_options(name, args)
+    plan = engine_plan(args)
     start = time.perf_counter()
     model = load_model_for(args, args.model)
     config, params = model.config, model.params
@@ -228,20 +196,20 @@ def open_engine(args: argparse.Namespace) -> Any:
         f"{args.model}: {config.num_parameters() / 1e6:.1f}M parameters, n_layer={config.n_layer} "
         f"n_embd={config.n_embd} n_head={config.n_head} n_ctx={config.n_ctx}, read in {loaded - start:.2f} s",
     )
-    if name == "pure" and config.num_parameters() >= 20_000_000:  # tens of seconds: say so
+    if plan.engine == "pure" and config.num_parameters() >= 20_000_000:  # tens of seconds: say so
         print(
             f"laying out {config.num_parameters() / 1e6:.0f}M parameters as Python floats for the pure engine ...",
             file=sys.stderr,
             flush=True,
         )
-    engine = load_engine(name, config, params, **options)
-    for notice in getattr(engine, "notices", ()):  # what the engine chose, worth knowing
+    engine = build_engine(plan, config, params)
+    for notice in engine.notices:  # what the engine chose, worth knowing
         print(f"gpt2 {getattr(args, 'command', '')}: note: {notice}", file=sys.stderr)
-    described = ", ".join(f"{k}={v}" for k, v in options.items())
-    detail(args, f"{name} engine{f' ({described})' if described else ''} ready in {time.perf_counter() - loaded:.2f} s")
-    kernels = getattr(engine, "kernels", None)
-    if kernels is not None:  # the NumPy engine's C kernels: what this CPU gets
-        detail(args, kernels.describe())
+    described = ", ".join(f"{k}={v}" for k, v in plan.keywords().items())
+    ready = time.perf_counter() - loaded
+    detail(args, f"{plan.engine} engine{f' ({described})' if described else ''} ready in {ready:.2f} s")
+    for line in engine.details():  # how it computes on this machine (the NumPy engine's C kernels)
+        detail(args, line)
     return engine
 
 

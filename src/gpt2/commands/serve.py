@@ -19,7 +19,7 @@ import logging
 import os
 import sys
 
-from .common import add_engine_arguments, engine_name, engine_options
+from .common import add_engine_arguments, engine_plan
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -83,12 +83,7 @@ def run(args: argparse.Namespace) -> int:
     missing = [name for name in ("fastapi", "uvicorn") if importlib.util.find_spec(name) is None]
     if missing:
         raise Gpt2Error(f'gpt2 serve needs {" and ".join(missing)}: pip install -e ".[serve]"')
-    from ..server.state import serving_engine
-
-    if not args.engine and args.device in ("auto", "cpu"):  # the one that batches best, not the fastest alone
-        args.engine = serving_engine()
-    name = engine_name(args)
-    options = engine_options(name, args)
+    plan = engine_plan(args, serving=True)  # the engine that batches best, not the fastest alone; checked now
     settings = ServerSettings(
         host=args.host,
         port=args.port,
@@ -109,10 +104,10 @@ def run(args: argparse.Namespace) -> int:
 
     serve(
         args.model,
-        name,
+        plan.engine,
         settings,
         name=args.served_model_name,
-        options=options,
+        options=plan.keywords(),
         progress=DownloadBar(sys.stderr),
     )
     return 0

@@ -50,6 +50,17 @@ class Engine(Protocol):
 
     name: str
     config: Config
+    notices: Sequence[str]  # what the engine chose for the user that they should hear (the CLI prints them)
+    kv_bytes_per_position: int  # bytes one position of one row takes in the KV cache (keys and values)
+
+    def details(self) -> list[str]:
+        """How it computes on this machine, a line each, for a -v listing (may be empty)."""
+        ...
+
+    def free_memory(self) -> int | None:
+        """Bytes still free where the engine keeps its caches when that is a device's memory (a
+        GPU); None when it is the host's, which the caller asks the operating system for."""
+        ...
 
     def new_cache(self) -> Any:
         """An empty KV cache; `len(cache)` is the number of positions it holds."""

@@ -53,7 +53,8 @@ from ..quantized_tensor import QuantizedTensor
 from ..tensor import Tensor
 from .base import BatchKVCache, check_rows
 from .native.products import Kernels, NativeUnavailable, PackedBf16, PackedF32, PackedInt8
-from .numpy_weights import DEQUANTIZE, Int8Matrix, Layout, Matrix, tensor_to_numpy
+from .numpy_weights import Int8Matrix, Layout, Matrix, tensor_to_numpy
+from .plan import EnginePlan, plan_engine
 
 __all__ = ["NumpyEngine", "KVCache", "tensor_to_numpy", "attend", "causal_mask", "layer_norm", "gelu", "linear"]
 
@@ -187,34 +188,30 @@ class NumpyEngine:
         self,
         config: Config,
         params: Mapping[str, Tensor],
-        dtype: str = "float32",
-        threads: int | None = None,
-        native: bool | None = None,
-        dequantize: str = "load",
+        plan: EnginePlan | None = None,
+        *,
         kernels: Kernels | None = None,
+        **options: Any,
     ) -> None:
-        """`dtype`: float32, float64, or bfloat16 (float32 activations, bf16 projection weights).
-        `threads`: the BLAS and C kernels' thread count (BLAS's is process-wide, through
-        threadpoolctl) -- only when asked; one thread is steadier on a machine whose cores are
-        shared. `native`: multiply by the C kernels (gpt2.engines.native): None (default) where
-        they build, True (an error where they cannot), False (NumPy and BLAS only: the engine as
-        the guide reads it). `dequantize`, for int8 weights without the C kernels: "load" (float32
-        copies made once) or "layer" (kept int8, widened slice by slice before each product:
-        least memory, slowest). `kernels`: C kernels already loaded."""
-        if dtype not in DTYPES:
-            raise Gpt2Error(f"the numpy engine runs in {' | '.join(DTYPES)}, not {dtype!r}")
-        if dequantize not in DEQUANTIZE:
-            raise Gpt2Error(f"dequantize must be {' | '.join(DEQUANTIZE)}, not {dequantize!r}")
-        if native not in (None, True, False):
-            raise Gpt2Error(f"native must be true, false or unset, not {native!r}")
-        if native and dtype == "float64":
-            raise Gpt2Error("the C kernels compute in float32: native=True needs dtype float32 or bfloat16")
+        """`plan`: from `gpt2.engines.plan_engine("numpy", ...)`, or the options themselves,
+        planned here. `dtype`: float32, float64, or bfloat16 (float32 activations, bf16
+        projection weights). `threads`: the BLAS and C kernels' thread count (BLAS's is
+        process-wide, through threadpoolctl) -- only when asked; one thread is steadier on a
+        machine whose cores are shared. `native`: multiply by the C kernels
+        (gpt2.engines.native): None (default) where they build, True (an error where they
+        cannot), False (NumPy and BLAS only: the engine as the guide reads it). `dequantize`, for
+        int8 weights without the C kernels: "load" (float32 copies made once) or "layer" (kept
+        int8, widened slice by slice before each product: least memory, slowest). `kernels`: C
+        kernels already loaded."""
+        plan = plan or plan_engine("numpy", **options)
+        dtype, threads, native = plan.dtype, plan.threads, plan.options.get("native")
+        dequantize = plan.options.get("dequantize", "load")
         if threads is not None:
             set_blas_threads(threads)
         validate_params(params, config)
         self.config = config
         self.dtype = np.dtype(DTYPES[dtype])
-        self.notices: list[str] = []
+        self.notices: list[str] = list(plan.notices)
         self.quantization = "int8" if any(isinstance(t, QuantizedTensor) for t in params.values()) else None
         if dtype == "float64" or native is False:
             kernels = None
@@ -262,6 +259,17 @@ class NumpyEngine:
             return None
 
     # --- the Engine contract ---------------------------------------------------------------
+
+    @property
+    def kv_bytes_per_position(self) -> int:
+        return 2 * self.config.n_layer * self.config.n_embd * self.dtype.itemsize
+
+    def details(self) -> list[str]:
+        """The C kernels this CPU gets, if they are used."""
+        return [self.kernels.describe()] if self.kernels is not None else []
+
+    def free_memory(self) -> int | None:
+        return None  # the host's
 
     def new_cache(self) -> KVCache:
         return KVCache.empty(self.config, 1, self.dtype)
@@ -402,6 +410,4 @@ def set_blas_threads(threads: int) -> None:
         from threadpoolctl import threadpool_limits
     except ImportError:
         raise Gpt2Error('setting the numpy engine\'s threads needs threadpoolctl: pip install -e ".[numpy]"') from None
-    if not isinstance(threads, int) or threads < 1:
-        raise Gpt2Error(f"threads must be an integer >= 1, got {threads!r}")
     threadpool_limits(limits=threads, user_api="blas")

@@ -22,10 +22,9 @@ import numpy as np
 from ..quantized_tensor import QuantizedTensor, dequantize
 from ..tensor import Tensor
 from .native.products import Kernels, PackedBf16, PackedF32, PackedInt8, int8_rows
+from .plan import DEQUANTIZE
 
 __all__ = ["DEQUANTIZE", "Int8Matrix", "Layout", "Matrix", "tensor_to_numpy"]
-
-DEQUANTIZE = ("load", "layer")
 
 
 def tensor_to_numpy(t: Tensor) -> np.ndarray:

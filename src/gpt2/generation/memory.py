@@ -21,7 +21,7 @@ from typing import Any
 from ..config import Config
 from ..errors import GenerationError
 
-__all__ = ["row_bytes", "available_bytes", "check_batch_fits", "human"]
+__all__ = ["row_bytes", "available_bytes", "check_batch_fits", "engine_row_bytes", "human"]
 
 # Leave this share of what is available to everything else (the weights' pages, Python, the OS).
 HEADROOM = 0.8
@@ -43,13 +43,11 @@ def human(n: float) -> str:
 
 
 def available_bytes(engine: Any) -> int | None:
-    """Memory the engine's batch can still take: free GPU memory for a CUDA engine, else the
-    host's available memory (Linux MemAvailable, else physical pages); None if unknown."""
-    device = getattr(engine, "device", None)
-    if getattr(device, "type", None) == "cuda":
-        import torch
-
-        free, _ = torch.cuda.mem_get_info(device)
+    """Memory the engine's batch can still take: free device memory for a GPU engine (the
+    contract's `free_memory`), else the host's available memory (Linux MemAvailable, else
+    physical pages); None if unknown."""
+    free = engine.free_memory()
+    if free is not None:
         return int(free)
     try:
         with open("/proc/meminfo", encoding="ascii") as f:
@@ -64,16 +62,17 @@ def available_bytes(engine: Any) -> int | None:
         return None
 
 
-def engine_itemsize(engine: Any) -> int:
-    """Bytes per value of the engine's compute dtype (NumPy and torch dtypes both say)."""
-    dtype = getattr(engine, "dtype", None)
-    return int(getattr(dtype, "itemsize", 4))
+def engine_row_bytes(engine: Any) -> int:
+    """Bytes one row of the engine's batch holds: its KV cache for the whole window (the
+    contract's `kv_bytes_per_position`) and its logits."""
+    c = engine.config
+    return engine.kv_bytes_per_position * c.n_ctx + row_bytes(c, 0)
 
 
 def check_batch_fits(engine: Any, rows: int, available: int | None = None) -> None:
     """Raise GenerationError, before anything is allocated, when `rows` rows cannot fit.
     `available` overrides what the machine reports (for tests)."""
-    per_row = row_bytes(engine.config, engine_itemsize(engine))
+    per_row = engine_row_bytes(engine)
     need = rows * per_row
     have = available_bytes(engine) if available is None else available
     if have is None or need <= HEADROOM * have:

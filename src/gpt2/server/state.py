@@ -113,13 +113,16 @@ class ModelHolder:
         progress: Any = None,
     ) -> Loaded:
         """Read the weights, build the engine and attach it (blocking: run it in a thread to keep
-        serving /health meanwhile). A failure is kept (`status` "failed", `error`) and raised."""
-        from ..engines import load_engine
+        serving /health meanwhile). A failure is kept (`status` "failed", `error`) and raised.
+        The engine is planned for serving (`plan_engine(..., serving=True)`: the torch engine takes
+        the kernel made for many rows a step unless `options` name one)."""
+        from ..engines import build_engine, plan_engine
         from ..weights import load_model
 
         try:
+            plan = plan_engine(engine_name, serving=True, **(options or {}))
             config, params = load_model(model, progress=progress)
-            engine = load_engine(engine_name, config, params, **serving_options(engine_name, options))
+            engine = build_engine(plan, config, params)
             tokenizer = Tokenizer.for_model(model)
         except Gpt2Error as exc:
             self.fail(str(exc))
@@ -156,32 +159,3 @@ class ModelHolder:
         if loaded is not None:
             loaded.scheduler.stop()
             loaded.engine.close()
-
-
-def serving_engine() -> str:
-    """The engine a server runs when none is named: PyTorch if installed (its batched step costs
-    1.5 single steps at 8 rows, so 8 streams decode ~5x one stream's tokens), else the fastest
-    installed.
-
-    >>> serving_engine() in ("torch", "numpy", "pure")
-    True
-    """
-    from ..engines import available_engines
-
-    installed = available_engines()
-    return "torch" if "torch" in installed else installed[0]
-
-
-def serving_options(engine_name: str, options: Mapping[str, Any] | None) -> dict[str, Any]:
-    """The engine's options for serving: the torch engine takes the kernel made for many rows a
-    step (`kernel="batched"`) unless one is named.
-
-    >>> serving_options("torch", {"threads": 2})
-    {'threads': 2, 'kernel': 'batched'}
-    >>> serving_options("numpy", None)
-    {}
-    """
-    chosen = dict(options or {})
-    if engine_name == "torch":
-        chosen.setdefault("kernel", "batched")
-    return chosen

@@ -24,12 +24,13 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ...config import Config
-from ...errors import GenerationError, Gpt2Error
+from ...errors import GenerationError
 from ...params import PROJECTIONS, validate_params
 from ...quantized_tensor import dequantize_params, is_quantized
 from ...tensor import Tensor
 from ..base import check_ids, check_window
-from .layout import BEST_METHOD, STORAGES
+from ..plan import EnginePlan, plan_engine
+from .layout import BEST_METHOD
 from .ops import dot, gelu_vector, layer_norm, softmax
 from .parallel import MatrixSpec, ShardedMatrices, usable_cpus
 
@@ -68,30 +69,26 @@ class KVCache:
 class PureEngine:
     name = "pure"
 
-    def __init__(
-        self,
-        config: Config,
-        params: Mapping[str, Tensor],
-        *,
-        workers: int | None = None,
-        storage: str = "auto",
-        method: str = BEST_METHOD,
-    ) -> None:
-        """`workers`: processes sharing the matrix products (None: one per core, at most 8,
+    def __init__(self, config: Config, params: Mapping[str, Tensor], plan: EnginePlan | None = None, **options: Any):
+        """`plan`: from `gpt2.engines.plan_engine("pure", ...)`; or the options themselves, planned
+        here. `workers`: processes sharing the matrix products (None: one per core, at most 8,
         for models of 20M parameters or more, else 1). `storage`: "fast", "compact", "fp16" or "auto"
-        (fast up to 400M parameters, compact above); see `gpt2.pure.layout`. `method`: the inner
-        product, see `gpt2.pure.layout`."""
+        (fast up to 400M parameters, compact above); see `gpt2.engines.pure.layout`. `method`: the
+        inner product, see `gpt2.engines.pure.layout`."""
+        plan = plan or plan_engine("pure", **options)
         validate_params(params, config)
-        # int8 weights (gpt2.weights.quantized) become the floats they stand for, q * scale, here:
+        self.notices = list(plan.notices)
+        # int8 weights (gpt2.quantized_tensor) become the floats they stand for, q * scale, here:
         # `dequantize(params[name]).to_array()` beside the original weights shows the rounding error.
         self.quantization = "int8" if is_quantized(params) else None
         params = dequantize_params(params)
+        storage = plan.options.get("storage", "auto")
         if storage == "auto":
             storage = "fast" if config.num_parameters() <= FAST_STORAGE_MAX_PARAMS else "compact"
-        if storage not in STORAGES:
-            raise Gpt2Error(f"storage must be auto or one of {', '.join(STORAGES)}, got {storage!r}")
+        workers = plan.options.get("workers")
         if workers is None:
             workers = min(usable_cpus(), MAX_DEFAULT_WORKERS) if config.num_parameters() >= PARALLEL_MIN_PARAMS else 1
+        method = plan.options.get("method", BEST_METHOD)
         self.config = config
         self.storage = storage
         c = config.n_embd
@@ -110,6 +107,17 @@ class PureEngine:
         self.ln_f = (vec("ln_f.weight"), vec("ln_f.bias"))
         self.matrices = ShardedMatrices(specs, workers=workers, storage=storage, method=method)
         self.workers = self.matrices.workers
+
+    @property
+    def kv_bytes_per_position(self) -> int:
+        """Keys and values of every layer, counted as float64s (they are Python floats)."""
+        return 2 * self.config.n_layer * self.config.n_embd * 8
+
+    def details(self) -> list[str]:
+        return []
+
+    def free_memory(self) -> int | None:
+        return None  # the host's
 
     def close(self) -> None:
         """Stop the worker processes (also done when the engine is garbage-collected)."""

@@ -53,10 +53,10 @@ from ...params import PROJECTIONS, validate_params
 from ...quantized_tensor import QuantizedTensor
 from ...tensor import Tensor
 from ..base import BatchKVCache, check_rows
+from ..plan import EnginePlan, plan_engine
 from .device import pick_device
 from .kernels import (
     BLAS_TRANSPOSED,
-    KERNELS,
     PROJECTION_WEIGHTS,
     drop_weight,
     native_kernels,
@@ -97,27 +97,16 @@ class KVCache(BatchKVCache):
 class TorchEngine:
     name = "torch"
 
-    def __init__(
-        self,
-        config: Config,
-        params: Mapping[str, Tensor],
-        device: str | None = None,
-        dtype: str = "float32",
-        threads: int | None = None,
-        kernel: str = "auto",
-    ) -> None:
-        """dtype: how the weights are stored and multiplied (see gpt2.engines.torch.precision); int8
-        weights (gpt2.weights.quantized, or load_engine(..., quantize="int8")) stay int8.
+    def __init__(self, config: Config, params: Mapping[str, Tensor], plan: EnginePlan | None = None, **options: Any):
+        """`plan`: from `gpt2.engines.plan_engine("torch", ...)`, or the options themselves, planned
+        here. dtype: how the weights are stored and multiplied (see gpt2.engines.torch.precision); int8
+        weights (gpt2.quantized_tensor, or load_engine(..., quantize="int8")) stay int8.
         kernel: float32 on the CPU: "auto" (OpenBLAS through NumPy if installed: the fastest
         single stream), "batched" (oneDNN: the fastest for many rows a step), "openblas",
         "onednn" or "blas"; see `pick_kernel`."""
-        if dtype not in DTYPES:
-            raise Gpt2Error(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
-        if kernel not in KERNELS:
-            raise Gpt2Error(f"unknown kernel {kernel!r}; choose one of {', '.join(KERNELS)}")
+        plan = plan or plan_engine("torch", **options)
+        dtype, device, threads, kernel = plan.dtype, plan.device, plan.threads, plan.kernel or "auto"
         if threads is not None:  # process-wide: only when the caller asks for it
-            if not isinstance(threads, int) or threads < 1:
-                raise Gpt2Error(f"threads must be an integer >= 1, got {threads!r}")
             torch.set_num_threads(threads)
         validate_params(params, config)
         self.config = config
@@ -126,7 +115,9 @@ class TorchEngine:
         # On the CPU the activations, norms, attention and cache are float32 whatever the weights
         # are (see precision.py); on a GPU everything runs in the weights' dtype.
         self.act_dtype = torch.float32 if self.device.type == "cpu" else self.dtype
-        self.notices: list[str] = []  # what the engine chose for you, worth telling (the CLI prints them)
+        self.notices: list[str] = list(
+            plan.notices
+        )  # what the engine chose for you, worth telling (the CLI prints them)
         self._scale = 1.0 / config.head_dim**0.5
         quantized = {name: t for name, t in params.items() if isinstance(t, QuantizedTensor)}
         self.quantization = "int8" if quantized else None
@@ -189,6 +180,21 @@ class TorchEngine:
             self._wte = (wte, int8_scale(quantized["wte.weight"], self.device))
 
     # --- the Engine contract ---------------------------------------------------------------
+
+    @property
+    def kv_bytes_per_position(self) -> int:
+        """Keys and values of every layer in the activations' dtype (float32 on the CPU)."""
+        return 2 * self.config.n_layer * self.config.n_embd * self.act_dtype.itemsize
+
+    def details(self) -> list[str]:
+        return []
+
+    def free_memory(self) -> int | None:
+        """Free GPU memory on CUDA; None on the CPU (and MPS, which shares the host's)."""
+        if self.device.type != "cuda":
+            return None
+        free, _ = torch.cuda.mem_get_info(self.device)
+        return int(free)
 
     def new_cache(self) -> KVCache:
         return self.new_batch_cache(1)

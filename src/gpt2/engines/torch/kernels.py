@@ -20,6 +20,7 @@ import torch
 
 from ...errors import Gpt2Error
 from ...params import PROJECTIONS
+from ..plan import KERNELS
 from .model import GPT2
 
 __all__ = [
@@ -40,7 +41,6 @@ __all__ = [
 # OpenBLAS, likewise; "onednn": oneDNN's inner product; "blas": MKL's addmm (and PyTorch's own
 # half-precision and int8 kernels); "batched": the best for many rows a step (a server): oneDNN
 # where it works. See pick_kernel.
-KERNELS = ("auto", "batched", "native", "openblas", "onednn", "blas")
 PROJECTION_WEIGHTS = tuple(name + ".weight" for name, _, _ in PROJECTIONS)
 
 # Per-token times of the 124M model's matrices at batch 1 on a 2-core x86 machine
