@@ -51,8 +51,33 @@ def test_every_option_has_help_and_every_command_a_description(parsers):
 def test_every_command_has_quiet_and_verbose(parsers):
     for name, parser in parsers.items():
         flags = options(parser)
-        assert "--quiet" in flags and "-v" in flags and "--verbose" in flags, name
+        assert flags.get("-q") is flags.get("--quiet") is not None, name
+        assert flags.get("-v") is flags.get("--verbose") is not None, name
         assert parser.parse_args([*REQUIRED.get(name, []), "-v", "-v"]).verbose == 2, name
+        assert parser.parse_args([*REQUIRED.get(name, []), "-q"]).quiet is True, name
+        assert parser.parse_args(REQUIRED.get(name, [])).quiet is False, name
+
+
+def test_the_output_flags_are_defined_once(parsers):
+    """-q, -v and --json are one action each, the same everywhere: the same help for -q and -v,
+    a store_true --json wherever a command prints a result with a shape."""
+    quiet = {options(p)["--quiet"].help for p in parsers.values()}
+    verbose = {options(p)["--verbose"].help for p in parsers.values()}
+    assert len(quiet) == len(verbose) == 1
+    with_json = {name for name, p in parsers.items() if "--json" in options(p)}
+    assert with_json == {"generate", "score", "tokenize", "info", "models", "eval", "verify"}
+    for name in with_json:
+        action = options(parsers[name])["--json"]
+        assert isinstance(action, argparse._StoreTrueAction) and action.help.startswith("print "), name
+
+
+@pytest.mark.parametrize("command", ["train", "eval"])
+def test_train_and_eval_take_q_from_the_command_line(capsys, command):
+    """Refused before (`gpt2 train -q`: unrecognized arguments); now -q is read as --quiet, and the
+    command goes on to its own check of --data."""
+    code = main([command, *REQUIRED[command], "-q"] + (["--data", "/no/such/file"] if command == "eval" else []))
+    err = capsys.readouterr().err
+    assert code == 2 and "unrecognized arguments" not in err and f"gpt2 {command}: error:" in err
 
 
 def test_model_option_is_the_same_wherever_a_model_is_taken(parsers):

@@ -6,9 +6,10 @@ returning an exit status. Subcommands call typed library functions; the library
 never prints. User mistakes arrive here as `Gpt2Error` and leave as one line on
 stderr with exit status 2, never a traceback.
 
-Every command also gets `--quiet` and `-v` here (unless it defines its own):
+Every command also gets `-q/--quiet` and `-v/--verbose` here, and from nowhere else:
 `--quiet` keeps stderr to errors (no progress, summary or warnings), `-v` adds
-detail, and the traceback of an error.
+detail, and the traceback of an error. A command that sets `quiet_here=False` (train,
+whose last line says where the model is) reads `args.quiet` and keeps itself quiet.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ COMMANDS = (
 
 def build_parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
     """The `gpt2` parser and each subcommand's parser, by name."""
-    from .commands.common import add_quiet_argument, add_verbose_argument
+    from .commands.common import add_output_arguments
 
     parser = argparse.ArgumentParser(
         prog="gpt2",
@@ -57,17 +58,10 @@ def build_parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argumen
         module = importlib.import_module(f".commands.{name.replace('-', '_')}", __package__)
         module.add_parser(sub)
     commands: dict[str, argparse.ArgumentParser] = dict(sub.choices)
-    for command in commands.values():
-        group = command.add_argument_group("output")
-        try:
-            add_quiet_argument(group)
+    for command in commands.values():  # the output flags, defined once, for every command
+        add_output_arguments(command)
+        if command.get_default("quiet_here") is None:  # train keeps itself quiet: its last line still shows
             command.set_defaults(quiet_here=True)  # the dispatcher, not the command, keeps it quiet
-        except argparse.ArgumentError:
-            pass  # the command has its own --quiet (train: its final line still shows)
-        try:
-            add_verbose_argument(group)
-        except argparse.ArgumentError:
-            pass  # the command has its own -v
     return parser, commands
 
 

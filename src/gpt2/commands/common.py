@@ -44,26 +44,23 @@ def add_device_argument(p: argparse.ArgumentParser | Any, help: str | None = Non
 
 
 def add_output_arguments(p: argparse.ArgumentParser) -> None:
-    """--quiet and -v, which `gpt2.cli` gives every command (see there for what they do)."""
+    """-q/--quiet and -v/--verbose, which `gpt2.cli` gives every command (see there for what they do)."""
     g = p.add_argument_group("output")
-    add_quiet_argument(g)
-    add_verbose_argument(g)
-
-
-def add_quiet_argument(p: argparse.ArgumentParser | Any) -> None:
-    p.add_argument(
+    g.add_argument(
         "--quiet", "-q", action="store_true", help="only the result and errors: no progress, summary or warnings"
     )
-
-
-def add_verbose_argument(p: argparse.ArgumentParser | Any) -> None:
-    p.add_argument(
+    g.add_argument(
         "--verbose",
         "-v",
         action="count",
         default=0,
         help="say more: what was loaded from where and how long it took; an error's traceback",
     )
+
+
+def add_json_argument(p: argparse.ArgumentParser | Any, what: str = "one JSON object") -> None:
+    """--json, in every command whose result has a shape: the same flag, saying what it prints."""
+    p.add_argument("--json", action="store_true", help=f"print {what}")
 
 
 def warn(args: argparse.Namespace, message: str) -> None:

@@ -12,7 +12,7 @@ import json
 import sys
 
 from ..errors import Gpt2Error
-from .common import add_model_argument
+from .common import add_json_argument, add_model_argument
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -52,8 +52,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=8, metavar="N", help="windows per forward pass (default 8)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | mps (default auto)")
     p.add_argument("--cache-dir", metavar="DIR", help="token cache (default $XDG_CACHE_HOME/gpt2/tokens)")
-    p.add_argument("--json", action="store_true", help="print the result as JSON")
-    p.add_argument("--quiet", action="store_true", help="no progress, only the result (and errors)")
+    add_json_argument(p, "the result as JSON")
     p.set_defaults(run=run)
 
 

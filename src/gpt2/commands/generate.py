@@ -26,6 +26,7 @@ from typing import Any
 
 from .common import (
     add_engine_arguments,
+    add_json_argument,
     engine_name,
     model_tokenizer,
     open_engine,
@@ -54,7 +55,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_prompt_arguments(p)
     add_engine_arguments(p)
     add_sampling_arguments(p, batches=True)
-    p.add_argument("--json", action="store_true", help="print one JSON object instead of streaming")
+    add_json_argument(p, "one JSON object instead of streaming")
     p.add_argument(
         "--interactive",
         "-i",

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from .common import DEFAULT_MODEL, add_model_argument, add_n_head_argument, download_progress, warn
+from .common import DEFAULT_MODEL, add_json_argument, add_model_argument, add_n_head_argument, download_progress, warn
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -26,7 +26,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("name", nargs="?", metavar="MODEL", help=f"the model (the same as --model; default {DEFAULT_MODEL})")
     add_model_argument(p)
     add_n_head_argument(p)
-    p.add_argument("--json", action="store_true", help="print one JSON object")
+    add_json_argument(p)
     p.set_defaults(run=run)
 
 

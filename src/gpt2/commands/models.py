@@ -14,6 +14,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from .common import add_json_argument
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -26,7 +28,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
             "file works as --model too."
         ),
     )
-    p.add_argument("--json", action="store_true", help="print one JSON object")
+    add_json_argument(p)
     p.set_defaults(run=run)
 
 

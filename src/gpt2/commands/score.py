@@ -14,7 +14,15 @@ from __future__ import annotations
 import argparse
 import json
 
-from .common import add_engine_arguments, engine_name, model_tokenizer, open_engine, plural, words_or_stdin
+from .common import (
+    add_engine_arguments,
+    add_json_argument,
+    engine_name,
+    model_tokenizer,
+    open_engine,
+    plural,
+    words_or_stdin,
+)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -32,7 +40,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_engine_arguments(p)
     p.add_argument("--stride", type=int, default=None, help="sliding-window step for long texts (default n_ctx // 2)")
     p.add_argument("--bos", action="store_true", help="prepend <|endoftext|> so that the first token is scored too")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
+    add_json_argument(p)
     p.set_defaults(run=run)
 
 

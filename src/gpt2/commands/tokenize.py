@@ -7,7 +7,7 @@ import json
 import os
 import sys
 
-from .common import DEFAULT_MODEL, add_model_argument, plural, read_stdin, write_text
+from .common import DEFAULT_MODEL, add_json_argument, add_model_argument, plural, read_stdin, write_text
 
 # Alternating background colours for the pieces on a terminal (256-colour palette).
 _COLOURS = (153, 223, 194, 217, 189)
@@ -23,9 +23,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "text", nargs="*", metavar="TEXT", help="the text (words are joined by spaces); '-' or nothing reads stdin"
     )
-    p.add_argument(
-        "--json", action="store_true", help='print one JSON object: {"ids": [...], "tokens": [...], "count": n}'
-    )
+    add_json_argument(p, 'one JSON object: {"ids": [...], "tokens": [...], "count": n}')
     p.add_argument("--ids", action="store_true", help="print only the ids (pipe them into `gpt2 detokenize`)")
     p.add_argument(
         "--allow-special",

@@ -80,8 +80,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         p.add_argument(flag, dest=field, type=kind, default=None, metavar=metavar, choices=choices, help=text)
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="torch.compile the model")
     p.add_argument("--cache-dir", metavar="DIR", help="token cache (default $XDG_CACHE_HOME/gpt2/tokens)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar, only errors and the final line")
-    p.set_defaults(run=run)
+    p.set_defaults(run=run, quiet_here=False)  # -q (gpt2.cli): no progress bar, only errors and the final line
 
 
 def model_config(args: argparse.Namespace):

@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 
+from .common import add_json_argument
 from .progress import Bar
 
 
@@ -22,7 +23,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
             "Exits 1 if any check fails or no reference could run."
         ),
     )
-    p.add_argument("--json", action="store_true", help="print the table as one JSON object")
+    add_json_argument(p, "the table as one JSON object")
     p.add_argument("--seed", type=int, default=0, help="seed of the random inputs and weights (default 0)")
     p.add_argument(
         "--reference",
