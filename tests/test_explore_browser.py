@@ -4,8 +4,12 @@ on 127.0.0.1. Playwright cannot download its own browser here, so the tests use 
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import socket
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -44,7 +48,8 @@ PANELS = ("tokens", "next", "attention", "lens", "embeddings", "code", "engines"
 @pytest.fixture(scope="module")
 def server(explore_model):
     m = explore_model
-    explorer = Explorer(m.config, m.params, name="small", engine="numpy")
+    # named by its directory, so that the page's `gpt2 generate` line runs as it is shown
+    explorer = Explorer(m.config, m.params, name=str(m.directory), engine="numpy")
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     sock.listen(64)
@@ -96,7 +101,14 @@ class Page:
         return int(self.page.locator("body").get_attribute("data-traced") or 0)
 
     def tokens(self) -> list[str]:
-        return self.page.locator("#tokens .token").all_text_contents()
+        """The tokens' texts (a newline token is drawn as ↵ and a line break; this is its text)."""
+        return self.page.locator("#tokens .token").evaluate_all("(spans) => spans.map((s) => s.dataset.text)")
+
+    def retype(self, text: str) -> None:
+        """Replace the prompt with `text` and wait for its trace."""
+        before = self.traced()
+        self.page.fill("#prompt", text)
+        self.settle(before + 1)
 
 
 @pytest.fixture
@@ -116,19 +128,48 @@ def test_the_page_loads_without_errors_or_requests_elsewhere(page, server):
     ]
 
 
-def test_every_panel_shows_a_link_to_its_chapter(page):
-    """The guide links are visible in each panel's header and lead to chapters that exist (the
-    site itself, `mkdocs serve` on 127.0.0.1:8001, is not running here: links are not followed)."""
+def test_the_script_is_es_modules_served_as_javascript(page, server):
+    """issue 19: the page's script is native ES modules (one per panel and a core), loaded from the
+    package with JavaScript's media type; every module loads and none logs an error."""
+    static = Path(__file__).resolve().parents[1] / "src" / "gpt2" / "explore" / "static"
+    modules = sorted(p.name for p in static.glob("*.js"))
+    assert {"core.js", "main.js", "tokens.js", "next.js", "attention.js", "lens.js", "engines.js"} <= set(modules)
+    assert page.page.locator('script[type="module"]').count() == 1
+    assert page.page.locator("script:not([type=module])").count() == 0
+    loaded = {url.rsplit("/", 1)[-1] for url in page.requests if "/explore/static/" in url and url.endswith(".js")}
+    assert loaded == set(modules)  # main.js imports every one of them
+    for name in modules:
+        answer = page.page.request.get(f"{server}/explore/static/{name}")
+        assert answer.ok and answer.headers["content-type"] == "text/javascript; charset=utf-8", name
+    assert page.errors == []
+
+
+def test_every_panel_links_to_its_chapter_served_by_the_explorer(page, server):
+    """issue 21: each panel's "guide: chapter N" link opens the chapter from the explorer itself (no
+    second server), with the anchor it names."""
     learn = Path(__file__).resolve().parents[1] / "docs" / "learn"
     for name in PANELS:
         link = page.page.locator(f"#panel-{name} h2 a.guide")
         assert link.count() == 1 and link.is_visible(), name
-        href = link.get_attribute("href") or ""
-        assert href.startswith("http://127.0.0.1:8001/learn/"), (name, href)
-        chapter = href.removeprefix("http://127.0.0.1:8001/learn/").split("/")[0]
-        assert (learn / f"{chapter}.md").is_file(), (name, href)
         assert link.inner_text().startswith("guide: chapter "), name
-    assert not [url for url in page.requests if ":8001" in url]  # shown, never fetched
+        href = link.get_attribute("href") or ""
+        assert href.startswith("/guide/"), (name, href)
+        chapter, _, anchor = href.removeprefix("/guide/").partition("#")
+        assert (learn / f"{chapter}.md").is_file(), (name, href)
+        answer = page.page.request.get(server + href)
+        assert answer.ok and answer.headers["content-type"].startswith("text/html"), (name, href)
+        body = answer.text()
+        assert "<h1" in body and "<pre><code" in body, name
+        if anchor:
+            assert f'id="{anchor}"' in body, (name, anchor)
+    with page.context.expect_page() as opened:  # follow one: it opens in a new tab
+        page.page.locator("#panel-attention h2 a.guide").click()
+    guide = opened.value
+    guide.wait_for_load_state()
+    assert guide.locator("h1").inner_text().startswith("3. Attention")
+    assert guide.locator('a[href="/#panel-attention"]').count() >= 1  # the chapter links back to this explorer
+    raw = page.page.request.get(server + "/guide/03-attention.md")
+    assert raw.text() == (learn / "03-attention.md").read_text(encoding="utf-8")
 
 
 def test_typing_a_prompt_shows_its_tokens(page):
@@ -217,4 +258,167 @@ def test_a_screenshot_of_each_view(page, tmp_path):
         data = Path(path).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 2000, name
     page.page.screenshot(path=str(tmp_path / "explore-page.png"), full_page=True)
+    assert page.errors == []
+
+
+def test_a_newline_token_has_a_width_and_can_be_hovered(page):
+    """issue 21: the first prompt's newline is a token (id 198) with a visible mark and a width."""
+    newline = page.page.locator("#tokens .token").nth(page.tokens().index("\n"))
+    box = newline.bounding_box()
+    assert box is not None and box["width"] > 4 and box["height"] > 4
+    newline.hover()
+    tip = page.page.locator("#tooltip")
+    assert tip.is_visible() and "id 198" in tip.inner_text()
+    assert "↵" in newline.inner_text()
+    assert page.errors == []
+
+
+def test_the_zoom_follows_the_layer_selector(page, explore_model):
+    """issue 21: choosing a layer zooms into that layer (the same head), and clicking a heatmap of
+    another layer selects that layer."""
+    c = explore_model.config
+    assert "layer 0, head 0" in page.page.locator("#zoom-title").text_content()
+    page.page.select_option("#layer", str(c.n_layer - 1))
+    assert f"layer {c.n_layer - 1}, head 0" in page.page.locator("#zoom-title").text_content()
+    page.page.locator(f'#attn-grid canvas[data-layer="0"][data-head="{c.n_head - 1}"]').click()
+    assert page.page.locator("#layer").input_value() == "0"
+    assert f"layer 0, head {c.n_head - 1}" in page.page.locator("#zoom-title").text_content()
+    page.page.select_option("#layer", "1")
+    assert f"layer 1, head {c.n_head - 1}" in page.page.locator("#zoom-title").text_content()
+    assert page.page.locator(".attn-cell.selected").get_attribute("data-layer") == "1"
+    assert page.errors == []
+
+
+def stale(page, panel: str) -> bool:
+    return "stale" in (page.page.locator(f"#panel-{panel}").get_attribute("class") or "")
+
+
+def test_old_numbers_are_marked_after_a_new_prompt_or_an_error(page):
+    """issue 21: after a new prompt the three-engines table says it is for another sequence; after
+    a failed trace every panel that still shows the previous sequence says so; a good trace clears
+    the marks, and going back to the compared sequence shows its comparison as current again."""
+    page.page.click("#compare")
+    page.page.wait_for_function("() => document.getElementById('largest').textContent.startsWith('Largest')")
+    assert not stale(page, "engines")
+    page.retype("JULIET:\nO Romeo, Romeo!")
+    assert stale(page, "engines")
+    note = page.page.locator("#panel-engines .stale-note")
+    assert note.is_visible() and "another sequence" in note.inner_text()
+    assert not any(stale(page, p) for p in ("tokens", "next", "attention", "lens"))
+
+    page.page.fill("#prompt", "x " * 200)  # over the trace limit: the server refuses it
+    page.page.wait_for_function("() => document.getElementById('status').classList.contains('error')")
+    page.page.wait_for_function("() => document.body.dataset.pending === '0'")
+    for panel in ("tokens", "next", "attention", "lens"):
+        assert stale(page, panel), panel
+        assert "last request failed" in page.page.locator(f"#panel-{panel} .stale-note").inner_text()
+    assert "".join(page.tokens()).startswith("JULIET:")  # the previous sequence, marked as such
+
+    page.retype("ROMEO:\nBut soft, what light through yonder window breaks?")
+    assert not any(stale(page, p) for p in ("tokens", "next", "attention", "lens"))
+    assert not stale(page, "engines")  # the same ids as the comparison again
+    assert page.page.locator(".stale-note").count() == 0
+    errors = [e for e in page.errors if "400" not in e]  # the refused trace logs its 400
+    assert errors == []
+
+
+def test_the_largest_difference_is_the_outlined_cell_and_says_it_is_relative(page):
+    """issue 21: the headline ranks by relative difference and says so; the table shows absolute and
+    relative differences, and the headline's cell is the one outlined."""
+    page.page.click("#compare")
+    page.page.wait_for_function("() => document.getElementById('largest').textContent.startsWith('Largest')")
+    headline = page.page.locator("#largest").inner_text()
+    assert headline.startswith("Largest relative difference: ")
+    cell = page.page.locator("#engines-table td.largest-cell")
+    assert cell.count() == 1
+    rel = cell.locator(".rel").inner_text()  # "rel 1.23e-7"
+    assert rel.startswith("rel ") and rel in headline
+    assert cell.locator(".abs").inner_text() in headline
+    assert "relative" in page.page.locator("#engines-table caption").inner_text()
+    # the largest of every relative cell in the table is the outlined one
+    rels = page.page.locator("#engines-table td.diff .rel").all_inner_texts()
+    assert max(float(r.removeprefix("rel ")) for r in rels) == float(rel.removeprefix("rel "))
+    assert page.errors == []
+
+
+def test_the_residual_norm_chart_has_axis_titles_and_a_scale_note(page):
+    titles = page.page.locator("#norms text.axis-title").all_text_contents()
+    assert len(titles) == 2 and any("log scale" in t for t in titles) and any("block" in t for t in titles)
+    assert page.page.locator("#norms text.tick").count() > 2
+    assert "Logarithmic" in page.page.locator("#norms-note").inner_text()
+
+
+def test_a_three_line_prompt_is_not_clipped(page):
+    text = "ROMEO:\nBut soft, what light through yonder window breaks?\nIt is the east, and Juliet is the sun."
+    page.retype(text)
+    size = page.page.locator("#prompt").evaluate("(box) => [box.scrollHeight, box.clientHeight]")
+    assert size[0] <= size[1], size
+    page.retype(text + "\n" * 4 + "Arise, fair sun.")  # seven lines: the box grows again
+    size = page.page.locator("#prompt").evaluate("(box) => [box.scrollHeight, box.clientHeight]")
+    assert size[0] <= size[1], size
+
+
+# Prompts that a shell, a page or a copy can change: newlines (the bug), quotes, backslashes, `!`,
+# `$`, backquotes, a leading dash, tabs, CR, invisible and non-ASCII characters.
+AWKWARD_PROMPTS = [
+    "ROMEO:\nBut soft",
+    "ends with a newline\n",
+    "\n\nstarts with two",
+    'it\'s "quoted" and \\back\\slashed\\',
+    "bang! $HOME `date` $(date) ${x} %s \\n",
+    "-n 5 --model gpt2",
+    "tab\there\r\nCRLF",
+    "naïve café — 日本語 🎉",
+    "no\u00a0break\u200bzero width\u2028line separator\ufeff",
+    "'",
+    "\\",
+]
+
+
+def test_the_command_line_quoting_gives_back_the_prompt_in_bash(page):
+    """issue 20: the quoted prompt, pasted into bash, is the page's prompt byte for byte, and the
+    whole line is one line (the page cannot collapse a newline of it)."""
+    bash = shutil.which("bash")
+    if bash is None:
+        pytest.skip("no bash")
+    quoted = page.page.evaluate(
+        "async (texts) => { const m = await import('/explore/static/shell.js');"
+        ' return texts.map((t) => [m.bashQuote(t), m.generateCommand({text: t, model: "my model\'s",'
+        " engine: 'numpy', seed: 7, n: 3, temperature: 0.8, top_k: 40, top_p: 1})]); }",
+        AWKWARD_PROMPTS,
+    )
+    for text, (word, line) in zip(AWKWARD_PROMPTS, quoted, strict=True):
+        assert "\n" not in word and "\n" not in line and "\r" not in line, word
+        out = subprocess.run([bash, "-c", f"printf %s {word}"], capture_output=True, timeout=30, check=True)
+        assert out.stdout == text.encode("utf-8"), (text, word)
+        # the whole line, with `gpt2` replaced by a function that prints its arguments
+        script = "gpt2() { printf '%s\\0' \"$@\"; }; " + line
+        out = subprocess.run([bash, "-c", script], capture_output=True, timeout=30, check=True)
+        args = out.stdout.decode("utf-8").split("\0")[:-1]
+        assert args[:3] == ["generate", "--model", "my model's"] and args[-2:] == ["--", text], (text, args)
+    assert page.errors == []
+
+
+def test_the_command_line_gives_the_pages_tokens(page):
+    """issue 20, end to end: a prompt with a newline and quotes, three sampled steps, then the
+    page's `gpt2 generate` line run by bash: the same prompt ids and the same three tokens."""
+    bash = shutil.which("bash")
+    if bash is None:
+        pytest.skip("no bash")
+    page.retype('ROMEO:\nIt\'s "soft" \\ naïve!')
+    page.page.fill("#seed", "7")
+    for _ in range(3):
+        before = page.traced()
+        page.page.click("#step")
+        page.settle(before + 1)
+    line = page.page.locator("#command code").inner_text()
+    assert line.startswith("gpt2 generate ") and "\n" not in line
+    ids = page.page.evaluate("() => document.getElementById('token-ids').textContent")
+    ids = json.loads(ids.removeprefix("ids: "))
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1] / "src"))
+    command = line.replace("gpt2 generate ", f"{sys.executable} -m gpt2 generate --json -q ", 1)
+    out = subprocess.run([bash, "-c", command], capture_output=True, text=True, timeout=300, env=env)
+    assert out.returncode == 0, out.stderr
+    sample = json.loads(out.stdout)["samples"][0]
+    assert sample["prompt_ids"] + sample["ids"] == ids
     assert page.errors == []

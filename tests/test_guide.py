@@ -80,7 +80,7 @@ def test_the_guide_is_linked_from_the_site_home():
 
 EXPLORER_PAGE = ROOT / "src" / "gpt2" / "explore" / "static" / "index.html"
 PANEL = re.compile(r'<section class="panel" id="(panel-[a-z]+)">\s*<h2>(.*?)</h2>', re.DOTALL)
-GUIDE_LINK = re.compile(r'<a class="guide" href="http://127\.0\.0\.1:8001/learn/(\d\d-[a-z-]+)/(?:#([a-z0-9-]+))?"')
+GUIDE_LINK = re.compile(r'<a class="guide" href="/guide/(\d\d-[a-z-]+)(?:#([a-z0-9-]+))?"')
 PANEL_LINK = re.compile(r"\(http://127\.0\.0\.1:8000/#(panel-[a-z]+)\)")
 
 
@@ -92,8 +92,8 @@ def heading_slugs(text: str) -> set[str]:
 
 
 def test_every_explorer_panel_links_to_its_chapter_and_back():
-    """Each panel's header links to a chapter that exists (on `mkdocs serve`, port 8001, so as
-    not to collide with the explorer's 8000), and each panel is linked from some chapter."""
+    """Each panel's header links to a chapter that exists (served by the explorer itself at
+    /guide/NAME), and each panel is linked from some chapter."""
     page = EXPLORER_PAGE.read_text(encoding="utf-8")
     panels = dict(PANEL.findall(page))
     assert len(panels) == 7, sorted(panels)

@@ -1,7 +1,8 @@
 """The explorer's HTTP face: a FastAPI router with the JSON API and the page, mountable in any app.
 
     GET  /                            the page (static HTML, CSS and JavaScript from the package)
-    GET  /explore/static/{name}       its files
+    GET  /explore/static/{name}       its files (the page's script is ES modules: text/javascript)
+    GET  /guide/{chapter}             the guide's chapters (docs/learn), where the guide is (a clone)
     GET  /api/info                    the model, the engines, the limits, the functions with source
     POST /api/trace                   {"text" | "ids", ...} -> tokens, attention, logit lens, next token, norms
     POST /api/next                    the next-token distribution alone (for the sliders)
@@ -41,6 +42,7 @@ from starlette.concurrency import run_in_threadpool
 
 from ..errors import Gpt2Error
 from .explorer import Explorer
+from .guide import add_guide_routes
 from .requests import (
     parse_bpe,
     parse_compare,
@@ -55,6 +57,9 @@ __all__ = ["explore_router", "STATIC", "json_response", "error_response"]
 
 STATIC = Path(__file__).resolve().parent / "static"
 STATIC_PREFIX = "/explore/static"
+# By name, not from the platform's table (which may call .js text/plain): browsers refuse to run an
+# ES module served with a type that is not JavaScript's.
+MEDIA_TYPES = {".js": "text/javascript", ".css": "text/css", ".html": "text/html", ".md": "text/plain"}
 # The page never loads anything from elsewhere; the browser is told so too.
 CONTENT_SECURITY_POLICY = (
     "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; connect-src 'self'"
@@ -143,6 +148,8 @@ def explore_router(explorer: Explorer, run: Runner = in_threadpool) -> APIRouter
     async def static(name: str) -> Response:
         return static_file(name)
 
+    add_guide_routes(router, {"Content-Security-Policy": CONTENT_SECURITY_POLICY, "Cache-Control": "no-cache"})
+
     return router
 
 
@@ -151,7 +158,7 @@ def static_file(name: str) -> Response:
     files = {p.name: p for p in STATIC.iterdir() if p.is_file()}
     if name not in files:
         return error_response(f"no such file: {name}", 404)
-    media_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
+    media_type = MEDIA_TYPES.get(Path(name).suffix) or mimetypes.guess_type(name)[0] or "application/octet-stream"
     if media_type.startswith("text/") or media_type == "application/javascript":
         media_type += "; charset=utf-8"
     return Response(
