@@ -302,9 +302,9 @@ def test_bad_requests_get_a_clear_400(client, path, body, words):
 
 
 def test_a_body_that_is_not_json_gets_a_400(client):
-    refused(client.post("/api/trace", content=b"{text: hello}"), "not JSON")
+    refused(client.post("/api/trace", content=b"{text: hello}"), "not valid JSON")
     refused(client.post("/api/trace", content=b""), "JSON object")
-    refused(client.post("/api/trace", content=b"\xff\xfe"), "not JSON")
+    refused(client.post("/api/trace", content=b"\xff\xfe"), "not UTF-8")
 
 
 def test_special_tokens_in_text_are_their_ids(client):

@@ -34,7 +34,7 @@ def test_help_lists_the_options(capsys):
         main(["explore", "--help"])
     out, _ = capsys.readouterr()
     assert exc.value.code == 0
-    for option in ("--model", "--engine", "--port", "--no-browser"):
+    for option in ("--model", "--engine", "--port", "--no-browser", "--allowed-host"):
         assert option in out
 
 
@@ -44,6 +44,7 @@ def test_help_lists_the_options(capsys):
         (["--engine", "jax"], ["unknown engine 'jax'"]),
         (["--port", "70000"], ["--port", "65535"]),
         (["--engine", "pure", "--dtype", "float32"], ["--dtype"]),
+        (["--allowed-host", "box.lan:8000"], ["allowed host", "box.lan:8000"]),
     ],
 )
 def test_mistakes_are_one_line(capsys, explore_model, argv, words):

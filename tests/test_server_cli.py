@@ -143,6 +143,30 @@ def test_the_api_key_comes_from_the_environment(model_dir):
         served.stop()
 
 
+@pytest.mark.parametrize(
+    "args, env, message",
+    [
+        (["--api-key", ""], {}, "--api-key is empty: give a key, or leave the option out to serve without one"),
+        (["--api-key", "  "], {}, "--api-key is empty"),
+        ([], {"GPT2_API_KEY": ""}, "GPT2_API_KEY is set but empty: set it to a key, or unset it to serve without one"),
+    ],
+)
+def test_an_empty_api_key_is_refused_not_switched_off(model_dir, args, env, message):
+    pytest.importorskip("fastapi")
+    out = run_serve("--model", model_dir, "--port", "0", *args, env={**os.environ, **env})
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert out.stderr.strip().splitlines() == [f"gpt2 serve: error: {message}"] or message in out.stderr
+
+
+def test_a_bind_error_is_not_preceded_by_the_no_key_notice(model_dir):
+    """192.0.2.1 (an address for documentation) is on no interface here: listening on it fails,
+    and nothing may say it listens there without a key first."""
+    pytest.importorskip("fastapi")
+    out = run_serve("--model", model_dir, "--host", "192.0.2.1", "--port", "0")
+    assert out.returncode == 2 and "cannot listen on 192.0.2.1:0" in out.stderr
+    assert "without an API key" not in out.stderr and "Traceback" not in out.stderr
+
+
 def test_binding_beyond_this_machine_without_a_key_warns():
     from gpt2.server.settings import bind_warning, is_loopback
 

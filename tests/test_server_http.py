@@ -206,7 +206,7 @@ def test_a_plain_request_abandoned_by_its_client_frees_its_place():
         data = json.dumps({"model": NAME, "prompt": "Hi", "max_tokens": 120, "temperature": 0}).encode()
         with socket.create_connection((parts.hostname, parts.port), timeout=30) as sock:
             sock.sendall(
-                b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b"POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                 + b"Content-Length: %d\r\n\r\n" % len(data)
                 + data
             )

@@ -48,6 +48,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         default=DEFAULT_PORT,
         help=f"port on 127.0.0.1 (default {DEFAULT_PORT}; 0 picks a free one)",
     )
+    p.add_argument(
+        "--allowed-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="also answer pages that call the server by this host name (repeatable). Addresses and localhost "
+        "are always answered; other names are refused, so that no web page can reach the server by DNS rebinding",
+    )
     p.add_argument("--no-browser", action="store_true", help="do not open the page in a browser")
     p.set_defaults(run=run)
 
@@ -92,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
                 webbrowser.open(url)
 
         try:
-            serve(create_app(explorer), args.port, on_ready=ready)
+            serve(create_app(explorer, allowed_hosts=tuple(args.allowed_host)), args.port, on_ready=ready)
         except KeyboardInterrupt:  # uvicorn re-raises the Ctrl-C it shut down on: that is how it stops
             pass
         print("gpt2 explore: stopped", file=sys.stderr)

@@ -18,6 +18,7 @@ import importlib.util
 import logging
 import os
 import sys
+from collections.abc import Mapping
 
 from .common import add_engine_arguments, engine_plan
 
@@ -46,6 +47,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="require this key (Authorization: Bearer KEY or X-Api-Key: KEY) on every route but /health "
         "(default: $GPT2_API_KEY, else none)",
+    )
+    net.add_argument(
+        "--allowed-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="also answer requests sent to this host name (repeatable; .example.com: the domain and its names; "
+        "* : any). Addresses, localhost and --host are always answered; other names are refused (DNS rebinding)",
     )
     net.add_argument("--served-model-name", default=None, metavar="NAME", help="the model name clients send")
     lim = p.add_argument_group("limits")
@@ -78,7 +87,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..errors import Gpt2Error
-    from ..server.settings import API_KEY_ENV, ServerSettings
+    from ..server.settings import ServerSettings
 
     missing = [name for name in ("fastapi", "uvicorn") if importlib.util.find_spec(name) is None]
     if missing:
@@ -87,7 +96,8 @@ def run(args: argparse.Namespace) -> int:
     settings = ServerSettings(
         host=args.host,
         port=args.port,
-        api_key=args.api_key or os.environ.get(API_KEY_ENV) or None,
+        api_key=api_key(args.api_key, os.environ),
+        allowed_hosts=tuple(args.allowed_host),
         max_body_bytes=args.max_body_bytes,
         max_tokens=args.max_tokens,
         max_prompt_tokens=args.max_prompt_tokens,
@@ -111,6 +121,26 @@ def run(args: argparse.Namespace) -> int:
         progress=DownloadBar(sys.stderr),
     )
     return 0
+
+
+def api_key(given: str | None, environ: Mapping[str, str]) -> str | None:
+    """The key from --api-key, else $GPT2_API_KEY, else None. An empty one is a mistake (an unset
+    variable in a script), never a way to switch the key off: leave both out for no key.
+
+    >>> api_key(None, {"GPT2_API_KEY": "s3"}), api_key("k", {}), api_key(None, {})
+    ('s3', 'k', None)
+    """
+    from ..server.errors import ServerError
+    from ..server.settings import API_KEY_ENV
+
+    if given is not None:
+        if not given.strip():
+            raise ServerError("--api-key is empty: give a key, or leave the option out to serve without one")
+        return given
+    value = environ.get(API_KEY_ENV)
+    if value is not None and not value.strip():
+        raise ServerError(f"{API_KEY_ENV} is set but empty: set it to a key, or unset it to serve without one")
+    return value
 
 
 def _log_to_stderr() -> None:

@@ -15,9 +15,12 @@
 
 Every answer is JSON (schemas in `gpt2/explore/schema.json`, documented in
 docs/explorer.md). A request the explorer refuses is a 400 with
-`{"error": {"message": ..., "type": "invalid_request_error"}}`. The checks live in
-`gpt2.explore.requests`, not in framework validation, so the router needs no
-app-level exception handler and mounts into `gpt2 serve`'s app as into any other.
+`{"error": {"message": ..., "type": "invalid_request_error"}}` (the message cut to a
+few hundred characters); any body that reads as bytes gets such an answer, never a
+500. The checks live in `gpt2.explore.requests`, not in framework validation, so the
+router needs no app-level exception handler and mounts into `gpt2 serve`'s app as
+into any other. The work runs in a bounded pool of threads (`gpt2.explore.work`):
+503 when it is full, cancelled when the client goes.
 
 >>> from gpt2.config import Config
 >>> from gpt2.params import init_params
@@ -32,15 +35,16 @@ from __future__ import annotations
 
 import json
 import mimetypes
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
-from starlette.concurrency import run_in_threadpool
 
 from ..errors import Gpt2Error
+from ..server.errors import ApiError, printable
+from ..server.schemas import parse_json
 from .explorer import Explorer
 from .guide import add_guide_routes
 from .requests import (
@@ -52,6 +56,7 @@ from .requests import (
     parse_step,
     parse_trace,
 )
+from .work import Busy, Cancelled, WorkPool
 
 __all__ = ["explore_router", "STATIC", "json_response", "error_response"]
 
@@ -60,50 +65,59 @@ STATIC_PREFIX = "/explore/static"
 # By name, not from the platform's table (which may call .js text/plain): browsers refuse to run an
 # ES module served with a type that is not JavaScript's.
 MEDIA_TYPES = {".js": "text/javascript", ".css": "text/css", ".html": "text/html", ".md": "text/plain"}
+CLIENT_CLOSED = 499  # in the log only: the client closed the connection before its answer
 # The page never loads anything from elsewhere; the browser is told so too.
 CONTENT_SECURITY_POLICY = (
     "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; connect-src 'self'"
 )
 
 
-def json_response(payload: Any, status: int = 200) -> Response:
+def json_response(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     """Compact JSON, encoded once (the trace is large: no framework re-encoding pass)."""
     body = json.dumps(payload, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-    return Response(body.encode("utf-8"), status_code=status, media_type="application/json")
+    return Response(body.encode("utf-8"), status_code=status, media_type="application/json", headers=headers)
 
 
-def error_response(message: str, status: int = 400) -> Response:
-    return json_response({"error": {"message": message, "type": "invalid_request_error"}}, status)
+def error_response(message: str, status: int = 400, headers: dict[str, str] | None = None) -> Response:
+    """The explorer's error answer; the message bounded and encodable (`gpt2.server.errors.printable`)."""
+    kind = "invalid_request_error" if status < 500 else "server_error"
+    return json_response({"error": {"message": printable(message), "type": kind}}, status, headers)
 
 
-Runner = Callable[[Callable[[], Any]], Awaitable[Any]]
-
-
-async def in_threadpool(work: Callable[[], Any]) -> Any:
-    return await run_in_threadpool(work)
-
-
-def explore_router(explorer: Explorer, run: Runner = in_threadpool) -> APIRouter:
-    """The API and the page over `explorer`, as a router to include in a FastAPI app. `run` runs
-    the explorer's work off the event loop: a thread of the pool by default, or (in `gpt2 serve`'s
-    app) the scheduler's thread, between two decoding steps, since the engines are shared."""
+def explore_router(explorer: Explorer, pool: WorkPool | None = None) -> APIRouter:
+    """The API and the page over `explorer`, as a router to include in a FastAPI app. The work
+    runs in `pool`'s threads (default: 2 at a time, 8 waiting), off the event loop."""
     router = APIRouter()
+    pool = pool or WorkPool()
 
-    async def answer(request: Request, parse: Callable[[Any], Any], work: Callable[[Any], Any]) -> Response:
-        raw = await request.body()
+    async def run(request: Request, work: Callable[[], Any]) -> Response:
+        async def gone() -> None:  # the body has been read: the next message is the client leaving
+            while (await request.receive())["type"] != "http.disconnect":
+                pass
+
         try:
-            body = json.loads(raw or b"null")
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            return error_response(f"the request body is not JSON: {exc}")
-        try:
-            parsed = parse(body)
-            return json_response(await run(lambda: work(parsed)))  # CPU work off the event loop
+            return json_response(await pool.run(work, gone))
+        except Busy as exc:
+            return error_response(str(exc), 503, {"Retry-After": "1"})
+        except Cancelled:
+            return Response(status_code=CLIENT_CLOSED)
+        except ApiError as exc:  # the model's server refused (shutting down)
+            return error_response(exc.message, exc.status, exc.headers)
         except Gpt2Error as exc:
             return error_response(str(exc))
 
+    async def answer(request: Request, parse: Callable[[Any], Any], work: Callable[[Any], Any]) -> Response:
+        try:
+            parsed = parse(parse_json(await request.body()))  # strict JSON: depth, digits, UTF-8
+        except ApiError as exc:
+            return error_response(exc.message, exc.status)
+        except Gpt2Error as exc:
+            return error_response(str(exc))
+        return await run(request, lambda: work(parsed))
+
     @router.get("/api/info")
-    async def info() -> Response:
-        return json_response(await run(explorer.info))
+    async def info(request: Request) -> Response:
+        return json_response(explorer.info())  # a few fields: no work to move off the loop
 
     @router.post("/api/trace")
     async def trace(request: Request) -> Response:

@@ -3,9 +3,11 @@
 `create_app` attaches the explorer's default engine to a `gpt2.server.ModelHolder`,
 so the app also answers OpenAI's `/v1/completions` (and `/health`, `/metrics`,
 `/tokenize`) over the model being explored, with the server's middleware (request
-log, body limit, OpenAI-shaped errors). The holder's scheduler thread owns the
-engines: the explorer's work runs there too, between two decoding steps, so a trace
-and a completion never use an engine at once. `serve` runs the app on 127.0.0.1 only.
+log, Host and Origin rules, body limit, connection limits, OpenAI-shaped errors).
+The holder's scheduler thread owns the default engine: the explorer's passes on it
+run there too, between two decoding steps, so a trace and a completion never use it
+at once; the other engines run in the explorer's worker threads. `serve` runs the
+app on 127.0.0.1 only.
 
 >>> from gpt2.config import Config
 >>> from gpt2.params import init_params
@@ -33,20 +35,27 @@ __all__ = ["HOST", "create_app", "serve"]
 HOST = "127.0.0.1"  # the explorer listens on this machine only
 
 
-def create_app(explorer: Explorer) -> Any:
-    """`gpt2 serve`'s app over the explorer's default engine, with the explorer's router."""
+def create_app(explorer: Explorer, *, allowed_hosts: tuple[str, ...] = ()) -> Any:
+    """`gpt2 serve`'s app over the explorer's default engine, with the explorer's router.
+    `allowed_hosts`: Host names answered beyond this machine's (`--allowed-host`)."""
     from ..server.app import create_app as server_app
     from ..server.settings import ServerSettings
     from ..server.state import ModelHolder
 
     holder = ModelHolder(explorer.name)
     holder.attach(explorer.engine(), explorer.tokenizer)
+    run_locked = explorer.run_locked
 
-    async def on_the_engines_thread(work: Callable[[], Any]) -> Any:
-        return await holder.run_on_engine(lambda _engine: work())
+    def run_on_engine(name: str, work: Callable[[Any], Any]) -> Any:
+        # Called from a worker thread: the default engine is the scheduler's, so its passes run on
+        # the scheduler's thread between two decoding steps; the other engines under their own locks.
+        if name == explorer.default_engine:
+            return holder.require().scheduler.call(work).result()
+        return run_locked(name, work)
 
-    router = explore_router(explorer, run=on_the_engines_thread)
-    return server_app(holder, ServerSettings(host=HOST), routers=[router], title=f"gpt2 explore: {explorer.name}")
+    explorer.run_on_engine = run_on_engine
+    settings = ServerSettings(host=HOST, allowed_hosts=allowed_hosts)
+    return server_app(holder, settings, routers=[explore_router(explorer)], title=f"gpt2 explore: {explorer.name}")
 
 
 def serve(app: Any, port: int, *, on_ready: Callable[[str], None] | None = None) -> None:

@@ -3,8 +3,12 @@
 `Explorer` is the library behind `gpt2 explore` and its JSON API (`gpt2.explore.api`):
 each method takes a checked request (`gpt2.explore.requests`) and returns the JSON-ready
 answer documented in docs/explorer.md. Engines are built when first asked for (the
-three-engines view needs all of them) and are used one request at a time (an engine's
-buffers and caches are not shared between threads).
+three-engines view needs all of them) and each is used by one request at a time (an
+engine's buffers and caches are not shared between threads), through
+`run_on_engine(name, work)`: by default under that engine's own lock, so that a long
+pass on one engine does not hold up another; a server that shares an engine with
+other work replaces it (`gpt2 explore` runs the default engine's passes on the
+server's scheduler thread).
 
 >>> from gpt2.config import Config
 >>> from gpt2.params import init_params
@@ -23,7 +27,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -53,6 +57,7 @@ from .requests import (
 )
 from .sources import SOURCES, computed_by, source_of
 from .trace import Trace, next_token_json, run_trace, trace_json
+from .work import check_cancelled
 
 __all__ = ["Explorer", "API_VERSION"]
 
@@ -85,7 +90,9 @@ class Explorer:
             self.default_engine = engine.name
             self._engines[engine.name] = engine
         self._engine_options = dict(engine_options or {})
-        self._lock = threading.RLock()  # one request at a time on the engines
+        self._lock = threading.RLock()  # guards the tables below (engines, locks, caches)
+        self._engine_locks: dict[str, threading.Lock] = {}
+        self.run_on_engine: Callable[[str, Callable[[Engine], Any]], Any] = self.run_locked
         self._logits: OrderedDict[tuple[str, tuple[int, ...]], np.ndarray] = OrderedDict()
         self._pieces: dict[int, dict[str, Any]] = {}
         self.lens = LensWeights.from_params(params, config.layer_norm_epsilon)
@@ -107,12 +114,22 @@ class Explorer:
                 self._engines[name] = load_engine(spec.name, self.config, self.params, **options)
             return self._engines[name]
 
+    def run_locked(self, name: str, work: Callable[[Engine], Any]) -> Any:
+        """`work(engine)` on the engine `name`, under its lock: one pass at a time on each engine."""
+        engine = self.engine(name)
+        with self._lock:
+            lock = self._engine_locks.setdefault(engine.name, threading.Lock())
+        with lock:
+            return work(engine)
+
     def close(self) -> None:
         """Release every engine built (the pure engine's worker processes)."""
         with self._lock:
-            for engine in self._engines.values():
+            engines, self._engines = dict(self._engines), {}
+            locks = dict(self._engine_locks)
+        for name, engine in engines.items():
+            with locks.get(name) or threading.Lock():  # not in the middle of a pass
                 engine.close()
-            self._engines.clear()
 
     # --- the sequence -------------------------------------------------------------------------
 
@@ -298,8 +315,10 @@ class Explorer:
     # --- the work -----------------------------------------------------------------------------
 
     def _run(self, ids: list[int], engine: str | None, *, all_logits: bool = False) -> Trace:
+        check_cancelled()  # the client of a long request (a comparison) may have gone meanwhile
+        name = self.engine(engine).name
+        traced: Trace = self.run_on_engine(name, lambda e: run_trace(e, ids, all_logits=all_logits))
         with self._lock:
-            traced = run_trace(self.engine(engine), ids, all_logits=all_logits)
             key = (traced.engine, tuple(ids))
             self._logits[key] = traced.logits[-1].copy()
             self._logits.move_to_end(key)

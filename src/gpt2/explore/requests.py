@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..generation.sampling import SamplingConfig
+from ..tokenizer.checks import checked_text
 from .encoding import ENCODINGS
 from .errors import ExploreError
 
@@ -172,7 +173,7 @@ def parse_bpe(body: Any) -> str:
     text = body.get("text")
     if not isinstance(text, str):
         raise ExploreError('give the word as "text", a string')
-    return text
+    return checked_text(text)  # a lone surrogate is U+FFFD, as the tokenizer reads it everywhere
 
 
 def parse_compare(body: Any) -> CompareRequest:

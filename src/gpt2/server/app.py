@@ -9,8 +9,9 @@
 web explorer's `/api/...`), then `static`, a directory served at a path
 (`("/", directory)` serves its index.html at `/`; routes win over files).
 Every route, mounted ones included, goes through the same middleware: the
-request log, the API key (all paths but `settings.public_paths`) and the body
-limit; every error leaves in OpenAI's format. The model is
+request log, the Host and Origin rules (`gpt2.server.origins`), the API key (all
+paths but `settings.public_paths`) and the body limit; every error leaves in
+OpenAI's format. The model is
 `request.app.state.holder`, the settings `request.app.state.settings`.
 Shutting the app down (uvicorn's lifespan) stops the scheduler and closes
 the engine.
@@ -28,11 +29,14 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
+from starlette.responses import Response
 from starlette.staticfiles import StaticFiles
 
 from ..errors import Gpt2Error
 from .errors import ApiError, bad_request, internal_error
 from .middleware import ApiKeyAuth, BodyLimit, RequestLog
+from .origins import RequestGuard
 from .routes import openai_router, service_router
 from .settings import ServerSettings
 from .state import ModelHolder
@@ -72,6 +76,7 @@ def create_app(
     # add_middleware puts each one outside the ones before it: the log sees everything.
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(ApiKeyAuth, api_key=settings.api_key, public_paths=settings.public_paths)
+    app.add_middleware(RequestGuard, bound_host=settings.host, allowed_hosts=settings.allowed_hosts)
     app.add_middleware(RequestLog, metrics=holder.metrics, log_prompts=settings.log_prompts)
     return app
 
@@ -108,6 +113,11 @@ def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: Exception) -> JSONResponse:
         return _json_error(bad_request(f"the request is not valid: {exc}"))
+
+    @app.exception_handler(ClientDisconnect)
+    async def client_gone(request: Request, exc: Exception) -> Response:
+        # The client left (or was closed for being too slow) while its body was read: no one to answer.
+        return Response(status_code=499)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -11,6 +11,13 @@ answers with, so the stock `openai` client raises its own exception classes
 that escapes a route is a bug: the client gets a 500 with a fixed message and
 the traceback goes to the server's log only.
 
+What an error repeats of a request is bounded: every message is cut to
+`MAX_MESSAGE_CHARS` characters (a client may send a megabyte of text to be
+quoted back), and a lone surrogate in it (`"\\ud800"`, which JSON can carry
+but UTF-8 cannot) is written as its escape, so that the error itself can
+always be sent (`printable`). Both servers (`gpt2 serve`, `gpt2 explore`)
+answer through here.
+
 >>> err = bad_request("temperature must be a number in [0, 2], got 'hot'", "temperature")
 >>> err.status, err.body()["error"]["param"]
 (400, 'temperature')
@@ -25,12 +32,14 @@ from ..errors import Gpt2Error
 from ..generation.errors import Overloaded, QueueFull, QueueTimeout, SchedulerFailed
 
 __all__ = [
+    "MAX_MESSAGE_CHARS",
     "ApiError",
     "ServerError",
     "bad_request",
     "context_length_exceeded",
     "internal_error",
     "not_found",
+    "printable",
     "queue_full",
     "scheduler_error",
     "unavailable",
@@ -38,6 +47,23 @@ __all__ = [
 
 INVALID_REQUEST = "invalid_request_error"  # OpenAI's type for every 4xx
 SERVER_ERROR = "server_error"  # and for 5xx
+MAX_MESSAGE_CHARS = 500  # the longest error message sent (what a client sent is echoed at most this long)
+
+
+def printable(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
+    """`text` cut to `limit` characters, with lone surrogates written as escapes: safe to encode.
+
+    >>> printable("a" * 600)[-45:]
+    'aaa... (cut: the message is 600 characters)'
+    >>> printable("bad \\ud800 name")
+    'bad \\\\ud800 name'
+    """
+    if len(text) > limit:
+        tail = f"... (cut: the message is {len(text)} characters)"
+        text = text[: max(0, limit - len(tail))] + tail
+    if not text.isascii():
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
 
 
 class ServerError(Gpt2Error, ValueError):
@@ -57,11 +83,12 @@ class ApiError(Gpt2Error):
         code: str | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> None:
+        message = printable(message)
         super().__init__(message)
         self.status = status
         self.message = message
         self.type = type
-        self.param = param
+        self.param = printable(param, 100) if param is not None else None  # a field name the client made up
         self.code = code
         self.headers = dict(headers or {})
 

@@ -6,7 +6,10 @@ background thread (`BackgroundServer`).
     # stopped: the app's shutdown closed the scheduler and the engine
 
 The socket is bound before uvicorn starts, so a port in use is a clear error
-at once, and port 0 gives a free port whose number is known. uvicorn's own
+at once, and port 0 gives a free port whose number is known. uvicorn speaks
+HTTP/1.1 through `gpt2.server.connections`' protocol: request heads and bodies
+have time limits and the open connections are bounded (the app's settings say
+how much). uvicorn's own
 access log is off: `gpt2.server.middleware.RequestLog` writes one line per
 request to the `gpt2.server` logger instead (configure logging to see it).
 """
@@ -51,14 +54,21 @@ def listen(host: str, port: int) -> socket.socket:
 
 
 def make_server(app: Any, sock: socket.socket, *, graceful_seconds: int = 5) -> Any:
-    """A uvicorn.Server for `app` on an already bound socket (its logging left to the caller)."""
+    """A uvicorn.Server for `app` on an already bound socket (its logging left to the caller), with
+    the connection limits of the app's settings (`app.state.settings`; the defaults otherwise)."""
     import uvicorn
 
+    from .connections import guarded_protocol
+
+    settings = getattr(getattr(app, "state", None), "settings", None)
+    if not isinstance(settings, ServerSettings):
+        settings = ServerSettings()
     host, port = sock.getsockname()[:2]
     config = uvicorn.Config(
         app,
         host=host,
         port=port,
+        http=guarded_protocol(settings.connection_limits()),
         access_log=False,
         log_config=None,  # do not reconfigure the process's logging
         lifespan="on",
@@ -126,11 +136,11 @@ def serve(
     from .app import create_app
     from .state import ModelHolder, default_model_name
 
-    warning = bind_warning(settings.host, settings.api_key)
-    if warning:
-        log.warning(warning)
     sock = listen(settings.host, settings.port)
     url = url_of(sock)
+    warning = bind_warning(settings.host, settings.api_key)
+    if warning:  # only once listening: a bind error is the one thing said then
+        log.warning(warning)
     holder = ModelHolder(name or default_model_name(model))
     app = create_app(holder, settings, routers=routers, static=static)
     server = make_server(app, sock)

@@ -4,7 +4,11 @@ Every default is the safe one: the server listens on 127.0.0.1 only, request
 bodies are capped at 1 MiB, the batch and the queue are bounded (a full queue
 answers 429 with `Retry-After`, it never grows without end), and every request
 has a time limit. Limits left at None follow the model: `max_tokens` and
-`max_prompt_tokens` default to its context window.
+`max_prompt_tokens` default to its context window. A connection must send its
+request head within `header_timeout` seconds and its body within `body_timeout`,
+and at most `max_connections` are open (`gpt2.server.connections`); requests must
+name the server in `Host` (this machine's names, the bound host, `allowed_hosts`)
+and browsers may not change anything from another origin (`gpt2.server.origins`).
 
 >>> s = ServerSettings()
 >>> s.host, s.port, s.max_batch, s.max_queue
@@ -20,7 +24,9 @@ import ipaddress
 from dataclasses import dataclass
 from typing import Any
 
+from .connections import ConnectionLimits
 from .errors import ServerError
+from .origins import check_allowed_hosts
 
 __all__ = ["ServerSettings", "bind_warning", "is_loopback", "API_KEY_ENV"]
 
@@ -42,6 +48,10 @@ class ServerSettings:
     request_timeout: float = 600.0  # seconds from arrival; then the completion ends ("length")
     log_prompts: bool = False  # put prompt text in the log (off: the log carries sizes only)
     public_paths: tuple[str, ...] = ("/health",)  # answered without the key
+    allowed_hosts: tuple[str, ...] = ()  # Host names accepted beyond this machine's and the bound host
+    header_timeout: float = 10.0  # seconds for a request's head (line and headers) to arrive
+    body_timeout: float = 30.0  # seconds for its body, from the end of the head
+    max_connections: int = 256  # open at once; one more closes the longest-waiting idle one
 
     def __post_init__(self) -> None:
         for name in ("port", "max_body_bytes", "max_batch", "max_queue", "max_choices", "prefill_chunk"):
@@ -62,6 +72,11 @@ class ServerSettings:
         if self.api_key is not None and (not isinstance(self.api_key, str) or not self.api_key.strip()):
             raise ServerError("the API key must be a non-empty string")
         object.__setattr__(self, "public_paths", tuple(self.public_paths))
+        object.__setattr__(self, "allowed_hosts", check_allowed_hosts(self.allowed_hosts))
+        self.connection_limits()  # checks the timeouts and max_connections
+
+    def connection_limits(self) -> ConnectionLimits:
+        return ConnectionLimits(self.header_timeout, self.body_timeout, self.max_connections)
 
     def replace(self, **changes: Any) -> ServerSettings:
         return dataclasses.replace(self, **changes)
