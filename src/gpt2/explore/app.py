@@ -38,7 +38,9 @@ HOST = "127.0.0.1"  # the explorer listens on this machine only
 def create_app(explorer: Explorer, *, allowed_hosts: tuple[str, ...] = ()) -> Any:
     """`gpt2 serve`'s app over the explorer's default engine, with the explorer's router.
     `allowed_hosts`: Host names answered beyond this machine's (`--allowed-host`)."""
+    from ..generation.errors import SchedulerError
     from ..server.app import create_app as server_app
+    from ..server.errors import scheduler_error
     from ..server.settings import ServerSettings
     from ..server.state import ModelHolder
 
@@ -49,9 +51,12 @@ def create_app(explorer: Explorer, *, allowed_hosts: tuple[str, ...] = ()) -> An
     def run_on_engine(name: str, work: Callable[[Any], Any]) -> Any:
         # Called from a worker thread: the default engine is the scheduler's, so its passes run on
         # the scheduler's thread between two decoding steps; the other engines under their own locks.
-        if name == explorer.default_engine:
+        if name != explorer.default_engine:
+            return run_locked(name, work)
+        try:
             return holder.require().scheduler.call(work).result()
-        return run_locked(name, work)
+        except SchedulerError as exc:  # stopped (shutting down): 503, as for a completion
+            raise scheduler_error(exc) from None
 
     explorer.run_on_engine = run_on_engine
     settings = ServerSettings(host=HOST, allowed_hosts=allowed_hosts)
