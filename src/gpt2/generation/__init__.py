@@ -6,7 +6,8 @@
     stops       stop strings, found even when they span tokens
     decoder     GenerationConfig; Decoder: one sequence's state, logits in, Step (token, text) out
     loop        stream() and generate(): one sequence, sliding past the context window
-    batch       stream_batch(), generate_batch(): several sequences sharing each read of the weights
+    driver      stream_batch(), generate_batch(): several sequences sharing each read of the
+                weights, through the scheduler driven synchronously
     memory      will a batch fit? checked before its KV cache is allocated
     scheduler   continuous batching: every live sequence in one batched forward a step
                 (sequence: one choice and its events; prefill: prompts into the batch, a long
@@ -29,9 +30,9 @@ and no engine imports it.
 
 from ..config import END_OF_TEXT
 from .adjust import LogitAdjustments
-from .batch import batch_decoders, generate_batch, row_samplers, row_seeds, run_batch, stream_batch
 from .beam import Beam, beam_search
 from .decoder import Decoder, GenerationConfig, Step
+from .driver import batch_decoders, generate_batch, row_samplers, row_seeds, run_batch, stream_batch
 from .loop import Context, decode, generate, prompt_or_start, start_token, stream
 from .sampling import Sampler, SamplingConfig
 from .session import Session

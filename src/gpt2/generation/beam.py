@@ -27,8 +27,8 @@ from ..config import END_OF_TEXT
 from ..engines.base import BatchEngine, Engine
 from ..errors import GenerationError
 from ..scoring import log_softmax
-from .batch import fit_prompt, prefill
 from .memory import check_batch_fits
+from .rows import fit_prompt, prefill
 
 
 @dataclass(frozen=True)

@@ -21,12 +21,42 @@ the host once per pass.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
-from ..engines.base import BatchEngine, Engine
-from ..errors import Gpt2Error
+from ..engines.base import BatchEngine, BatchKVCache, Engine
+from ..errors import GenerationError, Gpt2Error
+from .loop import check_max_new_tokens, prompt_or_start
 
-__all__ = ["BatchRows", "SingleRow", "host_logits", "join_logits"]
+__all__ = ["BatchRows", "SingleRow", "host_logits", "join_logits", "fit_prompt", "prefill"]
+
+
+def fit_prompt(ids: Sequence[int], max_new_tokens: int, engine: Engine) -> list[int]:
+    """The prompt (empty: <|endoftext|>), cropped so that it and the new tokens fit one row of
+    the window (several rows at once do not slide past it)."""
+    n_ctx = engine.config.n_ctx
+    check_max_new_tokens(max_new_tokens)
+    if max_new_tokens >= n_ctx:
+        raise GenerationError(
+            f"max_new_tokens ({max_new_tokens}) must be below the context window ({n_ctx}) "
+            "when generating several sequences at once"
+        )
+    return prompt_or_start(ids, engine.config)[-(n_ctx - max_new_tokens) :]
+
+
+def prefill(engine: BatchEngine, prompts: Sequence[Sequence[int]], cache: BatchKVCache) -> list[Any]:
+    """Logits of each prompt's last position, in rows 0, 1, ... of `cache` (beam search's
+    prefill): one batched pass when the lengths agree; a prompt repeated in every row (the
+    beams) runs once and is copied."""
+    first = list(prompts[0])
+    if len(prompts) > 1 and all(list(p) == first for p in prompts):
+        logits = engine.forward_batch([first], cache.row(0))[0]
+        for b in range(1, len(prompts)):
+            cache.copy_row(0, b)
+        return [logits] * len(prompts)
+    if len({len(p) for p in prompts}) == 1:
+        return list(engine.forward_batch(prompts, cache))
+    return [engine.forward_batch([p], cache.row(b))[0] for b, p in enumerate(prompts)]
 
 
 def host_logits(logits: Any) -> Any:
