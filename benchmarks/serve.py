@@ -9,12 +9,16 @@ time between tokens, and where a step's time goes.
 The server runs in its own process (as `gpt2 serve` would: uvicorn, the scheduler thread, the
 engine) on 127.0.0.1 with random weights of the --size shape (no download). For each client
 count C, C clients each send one streaming completion at the same moment (a --prompt-tokens
-prompt of random ids, --new-tokens greedy tokens, `ignore_eos` so every request runs to its
-length), --rounds times; the timings of all rounds are pooled:
+prompt of random ids, --new-tokens tokens, `ignore_eos` so every request runs to its length),
+--rounds times; the timings of all rounds are pooled. Each client count is measured greedy and
+sampled (temperature 1 and no top-k: OpenAI's default sampling, each stream seeded), side by
+side (`--temperatures`):
 
+- sampling: greedy (temperature 0) or "t=1" (every candidate of 50,257 may be drawn);
 - tokens/s: all completion tokens over the wall time of the round (prefill included);
 - decode tokens/s: the sum over streams of (tokens - 1) / (last token time - first token time),
-  the decoding rate the batch sustains; "x1" is its ratio to the one-client rate;
+  the decoding rate the batch sustains; "x1" is its ratio to the one-client rate of the same
+  sampling;
 - TTFT: from sending the request to its first streamed token (queueing and prefill);
 - TBT: the time between consecutive streamed chunks of one stream (one chunk per step; a step
   whose text is held back, half a UTF-8 character, sends nothing, so its gap counts twice);
@@ -62,7 +66,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--prompt-tokens", type=int, default=32)
     p.add_argument("--new-tokens", type=int, default=64)
     p.add_argument("--rounds", type=int, default=2, help="rounds per client count, pooled (default 2)")
-    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
+    p.add_argument(
+        "--temperatures",
+        default="0,1",
+        help="temperatures measured side by side: 0 = greedy, 1 = OpenAI's default sampling (default 0,1)",
+    )
     p.add_argument("--serve-worker", action="store_true", help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
@@ -149,7 +157,7 @@ async def one_stream(client, url: str, body: dict) -> dict:
     return {"sent": sent, "arrivals": arrivals, "tokens": tokens}
 
 
-async def one_round(url: str, clients: int, args, round_index: int) -> dict:
+async def one_round(url: str, clients: int, args, round_index: int, temperature: float = 0.0) -> dict:
     import httpx
     import numpy as np
 
@@ -159,7 +167,7 @@ async def one_round(url: str, clients: int, args, round_index: int) -> dict:
             "model": "bench",
             "prompt": rng.integers(0, 50256, args.prompt_tokens).tolist(),
             "max_tokens": args.new_tokens,
-            "temperature": args.temperature,
+            "temperature": temperature,
             "seed": i,
             "stream": True,
             "stream_options": {"include_usage": True},
@@ -190,9 +198,9 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
 
 
-def measure(url: str, clients: int, args) -> dict:
+def measure(url: str, clients: int, args, temperature: float) -> dict:
     before = scrape(url)
-    rounds = [asyncio.run(one_round(url, clients, args, r)) for r in range(args.rounds)]
+    rounds = [asyncio.run(one_round(url, clients, args, r, temperature)) for r in range(args.rounds)]
     after = scrape(url)
     tokens = sum(s["tokens"] for r in rounds for s in r["streams"])
     wall = sum(r["wall"] for r in rounds)
@@ -215,6 +223,7 @@ def measure(url: str, clients: int, args) -> dict:
     other_ms = 1e3 * (delta("gpt2_scheduler_busy_seconds_total") - engine_s) / steps
     return {
         "clients": clients,
+        "temperature": temperature,
         "tokens_per_s": tokens / wall,
         "decode_per_s": statistics.mean(decode),
         "ttft_p50": percentile(ttft, 50),
@@ -249,7 +258,8 @@ def main(argv=None) -> None:
             raise SystemExit("the server did not start")
         warm = argparse.Namespace(**{**vars(args), "new_tokens": 8})
         asyncio.run(one_round(url, 2, warm, 99))  # first passes pay for lazy allocation
-        rows = [measure(url, c, args) for c in parse_clients(args.clients)]
+        temperatures = [float(t) for t in args.temperatures.split(",") if t.strip()]
+        rows = [measure(url, c, args, t) for t in temperatures for c in parse_clients(args.clients)]
     finally:
         server.send_signal(signal.SIGINT)
         server.wait(60)
@@ -259,20 +269,22 @@ def main(argv=None) -> None:
         f"{' kernel ' + args.kernel if args.kernel else ''}{' ' + args.quantize if args.quantize else ''}"
         f"{f', {args.threads} threads' if args.threads else ''}, "
         f"{args.prompt_tokens}-token prompts, {args.new_tokens} new tokens, "
-        f"{'greedy' if args.temperature == 0 else f'temperature {args.temperature}'}, {args.rounds} rounds, "
+        f"{args.rounds} rounds, "
         f"{os.cpu_count()} CPUs\n"
     )
-    one = rows[0]["decode_per_s"] if rows and rows[0]["clients"] == 1 else None
+    ones = {r["temperature"]: r["decode_per_s"] for r in rows if r["clients"] == 1}
     header = (
-        "| clients | tokens/s | decode tokens/s | x1 | TTFT p50 ms | TTFT p95 ms | TBT p50 ms | TBT p95 ms "
-        "| mean batch | forward ms/step | other ms/step |"
+        "| sampling | clients | tokens/s | decode tokens/s | x1 | TTFT p50 ms | TTFT p95 ms | TBT p50 ms "
+        "| TBT p95 ms | mean batch | forward ms/step | other ms/step |"
     )
     print(header)
-    print("|" + " ---: |" * 11)
+    print("| :--- |" + " ---: |" * 11)
     for r in rows:
+        one = ones.get(r["temperature"])
         ratio = f"{r['decode_per_s'] / one:.2f}" if one else "-"
+        sampling = "greedy" if r["temperature"] == 0 else f"t={r['temperature']:g}"
         print(
-            f"| {r['clients']} | {r['tokens_per_s']:.1f} | {r['decode_per_s']:.1f} | {ratio} "
+            f"| {sampling} | {r['clients']} | {r['tokens_per_s']:.1f} | {r['decode_per_s']:.1f} | {ratio} "
             f"| {r['ttft_p50']:.0f} | {r['ttft_p95']:.0f} | {r['tbt_p50']:.1f} | {r['tbt_p95']:.1f} "
             f"| {r['batch']:.1f} | {r['forward_ms']:.1f} | {r['other_ms']:.1f} |"
         )

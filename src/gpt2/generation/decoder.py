@@ -159,10 +159,21 @@ class Decoder:
 
     def step(self, logits: Any) -> Step:
         """Pick the next token from the logits of the sequence's next position."""
+        return self.accept(self.sampler.sample(self.adjusted(logits)), logits)
+
+    def adjusted(self, logits: Any) -> Any:
+        """The logits this sequence's sampler draws from: the model's `logits`, after the
+        sequence's penalties and bias. A batched sampler (the scheduler's) draws every row's
+        token from these at once with each row's own sampler, then calls `accept`."""
         if self.finished:
             raise GenerationError("this sequence has finished generating")
-        adjusted = adjust(logits, self.adjustments, self.history)
-        token = self.sampler.sample(adjusted)
+        return adjust(logits, self.adjustments, self.history)
+
+    def accept(self, token: int, logits: Any) -> Step:
+        """Go on with `token`, drawn by this decoder's sampler from `adjusted(logits)` (`logits`:
+        the model's own, for the log-probabilities)."""
+        if self.finished:
+            raise GenerationError("this sequence has finished generating")
         logprob: float | None = None
         top: tuple[tuple[int, float], ...] = ()
         if self.config.logprobs is not None:

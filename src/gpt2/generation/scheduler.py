@@ -14,8 +14,10 @@ strings). The scheduler thread loops:
    `prefill_chunk` tokens; after its last chunk its sequences join the batch
    (and pick their first token) as admitted ones do;
 4. decode: every live sequence feeds its last token through ONE
-   `engine.forward_batch` (rows holding different numbers of positions), and
-   each decoder picks its next token from its own row of logits.
+   `engine.forward_batch` (rows holding different numbers of positions); each
+   decoder adjusts its own row of logits (penalties, bias), and every row's
+   token is drawn in one vectorised pass (`gpt2.generation.vectorised.sample_rows`),
+   each row with its own sampler and RNG.
 
 Live sequences keep rows 0..n-1 of the cache (`cache.rows(n)` is the batch);
 when one finishes, the last live row is copied into its place (`copy_row`) and
@@ -72,6 +74,7 @@ from typing import Any
 
 from ..engines.base import BatchEngine, Engine
 from ..errors import Gpt2Error
+from .decoder import Step
 from .errors import QueueFull, QueueTimeout, SchedulerError, SchedulerFailed, ShuttingDown
 from .prefill import DEFAULT_PREFILL_CHUNK, Prefiller, PromptScorer, Ready, check_prefill_chunk
 from .rows import BatchRows, SingleRow
@@ -284,13 +287,18 @@ class Scheduler:
     def _start(self, ready: list[Ready]) -> None:
         """Prefilled sequences, in the batch now: each hears its prompt's log-probabilities
         (echo + logprobs), then draws its first token."""
+        drawing: list[Sequence] = []
+        first: list[Any] = []
         for seq, logits, scored in ready:
             if scored is not None:
                 self._emit(seq, PromptScored(scored))
             if seq.decoder.finished:  # max_tokens 0 with echo + logprobs: the prompt was all
                 self._end(seq, "length")
             else:
-                self._sample(seq, logits)
+                drawing.append(seq)
+                first.append(logits)
+        if drawing:
+            self._sample(drawing, first)
 
     def _decode(self) -> None:
         """One token for every live sequence (those admitted this step included: they join now)."""
@@ -298,16 +306,52 @@ class Scheduler:
         start = self.clock()
         logits = self.rows.decode([s.token for s in batch])
         self.metrics.step(len(batch), self.clock() - start)
-        for seq, row in zip(batch, logits):
-            self._sample(seq, row)
+        self._sample(batch, logits)
 
-    def _sample(self, seq: Sequence, logits: Any) -> None:
-        try:
-            step = seq.decoder.step(logits)
-        except Gpt2Error as exc:  # e.g. NaN logits: this sequence fails, the others go on
-            self._emit(seq, Failed(exc))
-            self._remove(seq)
+    def _sample(self, batch: list[Sequence], logits: Any) -> None:
+        """Each sequence's next token from its row of `logits`: lists of floats (an engine without
+        batches) one by one through the decoder; arrays all at once, each row with its own
+        sampler (`gpt2.generation.vectorised.sample_rows`). A row that fails (NaN logits) fails
+        its sequence only."""
+        if isinstance(logits, list) and (not logits or isinstance(logits[0], list)):
+            for seq, row in zip(batch, logits):
+                try:
+                    step = seq.decoder.step(row)
+                except Gpt2Error as exc:  # e.g. NaN logits: this sequence fails, the others go on
+                    self._fail(seq, exc)
+                else:
+                    self._advance(seq, step)
             return
+        from .vectorised import sample_rows  # NumPy: engines with arrays come with it
+
+        rows, adjusted = [], []
+        for seq, row in zip(batch, logits):
+            try:
+                adjusted.append(seq.decoder.adjusted(row))
+                rows.append((seq, row))
+            except Gpt2Error as exc:
+                self._fail(seq, exc)
+        if not rows:
+            return
+        same = all(a is r for a, (_, r) in zip(adjusted, rows)) and len(rows) == len(logits)
+        tokens = sample_rows(logits if same else adjusted, [seq.decoder.sampler for seq, _ in rows], errors=True)
+        for (seq, row), token in zip(rows, tokens):
+            try:
+                if isinstance(token, Gpt2Error):
+                    raise token
+                step = seq.decoder.accept(token, row)
+            except Gpt2Error as exc:
+                self._fail(seq, exc)
+            else:
+                self._advance(seq, step)
+
+    def _fail(self, seq: Sequence, error: Gpt2Error) -> None:
+        """The sequence fails (its logits held NaN, ...); the others go on."""
+        self._emit(seq, Failed(error))
+        self._remove(seq)
+
+    def _advance(self, seq: Sequence, step: Step) -> None:
+        """The sequence took `step`: emitted, and the sequence ends if it says so."""
         seq.tokens += 1
         seq.token = step.token
         self.metrics.tokens(generated=1)
