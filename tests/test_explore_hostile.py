@@ -152,6 +152,53 @@ def test_a_slow_request_does_not_hold_up_the_others():
         explorer.close()
 
 
+def answer_key(path, answer):
+    """What must not depend on other requests running at once (not the timings)."""
+    if path == "/api/next":
+        return json.dumps(answer, sort_keys=True)
+    return json.dumps({k: answer[k] for k in ("engine", "tokens", "attention", "logit_lens", "next_token")})
+
+
+def test_requests_from_several_threads_get_the_answers_they_get_alone():
+    """Traces on the default engine (the scheduler's thread) and on the pure engine (its own lock),
+    and next-token answers, from 4 client threads at once: each equals the same request alone."""
+    explorer = make_explorer()
+    requests = [
+        ("/api/trace", {"text": text, **engine})
+        for text in ("Hello world", "It was the best of times", "a b c")
+        for engine in ({}, {"engine": "pure"})
+    ] + [("/api/next", {"text": "Hello", "temperature": 0.7})]
+    try:
+        with BackgroundServer(create_app(explorer)) as server:
+
+            def ask(path, body):
+                status, _, raw = post(server.url, path, json.dumps(body).encode())
+                assert status == 200, raw
+                return answer_key(path, json.loads(raw))
+
+            alone = [ask(path, body) for path, body in requests]
+            results, errors = [], []
+
+            def client(offset):
+                try:
+                    for i in range(3 * len(requests)):  # bounded
+                        k = (i + offset) % len(requests)
+                        results.append((k, ask(*requests[k])))
+                except Exception as exc:  # reported below, with the others
+                    errors.append(exc)
+
+            threads = [threading.Thread(target=client, args=(t,)) for t in range(4)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(WAIT * 5)
+        assert not errors, errors
+        assert len(results) == 4 * 3 * len(requests)
+        assert all(got == alone[k] for k, got in results)
+    finally:
+        explorer.close()
+
+
 def test_the_work_pool_refuses_beyond_its_places_and_drops_work_whose_client_went():
     async def scenario():
         pool = WorkPool(workers=1, waiting=1)
