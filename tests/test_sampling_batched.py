@@ -48,6 +48,17 @@ def test_each_row_draws_what_the_list_sampler_draws_from_the_same_draws(vocab):
     assert [s.rng.random() for s in fast] == [s.rng.random() for s in reference]  # as many draws each
 
 
+def test_float32_logits_are_scaled_in_float64_as_the_list_sampler_scales_them():
+    from gpt2.generation.vectorised import _Row, _Scratch
+
+    values = logits_like(np.random.default_rng(3), 50257)
+    inv_t = 1.0 / 0.7
+    scaled = [v * inv_t for v in values.tolist()]  # the list version's arithmetic
+    top = max(scaled)
+    row = _Row(values, 0.7, _Scratch(len(values)))
+    assert row.weights.tolist() == np.exp(np.array(scaled) - top).tolist()
+
+
 def test_greedy_rows_are_the_argmax_and_draw_nothing():
     rng = np.random.default_rng(1)
     rows = np.stack([logits_like(rng, 50257, ties=True) for _ in range(4)])

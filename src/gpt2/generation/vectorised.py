@@ -133,7 +133,8 @@ class _Row:
 
     def __init__(self, values: np.ndarray, temperature: float, scratch: _Scratch) -> None:
         self.values = values
-        w = np.multiply(values, 1.0 / temperature, out=scratch.weights)  # float64, [V]
+        # float64 arithmetic, as the list version's: float32 logits times a float would round in float32
+        w = np.multiply(values, 1.0 / temperature, out=scratch.weights, dtype=np.float64)  # [V]
         top = float(w.max())
         _check_scaled(top)
         w -= top  # log(p / p_max) <= 0
