@@ -13,7 +13,6 @@ import pytest
 
 from gpt2.cli import COMMANDS, build_parsers, main
 from gpt2.commands.common import DEFAULT_MODEL
-from gpt2.commands.explore import DEFAULT_MODEL as EXPLORE_DEFAULT
 
 SRC = Path(__file__).resolve().parent.parent / "src" / "gpt2"
 CLI = "\nfrom gpt2.cli import main\nsys.exit(main(sys.argv[1:]))\n"
@@ -84,9 +83,7 @@ def test_model_option_is_the_same_wherever_a_model_is_taken(parsers):
     for name in MODEL_COMMANDS:
         flags = options(parsers[name])
         assert flags.get("-m") is flags.get("--model") is not None, name
-        # explore opens the packaged model by default: a page that needs no download
-        expected = EXPLORE_DEFAULT if name == "explore" else DEFAULT_MODEL
-        assert flags["--model"].default == expected, name
+        assert flags["--model"].default == DEFAULT_MODEL == "gpt2", name  # one default (docs/index.md)
     for name in NO_MODEL:
         assert "--model" not in options(parsers[name]), name
 

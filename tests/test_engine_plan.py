@@ -50,10 +50,10 @@ def test_a_plan_fills_in_the_defaults_and_gives_back_only_what_was_asked():
     assert plan_engine("pure").keywords() == {}
 
 
-def test_a_server_plans_the_engine_and_kernel_that_batch_best():
+def test_a_server_plans_the_engine_every_command_plans_and_the_kernel_that_batches_best():
     pytest.importorskip("torch")
-    plan = plan_engine(serving=True, device="cpu")
-    assert (plan.engine, plan.kernel) == ("torch", "batched")
+    assert plan_engine(serving=True, device="cpu").engine == plan_engine(device="cpu").engine
+    assert plan_engine("torch", serving=True, device="cpu").kernel == "batched"
     assert plan_engine("torch", serving=True, kernel="blas").kernel == "blas"  # a named kernel stays
     assert plan_engine("numpy", serving=True).kernel is None
 

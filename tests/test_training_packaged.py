@@ -50,7 +50,7 @@ def test_the_offline_error_names_it(monkeypatch, tmp_path, capsys):
     monkeypatch.delenv("HF_HUB_CACHE", raising=False)
     assert main(["generate", "--model", "gpt2", "Hello", "--max-new-tokens", "1"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and f"--model {NAME} ships with the package" in err[0], err
+    assert len(err) == 1 and f"{NAME} ships with the package (--model {NAME})" in err[0], err
     assert main(["generate", "--model", "no-such-model", "Hi"]) == 2
     assert NAME in capsys.readouterr().err
 

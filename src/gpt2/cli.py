@@ -114,7 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr = stderr
         if getattr(args, "verbose", 0):
             traceback.print_exc()
-        _error(args.command, str(exc))
+        _error(args.command, str(exc) + _packaged_hint(args, exc))
         return 2
     except KeyboardInterrupt:
         sys.stderr = stderr
@@ -141,6 +141,22 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 _WRITE_ERRORS = {getattr(errno, n) for n in ("ENOSPC", "EIO", "EFBIG", "EDQUOT", "EPIPE", "EBADF") if hasattr(errno, n)}
+
+
+def _packaged_hint(args: argparse.Namespace, exc: Gpt2Error) -> str:
+    """How this command asks for the models that ship with the package, when the library says one
+    would do (offline): `--model NAME` in most, `--init NAME` in train, the source in convert.
+
+    >>> from gpt2.weights import ModelNotFound
+    >>> exc = ModelNotFound("offline"); exc.packaged = ("gpt2-shakespeare",)
+    >>> _packaged_hint(argparse.Namespace(), exc), _packaged_hint(argparse.Namespace(model_form="--init {}"), exc)
+    (' (--model gpt2-shakespeare)', ' (--init gpt2-shakespeare)')
+    """
+    names = getattr(exc, "packaged", ()) or getattr(exc.__cause__, "packaged", ())
+    if not names:
+        return ""
+    form = getattr(args, "model_form", "--model {}")
+    return f" ({' or '.join(form.format(name) for name in names)})"
 
 
 def _error(command: str, message: str) -> None:

@@ -52,7 +52,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--force", action="store_true", help="overwrite config.json / model.safetensors already in DST")
     add_n_head_argument(p)
-    p.set_defaults(run=run)
+    p.set_defaults(run=run, model_form="gpt2 convert {} DST")  # how an error names a model to use instead
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,6 +1,7 @@
 """`gpt2 explore`: watch GPT-2 think, from bytes to the next token, in a local web page.
 
-    gpt2 explore                              # the packaged model, the fastest engine, port 8000
+    gpt2 explore                              # GPT-2 124M, the fastest engine, port 8000
+    gpt2 explore -m gpt2-shakespeare          # the model that ships with the package: no download
     gpt2 explore --model runs/tiny --engine pure --port 8100 --no-browser
 
 Starts a server on 127.0.0.1 (never another interface) with the explorer's page and its
@@ -15,10 +16,9 @@ import sys
 
 from .common import add_engine_arguments, engine_name, engine_options
 
-# The model the explorer opens by default: the small model trained on tinyshakespeare that
-# ships in the package, so the page shows learned attention with no download and no network.
-# The real sizes come through --model.
-DEFAULT_MODEL = "gpt2-shakespeare"
+# The explorer's port: the guide's chapters link to its panels here (http://127.0.0.1:8000/#panel-...);
+# `gpt2 serve` takes 8080 and `mkdocs serve` 8001, so the three run side by side. Its model is every
+# command's default (docs/index.md, "Defaults").
 DEFAULT_PORT = 8000
 NEEDS = ("fastapi", "uvicorn", "numpy")
 
@@ -35,13 +35,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         ),
     )
     add_engine_arguments(p)
-    for action in p._actions:  # the explorer's own default model
-        if action.dest == "model":
-            action.default = DEFAULT_MODEL
-            action.help = (
-                f"hub name (gpt2, gpt2-medium, ...), directory or file (default {DEFAULT_MODEL}, "
-                "which ships with the package)"
-            )
     p.add_argument(
         "--port",
         type=int,

@@ -1,10 +1,10 @@
 """`gpt2 serve`: an OpenAI-compatible completion server with continuous batching.
 
-    gpt2 serve                                    # GPT-2 124M at http://127.0.0.1:8000/v1
-    gpt2 serve --model runs/tiny --engine torch --port 8080
+    gpt2 serve                                    # GPT-2 124M at http://127.0.0.1:8080/v1
+    gpt2 serve --model runs/tiny --engine torch --port 8100
     GPT2_API_KEY=secret gpt2 serve --host 0.0.0.0 # reachable from elsewhere: use a key
 
-Clients call it as they call OpenAI (`openai.OpenAI(base_url="http://127.0.0.1:8000/v1",
+Clients call it as they call OpenAI (`openai.OpenAI(base_url="http://127.0.0.1:8080/v1",
 api_key=...)`, curl, ...): `POST /v1/completions`, `GET /v1/models`, plus `/health`,
 `/metrics`, `/tokenize`, `/detokenize`. The server listens at once and answers
 /health with 503 until the model is loaded. One line per request goes to stderr.
@@ -22,6 +22,10 @@ from collections.abc import Mapping
 
 from .common import add_engine_arguments, engine_plan
 
+# 8080, as llama.cpp's server: the explorer keeps 8000 (the guide links to its panels there) and
+# `mkdocs serve` 8001, so all three run side by side. ServerSettings.port is the same (a test checks).
+DEFAULT_PORT = 8080
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -33,15 +37,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
             'API key, bounded bodies, prompts, queue and time. Needs the serve extra: pip install -e ".[serve]".'
         ),
     )
-    add_engine_arguments(p)
-    for action in p._actions:  # a server batches: its default engine is the one that batches best
-        if action.dest == "engine":
-            action.help = (
-                f"{action.help.split(' (default')[0]} (default: torch if installed, else the fastest installed)"
-            )
+    add_engine_arguments(p)  # the engine by every command's rule (docs/index.md, "Defaults")
     net = p.add_argument_group("network")
     net.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
-    net.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 = any free port)")
+    net.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT}; 0 = any free port)")
     net.add_argument(
         "--api-key",
         default=None,
@@ -92,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
     missing = [name for name in ("fastapi", "uvicorn") if importlib.util.find_spec(name) is None]
     if missing:
         raise Gpt2Error(f'gpt2 serve needs {" and ".join(missing)}: pip install -e ".[serve]"')
-    plan = engine_plan(args, serving=True)  # the engine that batches best, not the fastest alone; checked now
+    plan = engine_plan(args, serving=True)  # every command's engine, with the kernel for batches; checked now
     settings = ServerSettings(
         host=args.host,
         port=args.port,

@@ -80,7 +80,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         p.add_argument(flag, dest=field, type=kind, default=None, metavar=metavar, choices=choices, help=text)
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="torch.compile the model")
     p.add_argument("--cache-dir", metavar="DIR", help="token cache (default $XDG_CACHE_HOME/gpt2/tokens)")
-    p.set_defaults(run=run, quiet_here=False)  # -q (gpt2.cli): no progress bar, only errors and the final line
+    # -q (gpt2.cli): no progress bar, only errors and the final line; an error names a model as --init NAME
+    p.set_defaults(run=run, quiet_here=False, model_form="--init {}")
 
 
 def model_config(args: argparse.Namespace):

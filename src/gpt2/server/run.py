@@ -145,10 +145,13 @@ def serve(
     app = create_app(holder, settings, routers=routers, static=static)
     server = make_server(app, sock)
 
+    failures: list[Gpt2Error] = []
+
     def load() -> None:
         try:
             holder.load(model, engine, options, settings=settings, progress=progress)
-        except Gpt2Error:
+        except Gpt2Error as exc:
+            failures.append(exc)  # raised below as the cause (what the command line reads hints from)
             server.should_exit = True  # the error is kept in holder and raised below
             return
         except Exception as exc:  # a bug: say so in the log, stop, and report it
@@ -168,4 +171,4 @@ def serve(
     finally:
         sock.close()
     if holder.status == "failed":
-        raise Gpt2Error(f"cannot serve {model}: {holder.error}")
+        raise Gpt2Error(f"cannot serve {model}: {holder.error}") from (failures[0] if failures else None)

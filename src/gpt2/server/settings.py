@@ -12,7 +12,7 @@ and browsers may not change anything from another origin (`gpt2.server.origins`)
 
 >>> s = ServerSettings()
 >>> s.host, s.port, s.max_batch, s.max_queue
-('127.0.0.1', 8000, 16, 64)
+('127.0.0.1', 8080, 16, 64)
 >>> bind_warning("0.0.0.0", None) is not None, bind_warning("127.0.0.1", None)
 (True, None)
 """
@@ -36,7 +36,7 @@ API_KEY_ENV = "GPT2_API_KEY"  # `gpt2 serve` reads the key from here when --api-
 @dataclass(frozen=True)
 class ServerSettings:
     host: str = "127.0.0.1"
-    port: int = 8000
+    port: int = 8080  # gpt2 serve's; the explorer keeps 8000 (docs/index.md, "Defaults")
     api_key: str | None = None  # None: no key is asked for (fine on 127.0.0.1)
     max_body_bytes: int = 1 << 20  # larger request bodies: 413
     max_tokens: int | None = None  # the most a request may ask for (None: the context window)

@@ -36,7 +36,7 @@ from pathlib import Path
 from ..atomic import atomic_write_bytes
 from ..config import show_value
 from .download import DEADLINE_VARIABLE, DownloadProgress, NotOnHub, Transfer, fetch_file
-from .errors import DownloadError, ModelNotFound
+from .errors import DownloadError, ModelNotFound, with_packaged
 
 # The four published sizes, under their current hub names.
 KNOWN_MODELS = {name: f"openai-community/{name}" for name in ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")}
@@ -260,7 +260,7 @@ def fetch_config(
         if (snapshot / "config.json").is_file():
             return snapshot / "config.json"
     if settings.offline:
-        raise ModelNotFound(f"{repo_id}'s config.json is not in the cache and HF_HUB_OFFLINE is set")
+        raise with_packaged(ModelNotFound(f"{repo_id}'s config.json is not in the cache and HF_HUB_OFFLINE is set"))
     return _download_config(repo_id, settings, progress, revision)[0]
 
 

@@ -24,7 +24,7 @@ from ..params import Params, param_shapes, validate_params
 from ..regular_file import is_present
 from ..tensor import Tensor
 from . import quantized
-from .errors import HubUnreachable, ModelNotFound, TFCheckpointError, WeightsError
+from .errors import HubUnreachable, ModelNotFound, TFCheckpointError, WeightsError, with_packaged
 from .hub import KNOWN_MODELS, DownloadProgress, HubSettings, download_model, repo_cache_dir, repo_id_for
 from .names import BLOCK_NAME, from_hf_names, infer_config, tf_to_ours
 from .safetensors import read_safetensors, write_safetensors
@@ -89,8 +89,7 @@ def resolve_model(
     except (ModelNotFound, HubUnreachable) as exc:  # offline: name what works without a network
         if (isinstance(exc, ModelNotFound) and not settings.offline) or not packaged_models():
             raise
-        shipped = " or ".join(f"--model {name}" for name in packaged_models())
-        raise type(exc)(f"{exc}; with no network, {shipped} ships with the package") from None
+        raise with_packaged(exc) from None
     files = _resolve_directory(snapshot)
     return ModelFiles(files.format, files.weights, files.config, repo_cache_dir(settings, repo_id))
 
