@@ -56,19 +56,33 @@ def test_chapter_states_its_assumptions_and_has_checked_exercises(chapter):
 
 @pytest.mark.parametrize("chapter", CHAPTERS, ids=lambda p: p.name)
 def test_every_block_runs_or_says_why_not(chapter):
-    """Only ```python and ```console blocks, so that every block is either run by the tests
-    or explicitly skipped with a reason; no ```bash, which a notebook would execute."""
+    """Every block runs both here (Sybil) and in the chapter's notebook: ```python (a cell),
+    ```bash (gpt2 commands; a `%%bash` cell), ```text right after a ```bash block (what it
+    prints, checked here), or ```console, a command for a terminal that neither runs, marked
+    with its reason."""
+    h = harness()
     text = chapter.read_text(encoding="utf-8")
-    blocks = FENCE.findall(text)
+    blocks = list(FENCE.finditer(text))
     assert blocks, "a chapter without code"
-    assert {language for language, _ in blocks} <= {"python", "console"}
+    assert {block[1] for block in blocks} <= {"python", "bash", "text", "console"}
     for reason in SKIP.findall(text):
         assert re.fullmatch(r'"[^"]{10,}"', reason), f"a skip needs a reason in quotes: {reason!r}"
     assert text.count("<!-- skip:") == len(SKIP.findall(text)), "a skip marker not directly before a block"
-    for language, body in blocks:
-        if language == "console":
-            commands = [line for line in body.splitlines() if line.startswith("$ ")]
-            assert commands, "a console block without a command"
+    skipped = {marker.end() - 3 for marker in SKIP.finditer(text)}  # where the blocks marked skip start
+    for previous, block in zip([None, *blocks], blocks):
+        language, body = block[1], block[2]
+        if language == "bash":
+            commands = h.parse_commands(body)
+            assert commands and all(c.startswith("gpt2 ") for c in commands), body
+        elif language == "text":
+            assert previous is not None and previous[1] == "bash", f"a ```text block not after a ```bash one: {body!r}"
+            assert not text[previous.end() : block.start()].strip(), "text between a command and its output"
+        elif language == "console":
+            assert block.start() in skipped, f"a ```console block not marked skip: {body!r}"
+            assert [line for line in body.splitlines() if line.startswith("$ ")], "a console block without a command"
+        assert language == "console" or block.start() not in skipped, (
+            "only ```console blocks are skipped; a ```python block that cannot run here prints why and runs anyway"
+        )
 
 
 def test_the_guide_is_linked_from_the_site_home():
@@ -113,35 +127,47 @@ def test_every_explorer_panel_links_to_its_chapter_and_back():
 # --- the harness ---------------------------------------------------------------------------------------
 
 
-def test_console_blocks_are_parsed_into_commands_and_outputs():
+def test_command_blocks_are_parsed_into_commands():
     h = harness()
-    source = "$ gpt2 tokenize hi \\\n    --json\n{...}\n\n$ gpt2 detokenize 15496\nHello\n"
-    assert h.parse_console(source) == [("gpt2 tokenize hi  --json", "{...}"), ("gpt2 detokenize 15496", "Hello")]
-    with pytest.raises(ValueError, match="before any"):
-        h.parse_console("output\n$ gpt2 info\n")
+    source = "gpt2 tokenize hi \\\n    --json\n\n# a comment\ngpt2 detokenize 15496\n"
+    assert h.parse_commands(source) == ["gpt2 tokenize hi  --json", "gpt2 detokenize 15496"]
 
 
-def test_console_blocks_fail_on_wrong_output_errors_and_other_commands():
+def test_command_blocks_fail_on_wrong_output_errors_and_other_commands():
     h = harness()
-    run = lambda source: h.evaluate_console(SimpleNamespace(parsed=source))  # noqa: E731
-    assert run("$ gpt2 detokenize 15496 995\nHello world\n") is None
-    assert run("$ gpt2 detokenize 15496 995\nHello ...\n") is None  # ... stands for any text
-    assert "expected:" in run("$ gpt2 detokenize 15496 995\nGoodbye world\n")
-    assert "exited 2" in run("$ gpt2 detokenize 99999999\n")
+    namespace: dict = {}
+
+    def run(commands: str, printed: str | None = None) -> str | None:
+        failed = h.evaluate_bash(SimpleNamespace(parsed=commands, namespace=namespace))
+        if failed or printed is None:
+            return failed
+        return h.evaluate_text(SimpleNamespace(parsed=printed, namespace=namespace))
+
+    assert run("gpt2 detokenize 15496 995\n", "Hello world\n") is None
+    assert run("gpt2 detokenize 15496 995\n", "Hello ...\n") is None  # ... stands for any text
+    assert "expected:" in run("gpt2 detokenize 15496 995\n", "Goodbye world\n")
+    assert "exited 2" in run("gpt2 detokenize 99999999\n")
     with pytest.raises(ValueError, match="only gpt2 commands"):
-        run("$ pip install gpt2\n")
+        run("pip install gpt2\n")
+    with pytest.raises(ValueError, match="there is none"):  # an output block with no command before it
+        h.evaluate_text(SimpleNamespace(parsed="Hello\n", namespace={}))
+    with pytest.raises(ValueError, match="shown, not run"):
+        h.refuse_console(SimpleNamespace(parsed="$ gpt2 serve\n", namespace={}))
 
 
 def test_broken_blocks_fail_and_skipped_blocks_skip(pytester_guide):
     chapter = (
         "```python\nassert 1 + 1 == 3\n```\n\n"
-        '<!-- skip: next "needs a GPU" -->\n\n```python\nraise RuntimeError\n```\n\n'
-        "```console\n$ gpt2 detokenize 15496\nGoodbye\n```\n\n"
+        '<!-- skip: next "starts a server" -->\n\n```console\n$ gpt2 serve\n```\n\n'
+        "```bash\ngpt2 detokenize 15496\n```\n\n```text\nGoodbye\n```\n\n"
+        "```bash\ngpt2 detokenize 15496\n```\n\n```text\nHello\n```\n\n"
+        "```console\n$ gpt2 serve\n```\n\n"
         "```python\nassert 1 + 1 == 2\n```\n"
     )
     result = pytester_guide(chapter)
     assert result.returncode == 1
-    assert "2 failed, 2 passed, 1 skipped" in result.stdout, result.stdout[-2000:]  # the skip marker is an item too
+    # the skip marker is an item too; a console block without one fails
+    assert "3 failed, 5 passed, 1 skipped" in result.stdout, result.stdout[-2000:]
 
 
 @pytest.fixture
@@ -167,43 +193,6 @@ def pytester_guide(tmp_path):
         )
 
     return run
-
-
-# --- notebooks -----------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("chapter", CHAPTERS, ids=lambda p: p.name)
-def test_every_chapter_converts_to_a_notebook(chapter):
-    jupytext = pytest.importorskip("jupytext")
-    nbformat = pytest.importorskip("nbformat")
-
-    notebook = jupytext.reads(chapter.read_text(encoding="utf-8"), fmt="md")
-    nbformat.validate(notebook)
-    code = [cell.source for cell in notebook.cells if cell.cell_type == "code"]
-    python_blocks = [
-        body for language, body in FENCE.findall(chapter.read_text(encoding="utf-8")) if language == "python"
-    ]
-    assert len(code) == len(python_blocks)  # every Python block is a cell; console blocks stay text
-    assert not any(source.startswith(("%%", "!", "$")) for source in code)
-
-
-def test_a_chapter_runs_as_a_notebook(tmp_path):
-    """Chapter 3 converted with jupytext and executed by a Jupyter kernel, top to bottom."""
-    jupytext = pytest.importorskip("jupytext")
-    pytest.importorskip("nbclient")
-    pytest.importorskip("ipykernel")
-    pytest.importorskip("torch")
-    from nbclient import NotebookClient
-
-    notebook = jupytext.reads((LEARN / "03-attention.md").read_text(encoding="utf-8"), fmt="md")
-    client = NotebookClient(
-        notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
-    )
-    client.execute(env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
-    outputs = [out for cell in notebook.cells if cell.cell_type == "code" for out in cell.get("outputs", [])]
-    assert not [out for out in outputs if out.get("output_type") == "error"]
-    printed = "".join(out.get("text", "") for out in outputs if out.get("output_type") == "stream")
-    assert "score spread" in printed and "weight on the favourite key" in printed
 
 
 # --- the site ------------------------------------------------------------------------------------------

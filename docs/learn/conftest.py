@@ -1,14 +1,25 @@
-"""Runs the guide: every ```python and ```console block of docs/learn/*.md is a test (Sybil).
+"""Runs the guide: every ```python, ```bash and ```text block of docs/learn/*.md is a test (Sybil).
+
+A chapter is read two ways, and both run every block: here, and as a notebook
+(`jupytext --to ipynb`, where ```python blocks are cells, ```bash blocks are `%%bash`
+cells and everything else is text; tests/test_guide_notebooks.py executes them).
 
 - A chapter runs top to bottom in one namespace, as it does for a reader (and as its
   notebook does), in a fresh working directory holding `tests/data` and `tests/fixtures`
   (links to the repository's), so that what it writes never lands in the checkout.
+  The chapters that name files start with a cell that moves to the directory holding
+  `tests/data/the-verdict.txt` (a notebook starts in docs/learn/); here that is the
+  working directory already.
 - ```python blocks are executed; each ends in `assert`s against an oracle.
-- ```console blocks are `$ gpt2 ...` commands, each run through `gpt2.cli.main` in the
-  same process; what it prints (stdout and stderr, in order) must match the lines shown
-  under it, with `...` standing for any text, as in a doctest. It must exit 0.
-- `<!-- skip: next "why" -->` before a block marks it as not run here (a GPU, a download);
-  the chapter's text says so too. `tests/test_guide.py` checks that no other block escapes.
+- ```bash blocks are `gpt2 ...` commands, one a line (a line ending in a backslash goes
+  on), each run through `gpt2.cli.main` in the same process; each must exit 0. A
+  ```text block right after one shows what it printed (stdout and stderr, in order), and
+  must match it, with `...` standing for any text, as in a doctest.
+- ```console blocks are shown, never run: commands for a terminal (an install, a server,
+  a download). Each needs `<!-- skip: next "why" -->` before it, and the chapter's text
+  says why too; a ```python block that cannot run everywhere (a GPU, a download) runs
+  anyway and prints "skipped: why" instead, as a notebook cell would.
+  `tests/test_guide.py` checks that no block escapes these rules.
 
 Sybil is in the `docs` extra; without it the chapters are reported as skipped.
 """
@@ -36,30 +47,17 @@ CHECKER = doctest.OutputChecker()
 FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 
 
-def parse_console(source: str) -> list[tuple[str, str]]:
-    """```console text -> [(command, expected output)]. A command starts with '$ ' and may
-    continue over lines ending in a backslash; the lines after it, up to the next command,
-    are its output."""
-    commands: list[tuple[str, str]] = []
-    lines = source.splitlines()
-    i = 0
-    while i < len(lines):
-        line = lines[i]
-        if not line.startswith("$ "):
-            if line.strip():
-                raise ValueError(f"console block: output {line!r} before any '$ ' command")
-            i += 1
-            continue
-        command = line[2:]
+def parse_commands(source: str) -> list[str]:
+    """```bash text -> its commands: one a line, continued over lines ending in a backslash;
+    blank lines and `#` comments are skipped."""
+    commands: list[str] = []
+    lines = iter(source.splitlines())
+    for line in lines:
+        command = line.strip()
         while command.endswith("\\"):
-            i += 1
-            command = command[:-1] + " " + lines[i].strip()
-        i += 1
-        output = []
-        while i < len(lines) and not lines[i].startswith("$ "):
-            output.append(lines[i])
-            i += 1
-        commands.append((command, "\n".join(output).strip("\n")))
+            command = command[:-1] + " " + next(lines, "").strip()
+        if command and not command.startswith("#"):
+            commands.append(command)
     return commands
 
 
@@ -69,7 +67,7 @@ def run_gpt2(command: str) -> tuple[int, str]:
 
     argv = shlex.split(command, comments=True)
     if not argv or argv[0] != "gpt2":
-        raise ValueError(f"only gpt2 commands run in console blocks; mark this one as not run: {command!r}")
+        raise ValueError(f"only gpt2 commands run in ```bash blocks; show this one in ```console, skipped: {command!r}")
     out = io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
         try:
@@ -79,14 +77,35 @@ def run_gpt2(command: str) -> tuple[int, str]:
     return status, out.getvalue()
 
 
-def evaluate_console(example: Any) -> str | None:
-    for command, expected in parse_console(example.parsed):
+OUTPUT = "__guide_output__"  # where a ```bash block leaves what it printed, for the ```text block after it
+
+
+def evaluate_bash(example: Any) -> str | None:
+    printed: list[str] = []
+    example.namespace[OUTPUT] = printed
+    for command in parse_commands(example.parsed):
         status, got = run_gpt2(command)
+        printed.append(got)
         if status != 0:
             return f"$ {command}\nexited {status}:\n{got}"
-        if expected and not CHECKER.check_output(expected + "\n", got, FLAGS):
-            return f"$ {command}\nexpected:\n{expected}\ngot:\n{got}"
     return None
+
+
+def evaluate_text(example: Any) -> str | None:
+    printed = example.namespace.pop(OUTPUT, None)
+    if printed is None:
+        raise ValueError("a ```text block shows what the ```bash block right before it printed; there is none")
+    got = "".join(printed)
+    expected = example.parsed.strip("\n")
+    if expected and not CHECKER.check_output(expected + "\n", got, FLAGS):
+        return f"expected:\n{expected}\ngot:\n{got}"
+    return None
+
+
+def refuse_console(example: Any) -> str | None:
+    raise ValueError(
+        'a ```console block is shown, not run: put <!-- skip: next "why" --> before it, or make it ```bash'
+    )
 
 
 def setup(namespace: dict[str, Any]) -> None:
@@ -158,7 +177,13 @@ except ImportError:  # the docs extra is not installed
     pytest_collect_file = _collect_unavailable
 else:
     pytest_collect_file = Sybil(
-        parsers=[PythonCodeBlockParser(), CodeBlockParser("console", evaluate_console), SkipParser()],
+        parsers=[
+            PythonCodeBlockParser(),
+            CodeBlockParser("bash", evaluate_bash),
+            CodeBlockParser("text", evaluate_text),
+            CodeBlockParser("console", refuse_console),
+            SkipParser(),
+        ],
         pattern="[0-9][0-9]-*.md",
         setup=setup,
         teardown=teardown,
