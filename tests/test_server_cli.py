@@ -99,6 +99,9 @@ def test_a_model_that_cannot_be_loaded_is_one_line_and_exit_2(tmp_path):
         (["--port", "70000"], "port must be in [0, 65535]"),
         (["--max-queue", "4", "--max-choices", "8"], "max_queue (4) must be at least max_choices (8)"),
         (["--timeout", "0"], "request_timeout must be a number of seconds > 0"),
+        (["--header-timeout", "0"], "header_timeout must be a number of seconds > 0, got 0.0"),
+        (["--max-connections", "0"], "max_connections must be an integer >= 1, got 0"),
+        (["--allowed-host", "http://box.lan"], "an allowed host is a name without scheme or port"),
         (["--prefill-chunk", "0"], "prefill_chunk must be an integer >= 1, got 0"),
         (["--prefill-chunk", "many"], "argument --prefill-chunk: invalid int value: 'many'"),
         (["--engine", "nope"], "unknown engine 'nope'"),
@@ -165,6 +168,25 @@ def test_a_bind_error_is_not_preceded_by_the_no_key_notice(model_dir):
     out = run_serve("--model", model_dir, "--host", "192.0.2.1", "--port", "0")
     assert out.returncode == 2 and "cannot listen on 192.0.2.1:0" in out.stderr
     assert "without an API key" not in out.stderr and "Traceback" not in out.stderr
+
+
+def test_the_connection_limits_come_from_the_command_line(model_dir):
+    pytest.importorskip("fastapi")
+    import socket
+    from urllib.parse import urlsplit
+
+    served = Served("--model", model_dir, "--header-timeout", "0.5", "--body-timeout", "0.5")
+    try:
+        parts = urlsplit(served.url)
+        with socket.create_connection((parts.hostname, parts.port), timeout=60) as sock:
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # and never the rest
+            answer = b""
+            while chunk := sock.recv(4096):
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.1 408 ") and b"within 0.5 s" in answer
+        assert serverkit.request(served.url, "GET", "/health")[0] == 200
+    finally:
+        served.stop()
 
 
 def test_binding_beyond_this_machine_without_a_key_warns():

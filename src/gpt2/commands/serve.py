@@ -78,6 +78,23 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     lim.add_argument(
         "--timeout", type=float, default=600.0, metavar="S", help="time limit of a request in seconds (default 600)"
     )
+    lim.add_argument(
+        "--header-timeout",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="seconds a client has to send a request's head; then 408 and the connection closes (default 10)",
+    )
+    lim.add_argument(
+        "--body-timeout", type=float, default=30.0, metavar="S", help="seconds for a request's body (default 30)"
+    )
+    lim.add_argument(
+        "--max-connections",
+        type=int,
+        default=256,
+        metavar="N",
+        help="open connections; one more closes the one that has waited longest for a request (default 256)",
+    )
     p.add_argument(
         "--log-prompts", action="store_true", help="write prompt text into the request log (off: sizes only)"
     )
@@ -105,6 +122,9 @@ def run(args: argparse.Namespace) -> int:
         max_choices=args.max_choices,
         prefill_chunk=args.prefill_chunk,
         request_timeout=args.timeout,
+        header_timeout=args.header_timeout,
+        body_timeout=args.body_timeout,
+        max_connections=args.max_connections,
         log_prompts=args.log_prompts,
     )
     _log_to_stderr()
