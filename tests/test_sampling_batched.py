@@ -14,13 +14,13 @@ from gpt2.generation import GenerationConfig, Sampler, SamplingConfig  # noqa: E
 from gpt2.generation.vectorised import sample_rows  # noqa: E402
 
 CONFIGS = [
-    SamplingConfig(),  # OpenAI's default: temperature 1, every candidate
+    SamplingConfig(temperature=1.0, top_k=0),  # OpenAI's default: temperature 1, every candidate
     SamplingConfig(temperature=0.0),
     SamplingConfig(top_k=1),
-    SamplingConfig(temperature=0.6),
-    SamplingConfig(temperature=1.8),
-    SamplingConfig(top_p=0.9),
-    SamplingConfig(temperature=0.8, top_p=0.3),
+    SamplingConfig(temperature=0.6, top_k=0),
+    SamplingConfig(temperature=1.8, top_k=0),
+    SamplingConfig(top_k=0, top_p=0.9),
+    SamplingConfig(temperature=0.8, top_k=0, top_p=0.3),
     SamplingConfig(top_k=40),
     SamplingConfig(temperature=1.3, top_k=20, top_p=0.8),
     SamplingConfig(top_k=3000, top_p=0.99),
@@ -86,7 +86,7 @@ def test_greedy_is_decided_by_sampling_config_greedy(monkeypatch):
 def test_a_seeded_row_draws_the_same_whatever_else_is_in_the_batch():
     rng = np.random.default_rng(2)
     steps = [np.stack([logits_like(rng, 2000) for _ in range(6)]) for _ in range(30)]
-    mine = SamplingConfig(temperature=0.9, top_p=0.95)
+    mine = SamplingConfig(temperature=0.9, top_k=0, top_p=0.95)
     alone = Sampler(mine, seed=42)
     expected = [sample_rows(rows[:1], [alone])[0] for rows in steps]
     for company in (CONFIGS[:5], CONFIGS[5:]):
@@ -100,7 +100,7 @@ def test_nan_or_inf_logits_fail_their_row_only(bad):
     rows = np.zeros((3, 50), dtype=np.float32)
     rows[:, 7] = 5.0
     rows[1, 3] = bad
-    samplers = [Sampler(SamplingConfig(), seed=i) for i in range(3)]
+    samplers = [Sampler(SamplingConfig(top_k=0), seed=i) for i in range(3)]
     untouched = samplers[1].rng.getstate()
     with pytest.raises(GenerationError, match="logits"):
         sample_rows(rows, samplers)

@@ -8,22 +8,24 @@ same tokens whatever else is in the batch. The steps are the list algorithm's, i
 same order and in float64:
 
 1. greedy rows (`SamplingConfig.greedy`): the arg-max, the lowest id on a tie;
-2. the rest, divided by their temperatures, max subtracted, exponentiated and
-   normalised in one pass over the batch;
+2. the rest: a row's logits divided by its temperature (in float64), max subtracted,
+   exponentiated and normalised, a few NumPy passes in a buffer every row reuses;
 3. top-k rows keep their k best (ties to the lower id) and normalise over them;
 4. candidates are walked from the most to the least probable (by (-logit, id)):
    top-p keeps the shortest prefix whose mass reaches top_p, then the first token
    whose cumulative probability exceeds u * (the kept mass) is drawn.
 
 Sorting all 50,257 candidates of a row is what made a sampled token cost ~10 ms in
-Python. The walk in 4 only needs the order of the candidates it passes, so a row
-without top-k is sorted lazily, a band of log-probabilities at a time (within 4 of
-the best, then 8, 16, ...): a draw usually ends in the first band or two, a few
-hundred tokens. The cumulative sums are the same sequential float64 additions the
-list version makes; only the normalising sums (pairwise in NumPy, `math.fsum` in the
-list version) and `exp` may round differently in the last bit, so the two pick the
-same token except when a draw falls within about 1e-16 of a boundary between two
-tokens (tests compare them draw for draw).
+Python. The walk in 4 only needs the order of the candidates around the point where
+it stops, so a row without top-k is not sorted: its probability mass is summed per
+band of log(p / p_max) (half a nat wide) in one pass, the band holding the stop is
+found from those sums, halved by weight until a few hundred candidates are left,
+and only those are sorted and added up one by one from the mass before them (the
+list version's sequential float64 sum). The normalising sums (pairwise in NumPy,
+`math.fsum` in the list version), the sums of the bands passed over and `exp` may
+round differently in the last bits, so the two pick the same token except when a
+draw falls within about 1e-15 of a boundary between two tokens (tests compare them
+draw for draw).
 
 >>> from gpt2.generation.sampling import Sampler, SamplingConfig
 >>> logits = np.array([0.5, 2.0, 2.0, -1.0], dtype=np.float32)
@@ -50,8 +52,8 @@ __all__ = ["sample_array", "sample_rows", "ranked"]
 # A sampled row's candidates fall in BANDS bands of log(p / p_max), WIDTH nats each (the last
 # one takes the rest, -inf included); the band that holds the draw is halved until at most
 # SORTED_AT_ONCE candidates are left, and only those are sorted.
-BANDS = 48
-WIDTH = 1.0
+BANDS = 128
+WIDTH = 0.5
 SORTED_AT_ONCE = 256
 
 
