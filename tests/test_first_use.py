@@ -104,3 +104,114 @@ def test_offline_each_command_names_the_packaged_model_as_it_takes_one(tmp_path,
     required = {"train": ["--data", "x", "--out", "y"], "eval": ["--data", "x"]}.get(command, [])
     args = build_parsers()[1][command].parse_args([*required, *words])
     assert name in (getattr(args, "model", None), getattr(args, "init", None), getattr(args, "src", None)), hint
+
+
+# --- every documented command runs in a clone -----------------------------------------------------
+
+# A command that cannot run in a bare clone says so in a trailing comment with this mark.
+MARK = "needs a download"
+# The guide's chapters (docs/learn/) are not read here: CI runs every block of them, in order, as Sybil
+# and as notebooks, which checks more than this can (their files are made by the chapters' own code).
+DOCUMENTS = ["README.md", *sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "docs").glob("*.md"))]
+SHELL_BLOCK = ("bash", "sh", "shell", "console", "text")
+PATH_SUFFIXES = (".txt", ".json", ".jsonl", ".md", ".py", ".safetensors", ".bin", ".index", ".tiktoken", ".bpe")
+# Options whose value a command writes (or a directory it makes), not reads; and options whose value is
+# not a path at all (curl's header and body).
+OUTPUT_OPTIONS = {"--out", "-o", "--cache-dir", "--output", "--output-dir", "--to"}
+NOT_PATHS = {"-H", "-d", "--header", "--data-raw"}
+
+
+def shell_commands(text: str):
+    """(line number, command) for each command of the document's shell blocks: a ```bash block's
+    lines, a ```console block's `$ ` lines; continuation lines joined."""
+    import re
+
+    for block in re.finditer(r"^```([a-z]*)[^\n]*\n(.*?)^```", text, re.S | re.M):
+        language, body = block.group(1), block.group(2)
+        if language not in SHELL_BLOCK:
+            continue
+        start = text.count("\n", 0, block.start(2)) + 1
+        pending, first = "", 0
+        for offset, raw in enumerate(body.splitlines()):
+            line = raw.rstrip()
+            if language in ("console", "text") and not pending:
+                if not line.startswith("$ "):
+                    continue
+                line = line[2:]
+            if not pending:
+                first = start + offset
+            if line.endswith("\\"):
+                pending += line[:-1] + " "
+                continue
+            command, pending = pending + line, ""
+            if command.strip() and not command.lstrip().startswith("#"):
+                yield first, command
+
+
+def named_paths(command: str) -> tuple[list[str], list[str]]:
+    """The local paths a command reads and the ones it writes (a heuristic: a word with a slash or a
+    file suffix, not an option, a URL or a package spec)."""
+    import shlex
+
+    try:
+        words = shlex.split(command, comments=True)
+    except ValueError:  # an unbalanced quote in an example ($'...' and the like): nothing to check
+        return [], []
+    reads, writes = [], []
+    previous = ""
+    for i, word in enumerate(words):
+        if word in (";", "&&", "|", "||"):
+            previous = ""
+            continue
+        looks = ("/" in word or word.endswith(PATH_SUFFIXES)) and not word.startswith("-")
+        looks = looks and ":" not in word and "=" not in word and not word.startswith(("$", ".[", "@"))
+        looks = looks and previous not in NOT_PATHS
+        looks = looks and not any(c in word for c in "{}<>\"'")
+        if looks:
+            written = previous in OUTPUT_OPTIONS or previous.startswith(">")
+            # `gpt2 convert SRC DST`: DST is written
+            if i >= 3 and words[i - 3 : i - 1] == ["gpt2", "convert"]:
+                written = True
+            (writes if written else reads).append(word)
+        previous = word
+    return reads, writes
+
+
+def exists_in_clone(path: str, made: set[str]) -> bool:
+    import glob
+
+    if path.startswith(("~", "/")) or path.startswith(".."):
+        return False  # outside the clone
+    clean = path.rstrip("/")
+    if any(clean == m or clean.startswith(m.rstrip("/") + "/") for m in made):
+        return True
+    return bool(glob.glob(str(ROOT / clean))) or (ROOT / clean).exists()
+
+
+def test_every_documented_command_names_only_paths_a_clone_has():
+    problems = []
+    for document in DOCUMENTS:
+        text = (ROOT / document).read_text(encoding="utf-8")
+        made: set[str] = set()
+        for line, command in shell_commands(text):
+            reads, writes = named_paths(command)
+            made.update(writes)
+            if MARK in command:
+                continue
+            missing = [p for p in reads if not exists_in_clone(p, made)]
+            if missing:
+                problems.append(f"{document}:{line}: {', '.join(missing)}  <- {command.strip()}")
+    assert not problems, "\n".join(problems)
+
+
+def test_the_path_check_finds_what_a_clone_lacks():
+    """The check itself: the command README used to show is caught, the marked one passes."""
+    old = "gpt2 train --data ../shared/data/tinyshakespeare.txt --config tiny --out runs/tiny --max-steps 500"
+    reads, writes = named_paths(old)
+    assert reads == ["../shared/data/tinyshakespeare.txt"] and writes == ["runs/tiny"]
+    assert not exists_in_clone(reads[0], set())
+    assert exists_in_clone("runs/tiny/model.safetensors", {"runs/tiny"})
+    assert exists_in_clone("tests/data/the-verdict.txt", set())
+    assert list(shell_commands("```console\n$ gpt2 eval \\\n  --data x.txt\nloss 1\n```\n")) == [
+        (2, "gpt2 eval    --data x.txt")
+    ]

@@ -1,6 +1,6 @@
 """`gpt2 eval`: validation loss and perplexity of any model on a text file.
 
-gpt2 eval --model gpt2 --data ../shared/data/the-verdict.txt
+gpt2 eval --model gpt2 --data tests/data/the-verdict.txt
 gpt2 eval --model runs/tiny --data input.txt --split val --json
 gpt2 eval --model gpt2 --data big.txt --max-batches 20      # a quick estimate
 """

@@ -2,7 +2,7 @@
 
     gpt2 generate "The meaning of life is" --max-new-tokens 40 --seed 1
     echo "Once upon a time" | gpt2 generate --engine numpy --top-p 0.9
-    gpt2 generate --prompt-file story.txt --stop '\\n\\n' --repetition-penalty 1.2
+    gpt2 generate --prompt-file examples/prompt.txt --stop '\\n\\n' --repetition-penalty 1.2
     gpt2 generate "Hello" -p "Goodbye" --num-samples 2 --json   # a batch of 4
     gpt2 generate "The best way to" --num-beams 4 -n 20
     gpt2 generate "Paris is" --show-probs 5 -n 5 --temperature 0

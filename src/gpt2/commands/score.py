@@ -1,7 +1,7 @@
 """`gpt2 score TEXT | --file F`: how probable a model finds a text, token by token.
 
     gpt2 score "The quick brown fox jumps over the lazy dog"
-    gpt2 score --file essay.txt --engine numpy --json
+    gpt2 score --file tests/data/the-verdict.txt --engine numpy --json
 
 Prints each token with its log-probability (natural log) given the tokens
 before it, then the mean negative log-likelihood and the perplexity
