@@ -63,7 +63,14 @@ def test_the_cli_and_the_python_api_pick_the_same_tokens_for_a_seed(capsys, engi
 def test_the_server_keeps_openais_defaults():
     """OpenAI's API defines temperature 1 and no top-k: the server builds its own config from the
     request, never from the library's default."""
+    from gpt2.config import Config
+    from gpt2.server.completions import prepare
     from gpt2.server.schemas import parse_completion
+    from gpt2.server.settings import ServerSettings
+    from gpt2.tokenizer import Tokenizer
 
     params = parse_completion({"model": "gpt2", "prompt": "Hi"})
     assert params.top_k == 0 and params.temperature == 1.0 and params.top_p == 1.0
+    prepared = prepare(params, "gpt2", Tokenizer.gpt2(), Config.preset("gpt2"), ServerSettings())
+    sampling = prepared.choices[0].config.sampling  # what the scheduler samples with
+    assert (sampling.temperature, sampling.top_k, sampling.top_p) == (1.0, 0, 1.0)
