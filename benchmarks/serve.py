@@ -82,11 +82,10 @@ def serve_worker(args) -> None:
     """Build the engine, serve it on 127.0.0.1 (a free port), print the URL, serve until SIGINT."""
     from random_weights import random_model
 
-    from gpt2.engines import load_engine
+    from gpt2.engines import build_engine, plan_engine
     from gpt2.server import ModelHolder, ServerSettings
     from gpt2.server.app import create_app
     from gpt2.server.run import listen, make_server, url_of
-    from gpt2.server.state import serving_options
     from gpt2.tokenizer import Tokenizer
 
     config, params = random_model(args.size, SEED)
@@ -95,7 +94,8 @@ def serve_worker(args) -> None:
     }
     if args.threads is not None and args.engine == "torch":
         options["threads"] = args.threads  # numpy: the BLAS variables the parent set for this process
-    engine = load_engine(args.engine, config, params, quantize=args.quantize, **serving_options(args.engine, options))
+    plan = plan_engine(args.engine, quantize=args.quantize, serving=True, **options)  # as gpt2 serve plans it
+    engine = build_engine(plan, config, params)
     del params
     print(json.dumps(engine_steps(engine, parse_clients(args.clients), args.prompt_tokens)), flush=True)
     settings = ServerSettings(max_batch=max(16, *parse_clients(args.clients)), max_queue=256)
@@ -238,10 +238,10 @@ def measure(url: str, clients: int, args, temperature: float) -> dict:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    if args.engine is None:
-        from gpt2.server.state import serving_engine
+    if args.engine is None:  # what gpt2 serve runs (gpt2.server.state.serving_engine is gone)
+        from gpt2.engines import plan_engine
 
-        args.engine = serving_engine()
+        args.engine = plan_engine(device=args.device, serving=True).engine
     if args.serve_worker:
         serve_worker(args)
         return
