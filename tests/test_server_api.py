@@ -39,6 +39,7 @@ def client(url):
 def library_text(engine, prompt, **kw):
     """What gpt2.generation.stream makes of the same request: the reference for the server."""
     kw.setdefault("max_new_tokens", 16)
+    kw.setdefault("top_k", 0)  # the server's default (OpenAI has no top-k); the library's is 40
     ids = TOK.encode(prompt, allowed_special="all") or [50256]
     return "".join(step.text for step in stream(engine, ids, GenerationConfig(**kw), TOK))
 
