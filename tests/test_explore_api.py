@@ -194,6 +194,19 @@ def test_a_greedy_step_draws_nothing(client, explorer):
     assert answer["token"]["id"] == int(np.argmax(engine.forward(ids, engine.new_cache())))
 
 
+def test_a_tiny_temperature_is_greedy_in_trace_next_and_step(client, explorer):
+    ids = TOK.encode("The king said")  # 1 / 1e-320 overflows: greedy, by SamplingConfig.greedy, not a 500
+    engine = explorer.engine("numpy")
+    best = int(np.argmax(engine.forward(ids, engine.new_cache())))
+    for tiny in ({"temperature": 1e-320}, {"temperature": 5e-324, "top_k": 3, "top_p": 0.5}):
+        shown = ok(client.post("/api/next", json={"ids": ids, **tiny}), "next")
+        assert shown["greedy"] and [c["id"] for c in shown["candidates"] if c["kept"]] == [best]
+        traced = ok(client.post("/api/trace", json={"ids": ids, **tiny}), "trace")["next_token"]
+        assert traced["greedy"] and traced["candidates"][0]["kept"] and traced["kept_count"] == 1
+        answer = step(client, ids, seed=1, draw=4, **tiny)
+        assert answer["token"]["id"] == best and answer["draw"] == 4  # greedy draws nothing
+
+
 def test_a_step_can_return_the_new_trace(client):
     answer = ok(client.post("/api/step", json={"text": "Hello", "seed": 1}), "step")
     assert [t["id"] for t in answer["trace"]["tokens"]] == answer["ids"]

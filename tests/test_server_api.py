@@ -87,6 +87,16 @@ def test_a_completion_has_exactly_openais_shape(url):
     )
 
 
+def test_a_tiny_temperature_is_greedy(client):
+    """1 / 1e-320 overflows: greedy by SamplingConfig.greedy, not the least likely tokens."""
+    request = dict(model=NAME, prompt="Once upon a time", max_tokens=8, logprobs=1)
+    greedy = client.completions.create(temperature=0, **request).choices[0]
+    for tiny in (1e-320, 5e-324, 1e-9):
+        got = client.completions.create(temperature=tiny, seed=5, **request).choices[0]
+        assert got.text == greedy.text and got.logprobs.tokens == greedy.logprobs.tokens
+        assert got.logprobs.token_logprobs == pytest.approx(greedy.logprobs.token_logprobs)
+
+
 def test_greedy_text_is_what_the_library_generates(client, engine):
     for prompt in ("Once upon a time", "The meaning of life is", ""):
         got = client.completions.create(model=NAME, prompt=prompt, max_tokens=12, temperature=0)

@@ -26,11 +26,11 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from .config import END_OF_TEXT
-from .engines.base import Engine
+from .engines.base import Engine, Logits
 from .errors import Gpt2Error
+from .generation.logits import LogitOps, ops_for
 
 
 class ScoringError(Gpt2Error, ValueError):
@@ -68,6 +68,7 @@ def score(engine: Engine, ids: Sequence[int], *, stride: int | None = None, prep
         raise ScoringError("a context window of one token cannot score anything")
     if not isinstance(stride, int) or isinstance(stride, bool) or not 1 <= stride < n_ctx:
         raise ScoringError(f"stride must be in [1, {n_ctx - 1}], got {stride!r}")
+    ops = ops_for(engine)  # the kind of logits the engine returns
     logprobs: list[float] = []
     windows = 0
     scored_until = 1  # ids[:scored_until] need no more scoring (the first has no context)
@@ -79,34 +80,12 @@ def score(engine: Engine, ids: Sequence[int], *, stride: int | None = None, prep
         # position j of the window predicts window[j + 1] = ids[start + j + 1]
         first = scored_until - start - 1
         targets = window[first + 1 :]
-        logprobs.extend(token_logprobs(logits, first, targets))
+        logprobs.extend(token_logprobs(ops, logits, first, targets))
         scored_until = start + len(window)
         start += stride
     return ScoreResult(ids, logprobs, windows)
 
 
-def token_logprobs(logits: Any, first: int, targets: Sequence[int]) -> list[float]:
-    """log_softmax(logits[first + j])[targets[j]] for each j, in float64."""
-    rows = range(first, first + len(targets))
-    if isinstance(logits, list):  # the pure engine: lists of Python floats
-        return [_logprob(logits[r], t) for r, t in zip(rows, targets)]
-    import numpy as np  # the NumPy and PyTorch engines
-
-    logprobs = log_softmax(logits[first : first + len(targets)])  # [n, V]
-    return logprobs[np.arange(len(targets)), list(targets)].tolist()
-
-
-def log_softmax(logits: Any) -> Any:
-    """[B, V] logits (NumPy or torch) -> float64 NumPy log-probabilities."""
-    import numpy as np
-
-    if hasattr(logits, "detach"):
-        logits = logits.detach().to("cpu").double().numpy()
-    x = np.asarray(logits, dtype=np.float64)
-    x = x - x.max(axis=-1, keepdims=True)
-    return x - np.log(np.exp(x).sum(axis=-1, keepdims=True))
-
-
-def _logprob(row: Sequence[float], target: int) -> float:
-    top = max(row)
-    return row[target] - top - math.log(math.fsum(math.exp(v - top) for v in row))
+def token_logprobs(ops: LogitOps, logits: Logits, first: int, targets: Sequence[int]) -> list[float]:
+    """log_softmax(logits[first + j])[targets[j]] for each j, in float64 (logits of the kind `ops`)."""
+    return [logprob for logprob, _ in ops.rows_logprobs(logits[first : first + len(targets)], targets, 0)]

@@ -74,7 +74,13 @@ def add_sampling_arguments(p: argparse.ArgumentParser, *, batches: bool) -> None
     --num-samples, --num-beams and --length-penalty."""
     s = p.add_argument_group("sampling")
     s.add_argument("--max-new-tokens", "-n", type=int, metavar="N", help="tokens to add (default %(fallback)s)")
-    s.add_argument("--temperature", "-t", type=float, metavar="T", help="0 = greedy (default %(fallback)s)")
+    s.add_argument(
+        "--temperature",
+        "-t",
+        type=float,
+        metavar="T",
+        help="0 (or anything below 1e-6) = greedy (default %(fallback)s)",
+    )
     s.add_argument(
         "--top-k",
         type=int,
@@ -230,8 +236,12 @@ def check_counts(args: argparse.Namespace) -> None:
 def ineffective(args: argparse.Namespace) -> list[str]:
     """Warnings for the options the user gave that change nothing in the chosen mode."""
     notes = []
+    from ..generation.sampling import SamplingConfig
+
     beams = option(args, "num_beams") > 1
-    greedy = option(args, "temperature") == 0 or option(args, "top_k") == 1
+    # greedy by the one rule (SamplingConfig.greedy); by the temperature alone, or by --top-k 1
+    cold = SamplingConfig(temperature=option(args, "temperature")).greedy
+    greedy = SamplingConfig(temperature=option(args, "temperature"), top_k=option(args, "top_k")).greedy
     # (logit adjustments and stops do change greedy decoding: they are never "ineffective" there)
     if beams:
         ignored = [flag(n) for n in (*SAMPLER_OPTIONS, *ADJUSTMENT_OPTIONS, "stop", "show_probs") if given(args, n)]
@@ -244,8 +254,11 @@ def ineffective(args: argparse.Namespace) -> list[str]:
         if given(args, "length_penalty"):
             notes.append("--length-penalty has no effect without --num-beams")
         if greedy:
-            if option(args, "temperature") == 0:
-                why, moot = "--temperature 0", ("top_k", "top_p", "seed")
+            if cold:
+                why, moot = (
+                    f"--temperature {repr(option(args, 'temperature')).removesuffix('.0')}",
+                    ("top_k", "top_p", "seed"),
+                )
             else:
                 why, moot = "--top-k 1", ("temperature", "top_p", "seed")
             ignored = [flag(n) for n in moot if given(args, n)]

@@ -18,8 +18,22 @@ batching):
     cache = engine.new_batch_cache(4)            # 4 rows, each with its own length
     engine.forward_batch(rows, cache)            # rows: B lists of T ids -> [B, V]
 
-Logits come back in the engine's own array type (a list of floats, a NumPy array,
-a torch tensor); `gpt2.generation.Sampler` and `gpt2.scoring` accept all three.
+What comes back is one type per kind of engine, on the host, whatever the engine
+computes in or on (the contract; `tests/test_engine_contract.py` checks every engine):
+
+- an `Engine` without batches (the pure engine): lists of Python floats, [V] or [T][V];
+- a `BatchEngine` (the NumPy and PyTorch engines): float32, C-contiguous NumPy arrays in
+  host memory, from `forward` as from `forward_batch`; an engine on a GPU copies its
+  logits to the host once per pass, here, and nobody after it converts anything.
+
+A recorder is handed values of the same kinds: nested lists from the pure engine, NumPy
+arrays on the host from the others (float32; float64 from a NumPy engine computing in it).
+Every operation on logits (checks, arg-max, top-k, log-softmax, joining, the sampler's
+choice of implementation) lives in `gpt2.generation.logits`, which picks the kind once
+from the engine (`ops_for`).
+Sampling on the device (a GPU drawing the token itself, so that only an id crosses to the
+host) is a deliberate possible exception to this contract, not taken and not measured here:
+at 50,257 float32 logits the copy is 200 KB per row per step.
 
 >>> from gpt2.config import Config
 >>> check_ids([1, 2], Config(n_layer=1, n_embd=8, n_head=2, vocab_size=11, n_ctx=4))
@@ -29,12 +43,17 @@ a torch tensor); `gpt2.generation.Sampler` and `gpt2.scoring` accept all three.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Protocol, TypeVar, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, TypeVar, runtime_checkable
 
 from ..config import Config
 from ..errors import GenerationError
 
+if TYPE_CHECKING:
+    import numpy as np
+
 __all__ = [
+    "Logits",
+    "BatchLogits",
     "Engine",
     "BatchEngine",
     "BatchKVCache",
@@ -42,6 +61,14 @@ __all__ = [
     "check_window",
     "check_rows",
 ]
+
+
+# What `forward` returns: a row [V] or rows [T, V] of logits on the host, lists of floats
+# (list[float] | list[list[float]]) from an engine without batches, a float32 C-contiguous
+# np.ndarray from a BatchEngine (see the module docstring). Any to the type checker, which
+# cannot tell the engines apart: each engine annotates its own; the contract test checks them.
+Logits: TypeAlias = Any
+BatchLogits: TypeAlias = "np.ndarray"  # what `forward_batch` returns: float32 [B, V] or [B, T, V], host, C-contiguous
 
 
 @runtime_checkable
@@ -66,10 +93,11 @@ class Engine(Protocol):
         """An empty KV cache; `len(cache)` is the number of positions it holds."""
         ...
 
-    def forward(self, ids: Sequence[int], cache: Any, *, all_logits: bool = False, recorder: Any = None) -> Any:
+    def forward(self, ids: Sequence[int], cache: Any, *, all_logits: bool = False, recorder: Any = None) -> Logits:
         """Run `ids` at the positions after those already in `cache`, append their keys and
         values to it, and return the logits of the last position (V floats), or of every new
-        position ([T, V]) when `all_logits` is true. A `recorder` (see `gpt2.engines.recorder`)
+        position ([T, V]) when `all_logits` is true: lists of floats from an engine without
+        batches, a float32 C-contiguous host NumPy array from a BatchEngine. A `recorder` (see `gpt2.engines.recorder`)
         is handed each layer's attention probabilities and residual stream on the way."""
         ...
 
@@ -86,9 +114,12 @@ class BatchEngine(Engine, Protocol):
         """An empty cache of `batch_size` rows."""
         ...
 
-    def forward_batch(self, rows: Sequence[Sequence[int]], cache: BatchKVCache, *, all_logits: bool = False) -> Any:
+    def forward_batch(
+        self, rows: Sequence[Sequence[int]], cache: BatchKVCache, *, all_logits: bool = False
+    ) -> BatchLogits:
         """T new ids in each of the cache's B rows (the rows may hold different numbers of past
-        positions) -> logits [B, V] of each row's last new position ([B, T, V] if all_logits)."""
+        positions) -> logits [B, V] of each row's last new position ([B, T, V] if all_logits),
+        a float32 C-contiguous NumPy array on the host."""
         ...
 
 

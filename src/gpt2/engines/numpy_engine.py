@@ -303,8 +303,8 @@ class NumpyEngine:
         B, T, d = x.shape
         out = np.empty((self.config.vocab_size, B * T), self.dtype).T  # [N, V]
         logits = self.project(x.reshape(B * T, d), self.head, None, out, norm=self.ln_f)  # [N, V] = ln_f(x) @ wte.T
-        logits = logits.reshape(B, T, -1).astype(np.float32, copy=False)
-        return logits if all_logits else logits[:, 0]
+        logits = logits.reshape(B, T, -1)
+        return np.ascontiguousarray(logits if all_logits else logits[:, 0], dtype=np.float32)  # the contract
 
     # --- the forward pass ------------------------------------------------------------------
 

@@ -10,7 +10,9 @@
 6. draw once among those kept, in proportion to their probabilities.
 
 `next_token_distribution` runs steps 1 to 5 with the same arithmetic as the sampler's
-vectorised copy (`gpt2.generation.vectorised.sample_array`), so the tokens it marks
+vectorised copy (`gpt2.generation.vectorised.sample_array`), the same checks (NaN or
++inf logits are a GenerationError) and the same greedy rule (`SamplingConfig.greedy`:
+a temperature below 1e-6 is greedy), so the tokens it marks
 `kept` are exactly the ones `gpt2 generate` could draw, and `p_sample` is the
 probability of drawing each. It also gives each candidate's probability under the model
 itself (temperature 1, the whole vocabulary), so a reader sees what the controls changed.
@@ -29,8 +31,8 @@ from typing import Any
 
 import numpy as np
 
+from ..generation.logits import ARRAY, check_scaled, ranked
 from ..generation.sampling import SamplingConfig
-from ..generation.vectorised import ranked
 
 __all__ = ["next_token_distribution"]
 
@@ -42,6 +44,7 @@ def next_token_distribution(logits: Any, sampling: SamplingConfig, top: int = 20
     and `p_sample` (the probability the sampler draws it); plus the totals. Texts are
     added by the caller (it holds the tokenizer)."""
     values = np.asarray(logits, dtype=np.float64).reshape(-1)  # float32 -> float64 is exact
+    ARRAY.check(values)
     V = len(values)
     top = max(1, min(top, V))
     log_total = float(values.max() + np.log(np.exp(values - values.max()).sum()))
@@ -58,6 +61,7 @@ def next_token_distribution(logits: Any, sampling: SamplingConfig, top: int = 20
     ids = ranked(values, sampling.top_k)  # the top-k survivors, in order
     inv_t = 1.0 / sampling.temperature
     scaled = values[ids] * inv_t
+    check_scaled(float(scaled[0]))
     weights = [math.exp(v) for v in (scaled - scaled[0]).tolist()]
     total = math.fsum(weights)
     probs = np.asarray(weights) / total  # p_top_k

@@ -1,10 +1,10 @@
 """A recorder that keeps what an engine reports during one forward pass, as NumPy arrays.
 
 An engine given a recorder (see `gpt2.engines.recorder`) hands it each layer's attention
-probabilities and the residual stream after each block, in the engine's own type: nested
-lists from the pure engine (attention rows ragged: row t holds the t + 1 positions it
-sees), NumPy arrays, torch tensors. `Recording` copies each into float32 NumPy arrays
-of one layout, whoever computed them:
+probabilities and the residual stream after each block, on the host as the engine contract
+has it: nested lists from the pure engine (attention rows ragged: row t holds the t + 1
+positions it sees), NumPy arrays from the others. `Recording` copies each into float32
+NumPy arrays of one layout, whoever computed them:
 
     recording.attention()   # [L, H, T, T], row t zero beyond position t (the causal mask)
     recording.residual()    # [L + 1, T, C]: the embeddings, then the stream after each block
@@ -26,14 +26,10 @@ __all__ = ["Recording", "as_array"]
 
 
 def as_array(values: Any) -> np.ndarray:
-    """Any engine's array (nested lists, ragged or not; NumPy; torch on any device) as a
-    float32 NumPy copy; ragged rows are padded with zeros to the longest."""
-    if hasattr(values, "detach"):  # torch
-        return values.detach().float().cpu().numpy().copy()
-    if isinstance(values, np.ndarray):
-        return values.astype(np.float32, copy=True)
+    """Any engine's values (nested lists, ragged or not; a NumPy array) as a float32 NumPy
+    copy (the engine may reuse its buffers); ragged rows are padded with zeros to the longest."""
     try:
-        return np.array(values, dtype=np.float32)
+        return np.array(values, dtype=np.float32)  # a copy
     except ValueError:  # ragged: the pure engine's attention rows
         return _pad_ragged(values)
 

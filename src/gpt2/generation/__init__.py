@@ -1,5 +1,6 @@
 """Generation: choosing tokens and the loops that drive an engine to produce them.
 
+    logits      the engines' two kinds of logits (lists, float32 arrays) and every operation on them
     sampling    Sampler, SamplingConfig: greedy, temperature, top-k, top-p, with its own RNG
     vectorised  the sampler's algorithm on NumPy arrays (the same token from the same draw)
     adjust      repetition, presence and frequency penalties, logit bias

@@ -29,7 +29,7 @@ from typing import Any
 
 from ..errors import GenerationError
 
-__all__ = ["LogitAdjustments", "TokenHistory", "adjust"]
+__all__ = ["LogitAdjustments", "TokenHistory", "adjust", "adjust_list", "adjust_array"]
 
 
 def _finite(name: str, value: object) -> float:
@@ -87,16 +87,20 @@ class TokenHistory:
 
 
 def adjust(logits: Any, adjustments: LogitAdjustments, history: TokenHistory) -> Any:
-    """The adjusted logits, a new list or array (the input is not changed): a list of floats
-    stays a list; a NumPy array or torch tensor comes back as a float32 NumPy array."""
+    """The adjusted logits, a new row of the same kind (the input is not changed): a list of
+    floats stays a list, a NumPy array comes back as a new float32 array. A decoder, which knows
+    its kind, calls `adjust_list` or `adjust_array` through `gpt2.generation.logits`."""
     if not adjustments.active:
         return logits
-    if isinstance(logits, (list, tuple)):
-        return _adjust_list(list(logits), adjustments, history)
-    return _adjust_array(logits, adjustments, history)
+    from .logits import ops_of
+
+    return ops_of(logits).adjust(logits, adjustments, history)
 
 
-def _adjust_list(out: list[float], a: LogitAdjustments, history: TokenHistory) -> list[float]:
+def adjust_list(out: list[float], a: LogitAdjustments, history: TokenHistory) -> list[float]:
+    """`out` (a list the caller owns) adjusted in place, and returned."""
+    if not a.active:
+        return out
     if a.repetition_penalty != 1.0:
         p = a.repetition_penalty
         for t in history.seen:
@@ -109,11 +113,12 @@ def _adjust_list(out: list[float], a: LogitAdjustments, history: TokenHistory) -
     return out
 
 
-def _adjust_array(logits: Any, a: LogitAdjustments, history: TokenHistory) -> Any:
+def adjust_array(logits: Any, a: LogitAdjustments, history: TokenHistory) -> Any:
+    """A float32 copy of the array `logits`, adjusted (the array itself when nothing is active)."""
     import numpy as np
 
-    if hasattr(logits, "detach"):  # a torch tensor, on any device
-        logits = logits.detach().to("cpu").float().numpy()
+    if not a.active:
+        return logits
     out = np.array(logits, dtype=np.float32)  # a copy
     if a.repetition_penalty != 1.0 and history.seen:
         seen = np.fromiter(history.seen, dtype=np.int64, count=len(history.seen))

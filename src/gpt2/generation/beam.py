@@ -26,7 +26,7 @@ from typing import Any
 from ..config import END_OF_TEXT
 from ..engines.base import BatchEngine, Engine
 from ..errors import GenerationError
-from ..scoring import log_softmax
+from .logits import check_rows, log_softmax
 from .memory import check_batch_fits
 from .rows import fit_prompt, prefill
 
@@ -81,7 +81,9 @@ def beam_search(
     live_logprob[0] = 0.0  # the rows start identical: let only the first one branch
     finished: list[Beam] = []
     for step in range(1, max_new_tokens + 1):
-        candidates = live_logprob[:, None] + log_softmax(_as_array(logits))  # [beams, V]
+        rows = np.asarray(logits)  # [beams, V] (prefill gives a list of rows: stacked)
+        check_rows(rows)  # NaN or +inf: a GenerationError, not a beam
+        candidates = live_logprob[:, None] + log_softmax(rows)  # [beams, V]
         order = _best(candidates, 2 * num_beams)
         parents: list[int] = []
         next_ids: list[list[int]] = []
@@ -116,16 +118,6 @@ def beam_search(
         if lp > -math.inf
     ]
     return max(finished + alive, key=lambda b: b.score)
-
-
-def _as_array(logits: Any) -> Any:
-    """The logits [beams, V] as one NumPy array (prefill gives a list of rows)."""
-    import numpy as np
-
-    if isinstance(logits, list):
-        rows = [r.detach().to("cpu").float().numpy() if hasattr(r, "detach") else np.asarray(r) for r in logits]
-        return np.stack(rows)
-    return logits
 
 
 def _best(candidates: Any, k: int) -> Any:

@@ -25,21 +25,21 @@ tokens do not depend on what else runs beside it.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..config import END_OF_TEXT
 from ..errors import GenerationError
-from .adjust import LogitAdjustments, TokenHistory, adjust
+from .adjust import LogitAdjustments, TokenHistory
+from .logits import LogitOps, ops_of
 from .sampling import DEFAULT_TOP_K, Sampler, SamplingConfig
 from .stops import StopStrings, check_stop_strings
 
 if TYPE_CHECKING:
     from ..tokenizer import Tokenizer
 
-__all__ = ["GenerationConfig", "Step", "Decoder", "token_logprobs"]
+__all__ = ["GenerationConfig", "Step", "Decoder"]
 
 MAX_TOP_LOGPROBS = 20
 FINISH_REASONS = ("stop", "length")
@@ -51,7 +51,7 @@ class GenerationConfig:
     `gpt2 generate`; see `SamplingConfig` and `LogitAdjustments` for the details."""
 
     max_new_tokens: int = 50
-    # the sampler (SamplingConfig): temperature 0 = greedy
+    # the sampler (SamplingConfig): temperature 0 (below 1e-6) = greedy
     temperature: float = 1.0
     top_k: int = DEFAULT_TOP_K  # 40, as gpt2 generate; 0 = no limit
     top_p: float = 1.0
@@ -131,15 +131,22 @@ class Decoder:
         tokenizer: Tokenizer | None = None,
         *,
         sampler: Sampler | None = None,
+        logits: LogitOps | None = None,
     ) -> None:
         """`tokenizer` is needed for text (and stop strings); `sampler` replaces the one the
-        config would make (to continue a sampler's random stream)."""
+        config would make (to continue a sampler's random stream); `logits` is the kind of logits
+        the engine returns (`gpt2.generation.logits.ops_for(engine)`): the implementation of every
+        step (adjust, sample, log-probabilities) is chosen for it here, once (without it, from the
+        first step's logits)."""
         if config.stop and tokenizer is None:
             raise GenerationError("stop strings need a tokenizer")
         self.config = config
         self.prompt_ids = list(prompt_ids)
         self.sampler = sampler or Sampler(config.sampling, seed=config.seed)
         self.seed = self.sampler.seed
+        self.ops: LogitOps | None = None
+        if logits is not None:
+            self._use(logits)
         self.adjustments = config.adjustments
         self.history = TokenHistory(self.prompt_ids)
         self.stop_ids = frozenset(config.stop_ids)
@@ -152,6 +159,11 @@ class Decoder:
             from ..tokenizer import StreamDecoder
 
             self._stream = StreamDecoder(tokenizer)
+
+    def _use(self, ops: LogitOps) -> LogitOps:
+        self.ops = ops
+        self.sampler.use(ops)
+        return ops
 
     @property
     def finished(self) -> bool:
@@ -167,17 +179,19 @@ class Decoder:
         token from these at once with each row's own sampler, then calls `accept`."""
         if self.finished:
             raise GenerationError("this sequence has finished generating")
-        return adjust(logits, self.adjustments, self.history)
+        ops = self.ops or self._use(ops_of(logits))
+        return ops.adjust(logits, self.adjustments, self.history)
 
     def accept(self, token: int, logits: Any) -> Step:
         """Go on with `token`, drawn by this decoder's sampler from `adjusted(logits)` (`logits`:
         the model's own, for the log-probabilities)."""
         if self.finished:
             raise GenerationError("this sequence has finished generating")
+        ops = self.ops or self._use(ops_of(logits))
         logprob: float | None = None
         top: tuple[tuple[int, float], ...] = ()
-        if self.config.logprobs is not None:
-            logprob, top = token_logprobs(logits, token, self.config.logprobs)
+        if self.config.logprobs is not None:  # the model's own logits (before penalties, bias, temperature)
+            logprob, top = ops.token_logprobs(logits, token, self.config.logprobs)
         if token in self.stop_ids:
             return Step(token, self._finish("stop"), logprob, top, "stop")
         self.ids.append(token)
@@ -203,19 +217,3 @@ class Decoder:
         if self._stream is None or self._stops.stopped:
             return ""
         return self._stops.feed(self._stream.flush()) + self._stops.flush()
-
-
-def token_logprobs(logits: Any, token: int, k: int) -> tuple[float, tuple[tuple[int, float], ...]]:
-    """log P(token) and the k most probable (id, log P), best first (ties: lower id), from the
-    model's own logits (before any penalty, bias or temperature)."""
-    if isinstance(logits, (list, tuple)):
-        top = max(logits)
-        log_total = top + math.log(math.fsum(math.exp(v - top) for v in logits))
-        best = sorted(range(len(logits)), key=lambda i: (-logits[i], i))[:k] if k else []
-        return logits[token] - log_total, tuple((i, logits[i] - log_total) for i in best)
-    from ..scoring import log_softmax
-    from .vectorised import ranked
-
-    logp = log_softmax(logits.reshape(1, -1))[0]  # [V] float64
-    best = ranked(logp, k).tolist() if k else []
-    return float(logp[token]), tuple((i, float(logp[i])) for i in best)

@@ -24,6 +24,7 @@ from ..config import END_OF_TEXT, Config
 from ..engines.base import Engine, check_ids
 from ..errors import GenerationError
 from .decoder import Decoder, GenerationConfig, Step
+from .logits import ops_for
 from .sampling import Sampler
 
 if TYPE_CHECKING:
@@ -84,7 +85,7 @@ def stream(
     model = engine.config
     ids = crop_prompt(prompt_or_start(prompt_ids, model), model)
     config.adjustments.check_vocabulary(model.vocab_size)
-    decoder = Decoder(ids, config, tokenizer, sampler=sampler)
+    decoder = Decoder(ids, config, tokenizer, sampler=sampler, logits=ops_for(engine))
     yield from decode(engine, decoder, Context(ids))
 
 

@@ -5,8 +5,8 @@ span at a time (`cache.span`; a long prompt a chunk at a time, `extend`), decode
 together over the live prefix (`cache.rows(n)`), a finished row refilled by
 copying the last live one into it (`copy_row`, `clear_row`). `SingleRow` is an
 engine without batches (the pure engine): one sequence at a time, in a cache of
-its own. Logits come back as the decoders read them: torch tensors are moved to
-the host once per pass.
+its own. Logits come back as the engine returns them (host lists or arrays: the
+engine contract).
 
 >>> from gpt2.config import Config
 >>> from gpt2.params import init_params
@@ -26,9 +26,10 @@ from typing import Any
 
 from ..engines.base import BatchEngine, BatchKVCache, Engine
 from ..errors import GenerationError, Gpt2Error
+from .logits import ops_of
 from .loop import check_max_new_tokens, prompt_or_start
 
-__all__ = ["BatchRows", "SingleRow", "host_logits", "join_logits", "fit_prompt", "prefill"]
+__all__ = ["BatchRows", "SingleRow", "join_logits", "fit_prompt", "prefill"]
 
 
 def fit_prompt(ids: Sequence[int], max_new_tokens: int, engine: Engine) -> list[int]:
@@ -44,7 +45,7 @@ def fit_prompt(ids: Sequence[int], max_new_tokens: int, engine: Engine) -> list[
     return prompt_or_start(ids, engine.config)[-(n_ctx - max_new_tokens) :]
 
 
-def prefill(engine: BatchEngine, prompts: Sequence[Sequence[int]], cache: BatchKVCache) -> list[Any]:
+def prefill(engine: BatchEngine, prompts: Sequence[Sequence[int]], cache: BatchKVCache) -> Any:
     """Logits of each prompt's last position, in rows 0, 1, ... of `cache` (beam search's
     prefill): one batched pass when the lengths agree; a prompt repeated in every row (the
     beams) runs once and is copied."""
@@ -59,21 +60,9 @@ def prefill(engine: BatchEngine, prompts: Sequence[Sequence[int]], cache: BatchK
     return [engine.forward_batch([p], cache.row(b))[0] for b, p in enumerate(prompts)]
 
 
-def host_logits(logits: Any) -> Any:
-    """Logits as the decoders read them: torch tensors moved to the host once per pass."""
-    if hasattr(logits, "detach"):
-        return logits.detach().float().cpu().numpy()
-    return logits
-
-
 def join_logits(parts: list[Any]) -> Any:
-    """[t, V] logits of consecutive positions (lists of floats, or NumPy arrays from `host_logits`)
-    joined into one [T, V]."""
-    if isinstance(parts[0], list):
-        return [row for part in parts for row in part]
-    import numpy as np
-
-    return np.concatenate(parts)
+    """[t, V] logits of consecutive positions (lists of floats, or NumPy arrays) joined into one [T, V]."""
+    return ops_of(parts[0]).join(parts)
 
 
 class BatchRows:
@@ -86,14 +75,14 @@ class BatchRows:
 
     def prefill(self, start: int, prompts: list[list[int]], all_logits: bool) -> Any:
         view = self.cache.span(start, start + len(prompts))
-        return host_logits(self.engine.forward_batch(prompts, view, all_logits=all_logits))
+        return self.engine.forward_batch(prompts, view, all_logits=all_logits)
 
     def extend(self, row: int, ids: list[int], all_logits: bool) -> Any:
         """More positions for one row that holds some already (a long prompt's next chunk)."""
         return self.prefill(row, [ids], all_logits)[0]
 
     def decode(self, tokens: list[int]) -> Any:
-        return host_logits(self.engine.forward_batch([[t] for t in tokens], self.cache.rows(len(tokens))))
+        return self.engine.forward_batch([[t] for t in tokens], self.cache.rows(len(tokens)))
 
     def move(self, source: int, target: int) -> None:
         self.cache.copy_row(source, target)

@@ -6,7 +6,8 @@ seed make the same choices whatever else the program does with `random`.
 The algorithm is fixed, so that every engine (pure, NumPy, PyTorch) picks the
 same token from the same logits and the same seed:
 
-1. temperature 0 (or top_k 1): the arg-max, the lowest id on a tie; no random draw.
+1. greedy (`SamplingConfig.greedy`: a temperature below MIN_TEMPERATURE, 0
+   included, or top_k 1): the arg-max, the lowest id on a tie; no random draw;
 2. divide the logits by the temperature;
 3. top-k: keep the k largest, ties broken by the lower id;
 4. softmax over the survivors (float64, max subtracted);
@@ -15,8 +16,18 @@ same token from the same logits and the same seed:
 6. draw u = rng.random() once and walk the kept tokens in that same order,
    choosing the first whose cumulative probability exceeds u * total.
 
+Logits holding NaN or +inf (or nothing but -inf) are a GenerationError, never a token.
+
+`SamplingConfig.greedy` is the one rule that says whether a setting is greedy: the
+command line, the Python API, the server and the explorer all decide through it. A
+temperature below MIN_TEMPERATURE (1e-6) is greedy because dividing by it could
+overflow (1 / 5e-324 is inf in float64, and logits times 1e6 stay far inside float32's
+range), and because the distribution it asks for is the arg-max's to within rounding.
+
 >>> s = Sampler(SamplingConfig(temperature=0.0))
 >>> s.sample([0.1, 3.0, -1.0])
+1
+>>> Sampler(SamplingConfig(temperature=1e-320)).sample([0.1, 3.0, -1.0])  # greedy too: 1 / 1e-320 overflows
 1
 >>> a = Sampler(SamplingConfig(top_k=2), seed=7); b = Sampler(SamplingConfig(top_k=2), seed=7)
 >>> [a.sample([1.0, 2.0, 3.0]) for _ in range(5)] == [b.sample([1.0, 2.0, 3.0]) for _ in range(5)]
@@ -25,14 +36,16 @@ True
 
 from __future__ import annotations
 
-import heapq
 import math
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from ..errors import GenerationError
+from .logits import LIST, LogitOps, check_scaled, ops_of
+
+MIN_TEMPERATURE = 1e-6  # below it (0 included) sampling is greedy: see the module docstring
 
 # Sample among the 40 most likely tokens unless told otherwise: OpenAI drew GPT-2's published
 # samples with top-k 40, and its sampling scripts call 40 "generally a good value"; without a cut,
@@ -44,7 +57,7 @@ DEFAULT_TOP_K = 40
 
 @dataclass(frozen=True)
 class SamplingConfig:
-    temperature: float = 1.0  # 0 means greedy
+    temperature: float = 1.0  # below MIN_TEMPERATURE (0 included) means greedy
     top_k: int = DEFAULT_TOP_K  # 0 means no limit; above the vocabulary it is clamped
     top_p: float = 1.0  # nucleus mass in (0, 1]; 1 means off
 
@@ -60,21 +73,24 @@ class SamplingConfig:
 
     @property
     def greedy(self) -> bool:
-        return self.temperature == 0 or self.top_k == 1
+        """THE rule for greedy decoding, everywhere: a temperature below MIN_TEMPERATURE (0
+        included; smaller ones would overflow once the logits are divided by them) or top_k 1.
+
+        >>> SamplingConfig(temperature=1e-320).greedy, SamplingConfig(temperature=1e-6).greedy
+        (True, False)
+        """
+        return self.temperature < MIN_TEMPERATURE or self.top_k == 1
 
 
 def argmax(values: Sequence[float]) -> int:
     """Index of the largest value; the first one on a tie."""
-    return max(range(len(values)), key=values.__getitem__)
+    return LIST.argmax(values)
 
 
 def check_logits(logits: Sequence[float]) -> None:
-    """A model that produced NaN (or nothing but -inf) has failed; say so instead of
-    picking an arbitrary token."""
-    if any(map(math.isnan, logits)) or max(logits) == -math.inf:
-        raise GenerationError(
-            "the model produced NaN or all -inf logits; the weights may be corrupt or the dtype too narrow for them"
-        )
+    """A model that produced NaN, +inf or nothing but -inf has failed; say so instead of
+    picking an arbitrary token (a list or an array)."""
+    ops_of(logits).check(logits)
 
 
 def draw_seed() -> int:
@@ -88,37 +104,40 @@ class Sampler:
     `seed` None draws one (`draw_seed`): `sampler.seed` always says which seed the sampler
     started from, so any run can be repeated."""
 
-    def __init__(self, config: SamplingConfig | None = None, seed: int | None = None) -> None:
+    def __init__(
+        self, config: SamplingConfig | None = None, seed: int | None = None, *, logits: LogitOps | None = None
+    ) -> None:
+        """`logits`: the kind of logits it will be given (`gpt2.generation.logits.ops_for(engine)`),
+        so that the implementation is chosen once, here; without it each call looks at its logits."""
         self.config = config or SamplingConfig()
         self.seed = draw_seed() if seed is None else seed
         self.rng = random.Random(self.seed)
+        self._pick: Callable[[Any], int] | None = None
+        if logits is not None:
+            self.use(logits)
+
+    def use(self, logits: LogitOps) -> Sampler:
+        """From now on take logits of this kind only, through the implementation chosen now:
+        greedy or not, the algorithm as written for lists, its vectorised copy for arrays
+        (`gpt2.generation.vectorised`, the same token from the same single draw without sorting
+        50257 Python floats). A decoder calls it once, with its engine's kind."""
+        self._pick = _strategy(self, logits)
+        return self
 
     def sample(self, logits: Any) -> int:
-        """The next token. A list of floats goes through the algorithm above as written; a
-        NumPy array or torch tensor through its vectorised copy (`gpt2.generation.vectorised`),
-        which picks the same token from the same single draw without sorting 50257 Python
-        floats."""
-        if not isinstance(logits, (list, tuple)):
-            from .vectorised import sample_array  # NumPy: imported only for array logits
-
-            return sample_array(logits, self)
-        check_logits(logits)
-        s = self.config
-        if s.greedy:
-            return argmax(logits)
-        candidates = self.candidates(logits)
-        return self.choose([p for _, p in candidates], [i for i, _ in candidates])
+        """The next token (see the module docstring)."""
+        if self._pick is not None:
+            return self._pick(logits)
+        return _strategy(self, ops_of(logits))(logits)
 
     def candidates(self, logits: Sequence[float]) -> list[tuple[int, float]]:
-        """(id, probability) of the tokens that may be drawn, most probable first (steps 2 to 5)."""
+        """(id, probability) of the tokens that may be drawn, most probable first (steps 2 to 5),
+        from a list of floats."""
         s = self.config
         inv_t = 1.0 / s.temperature
-        n = len(logits)
-        if 0 < s.top_k < n:
-            ids = heapq.nsmallest(s.top_k, range(n), key=lambda i: (-logits[i], i))
-        else:
-            ids = sorted(range(n), key=lambda i: (-logits[i], i))
+        ids = LIST.ranked(logits, s.top_k)
         top = logits[ids[0]] * inv_t
+        check_scaled(top)
         weights = [math.exp(logits[i] * inv_t - top) for i in ids]
         total = math.fsum(weights)
         probs = [w / total for w in weights]
@@ -141,3 +160,25 @@ class Sampler:
             if cumulative > threshold:
                 return token
         return ids[-1]  # rounding left the threshold a hair above the sum
+
+
+def _strategy(sampler: Sampler, ops: LogitOps) -> Callable[[Any], int]:
+    """How `sampler` turns logits of the kind `ops` into a token (chosen once per decoder)."""
+    if sampler.config.greedy:
+
+        def greedy(logits: Any) -> int:
+            ops.check(logits)
+            return ops.argmax(logits)
+
+        return greedy
+    if ops is LIST:
+
+        def sample_list(logits: Any) -> int:
+            LIST.check(logits)
+            candidates = sampler.candidates(logits)
+            return sampler.choose([p for _, p in candidates], [i for i, _ in candidates])
+
+        return sample_list
+    from .vectorised import sample_array  # NumPy: imported only for array logits
+
+    return lambda logits: sample_array(logits, sampler)

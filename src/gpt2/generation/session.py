@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 from ..engines.base import Engine
 from ..errors import GenerationError
 from .decoder import Decoder, GenerationConfig, Step
+from .logits import ops_for
 from .loop import Context, decode, start_token
 from .sampling import Sampler
 
@@ -49,6 +50,7 @@ class Session:
         self.engine = engine
         self.config = config
         self.tokenizer = tokenizer
+        self.logits = ops_for(engine)  # the kind of logits its engine returns
         self.sampler = Sampler(config.sampling, seed=config.seed)
         self.reply_ids: list[int] = []  # what the model added in the last turn
         self.context = Context([])  # the running text (the window's part of it, once it slid) and its cache
@@ -81,7 +83,7 @@ class Session:
             # the last reply ended on a stop id (not in the text) and nothing was added:
             # the last position's logits are gone with that step, so run the text again
             context.cache = None
-        decoder = Decoder(list(context.ids), self.config, self.tokenizer, sampler=self.sampler)
+        decoder = Decoder(list(context.ids), self.config, self.tokenizer, sampler=self.sampler, logits=self.logits)
         self.reply_ids = decoder.ids
         try:
             yield from decode(self.engine, decoder, context)

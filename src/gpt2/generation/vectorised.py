@@ -45,7 +45,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import GenerationError
-from .sampling import Sampler, check_logits
+from .logits import ARRAY, check_scaled, ranked
+from .sampling import Sampler
 
 __all__ = ["sample_array", "sample_rows", "ranked"]
 
@@ -58,9 +59,7 @@ SORTED_AT_ONCE = 256
 
 
 def sample_array(logits: Any, sampler: Sampler) -> int:
-    """`sampler`'s choice from array logits [V] (NumPy, or torch on any device)."""
-    if hasattr(logits, "detach"):  # a torch tensor, on any device
-        logits = logits.detach().to("cpu").float().numpy()
+    """`sampler`'s choice from array logits [V] (a host NumPy array, as the engine contract has them)."""
     outcome = sample_rows(np.asarray(logits).reshape(1, -1), [sampler], errors=True)[0]
     if isinstance(outcome, GenerationError):
         raise outcome
@@ -82,7 +81,7 @@ def sample_rows(rows: Any, samplers: Sequence[Sampler], *, errors: bool = False)
     out: list[Any] = [None] * len(samplers)
     for b in np.flatnonzero(~np.isfinite(x).all(axis=1)).tolist():  # -inf is allowed (a banned token)
         try:
-            _check(x[b])
+            ARRAY.check(x[b])  # NaN, +inf, nothing but -inf: the sampler's GenerationError
         except GenerationError as exc:
             if not errors:
                 raise
@@ -98,27 +97,13 @@ def sample_rows(rows: Any, samplers: Sequence[Sampler], *, errors: bool = False)
         elif 0 < s.top_k < vocab:  # a handful of candidates: sorted outright
             ids = ranked(x[b], s.top_k)
             scaled = x[b][ids].astype(np.float64) * (1.0 / s.temperature)
-            _check_scaled(float(scaled[0]))
+            check_scaled(float(scaled[0]))
             weights = np.exp(scaled - scaled[0])
             out[b] = _draw_sorted(ids, weights / weights.sum(), sampler)
         else:
             scratch = scratch or _Scratch(vocab)
             out[b] = _Row(x[b], s.temperature, scratch).draw(sampler)
     return out
-
-
-def _check(row: np.ndarray) -> None:
-    """NaN, +inf, or nothing but -inf: the sampler's GenerationError."""
-    check_logits(row.tolist())  # NaN, nothing but -inf: the list path's words
-    if np.isposinf(row).any():
-        raise GenerationError(
-            "the model produced infinite logits; the weights may be corrupt or the dtype too narrow for them"
-        )
-
-
-def _check_scaled(top: float) -> None:
-    if not np.isfinite(top):
-        raise GenerationError("the logits divided by the temperature overflow; lower the logit bias or the temperature")
 
 
 class _Scratch:
@@ -138,7 +123,7 @@ class _Row:
         # float64 arithmetic, as the list version's: float32 logits times a float would round in float32
         w = np.multiply(values, 1.0 / temperature, out=scratch.weights, dtype=np.float64)  # [V]
         top = float(w.max())
-        _check_scaled(top)
+        check_scaled(top)
         w -= top  # log(p / p_max) <= 0
         bands = np.multiply(w, -1.0 / WIDTH, out=scratch.bands)
         np.minimum(bands, BANDS - 1, out=bands)
@@ -217,15 +202,3 @@ def _draw_sorted(ids: np.ndarray, probs: np.ndarray, sampler: Sampler) -> int:
     threshold = sampler.rng.random() * float(probs.sum())
     above = np.flatnonzero(np.cumsum(probs) > threshold)
     return int(ids[above[0]]) if len(above) else int(ids[-1])
-
-
-def ranked(values: np.ndarray, top_k: int) -> np.ndarray:
-    """Ids ordered by (-value, id); only the top_k first when 0 < top_k < len(values)."""
-    n = len(values)
-    if 0 < top_k < n:
-        kth = np.partition(values, n - top_k)[n - top_k]  # the k-th largest value
-        above = np.flatnonzero(values > kth)
-        tied = np.flatnonzero(values == kth)[: top_k - len(above)]  # lowest ids win the ties
-        ids = np.concatenate([above, tied])
-        return ids[np.lexsort((ids, -values[ids]))]
-    return np.argsort(-values, kind="stable")

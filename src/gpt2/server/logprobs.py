@@ -31,12 +31,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..generation import Step
-from ..generation.decoder import token_logprobs
+from ..generation.logits import ops_of
 from ..tokenizer import StreamDecoder, Tokenizer
 
 __all__ = ["TokenLogprob", "LogprobTrack", "token_text", "prompt_logprobs", "to_json", "prompt_offsets"]
-
-CHUNK_ROWS = 64  # prompt positions turned into log-probabilities at a time (bounds float64 memory)
 
 
 @dataclass(frozen=True)
@@ -84,35 +82,12 @@ def prompt_logprobs(tokenizer: Tokenizer, ids: Sequence[int], logits: Any, k: in
     """The prompt's own tokens: logits [T, V] of every prompt position (row j predicts ids[j + 1])."""
     offsets = prompt_offsets(tokenizer, ids)
     entries = [TokenLogprob(ids[0], token_text(tokenizer, ids[0]), 0, None, None)]
-    scored = _position_logprobs(logits, ids[1:], k)
+    scored = ops_of(logits).rows_logprobs(logits, ids[1:], k)
     for j, (logprob, top) in enumerate(scored, start=1):
         entries.append(
             TokenLogprob(ids[j], token_text(tokenizer, ids[j]), offsets[j], logprob, top_dict(tokenizer, top))
         )
     return entries
-
-
-def _position_logprobs(
-    logits: Any, targets: Sequence[int], k: int
-) -> list[tuple[float, tuple[tuple[int, float], ...]]]:
-    """(log P(targets[j]), top k) from logits[j], for each j."""
-    if isinstance(logits, list):  # the pure engine: lists of floats
-        return [token_logprobs(logits[j], t, k) for j, t in enumerate(targets)]
-    import numpy as np
-
-    from ..generation.vectorised import ranked
-    from ..scoring import log_softmax
-
-    if hasattr(logits, "detach"):
-        logits = logits.detach().float().cpu().numpy()
-    out: list[tuple[float, tuple[tuple[int, float], ...]]] = []
-    for start in range(0, len(targets), CHUNK_ROWS):
-        rows = log_softmax(logits[start : start + CHUNK_ROWS][: len(targets) - start])  # [n, V] float64
-        chosen = rows[np.arange(len(rows)), list(targets[start : start + len(rows)])]
-        for row, logprob in zip(rows, chosen.tolist()):
-            best = ranked(row, k).tolist()[:k] if k else []
-            out.append((logprob, tuple((i, float(row[i])) for i in best)))
-    return out
 
 
 class LogprobTrack:

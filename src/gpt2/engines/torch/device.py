@@ -6,7 +6,12 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import torch
+
+if TYPE_CHECKING:
+    import numpy as np
 
 from ...errors import Gpt2Error
 
@@ -36,3 +41,24 @@ def pick_device(device: str | None = "auto") -> torch.device:
     if chosen.type not in ("cpu", "cuda", "mps"):
         raise Gpt2Error(f"unsupported device {device!r}; use auto, cpu, cuda or mps")
     return chosen
+
+
+def host_array(t: torch.Tensor) -> np.ndarray:
+    """A tensor as the engine contract hands values over: a float32, C-contiguous NumPy array on
+    the host (one copy from a GPU; on the CPU a view of a contiguous float32 tensor)."""
+    import numpy as np
+
+    return np.ascontiguousarray(t.detach().to("cpu", torch.float32).numpy())
+
+
+class HostRecorder:
+    """A recorder (`gpt2.engines.recorder`) handed the engine's tensors as `host_array`s."""
+
+    def __init__(self, recorder: Any) -> None:
+        self.recorder = recorder
+
+    def attention(self, layer: int, weights: torch.Tensor) -> None:
+        self.recorder.attention(layer, host_array(weights))
+
+    def residual(self, layer: int, x: torch.Tensor) -> None:
+        self.recorder.residual(layer, host_array(x))

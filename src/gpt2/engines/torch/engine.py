@@ -28,7 +28,8 @@ weights when it is built: for other weights, build another engine):
   MKL streams fastest are used (see BLAS_TRANSPOSED);
 - int8 and half-precision weights with PyTorch's kernels: see `gpt2.engines.torch.precision`
   (W8A16 through `torch._weight_int8pack_mm`; float32 activations on the CPU);
-- logits come back as float32 whatever the compute dtype.
+- logits come back as float32 whatever the compute dtype, as a NumPy array on the host
+  (the engine contract: `gpt2.engines.base`).
 
 >>> from gpt2.params import init_params
 >>> cfg = Config(n_layer=1, n_embd=8, n_head=2, vocab_size=11, n_ctx=16)
@@ -42,7 +43,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -54,7 +55,7 @@ from ...quantized_tensor import QuantizedTensor
 from ...tensor import Tensor
 from ..base import BatchKVCache, check_rows
 from ..plan import EnginePlan, plan_engine
-from .device import pick_device
+from .device import HostRecorder, host_array, pick_device
 from .kernels import (
     BLAS_TRANSPOSED,
     PROJECTION_WEIGHTS,
@@ -76,6 +77,9 @@ from .precision import (
     native_half,
     native_projection,
 )
+
+if TYPE_CHECKING:
+    import numpy as np
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -201,9 +205,9 @@ class TorchEngine:
 
     def forward(
         self, ids: Sequence[int], cache: KVCache, *, all_logits: bool = False, recorder: Any = None
-    ) -> torch.Tensor:
-        """float32 logits [V] of the last new position (or [T, V] of every new one).
-        `recorder`: see `gpt2.engines.recorder`."""
+    ) -> np.ndarray:
+        """float32 logits [V] of the last new position (or [T, V] of every new one), a host NumPy
+        array (the engine contract). `recorder`: see `gpt2.engines.recorder`."""
         if cache.batch_size != 1:
             raise Gpt2Error("forward takes a one-row cache; use forward_batch for a batch")
         return self.forward_batch([ids], cache, all_logits=all_logits, recorder=recorder)[0]
@@ -221,11 +225,12 @@ class TorchEngine:
     @torch.inference_mode()
     def forward_batch(
         self, rows: Sequence[Sequence[int]], cache: KVCache, *, all_logits: bool = False, recorder: Any = None
-    ) -> torch.Tensor:
+    ) -> np.ndarray:
         """T new tokens in each of B rows (rows may hold different numbers of past
-        positions) -> float32 logits [B, V] of each row's last position ([B, T, V] if all_logits).
-        A `recorder` sees row 0."""
+        positions) -> float32 logits [B, V] of each row's last position ([B, T, V] if all_logits),
+        a host NumPy array (the engine contract). A `recorder` sees row 0, as host arrays too."""
         checked = check_rows(rows, cache, self.config)
+        recorder = None if recorder is None else HostRecorder(recorder)
         hot = recorder is None and len(checked) == 1 and len(checked[0]) == 1 and self.device.type == "cpu"
         with self._blas_owns_the_cores() if self.device.type == "cpu" else contextlib.nullcontext():
             if hot:
@@ -239,7 +244,7 @@ class TorchEngine:
             m = self.model
             x = F.layer_norm(x.reshape(B * T, d), (d,), m.ln_f.weight, m.ln_f.bias, self.config.layer_norm_epsilon)
             logits = self._head(x).float().view(B, T, -1)  # [B, T, V], the tied output projection
-        return logits if all_logits else logits[:, 0]
+        return host_array(logits if all_logits else logits[:, 0])  # the contract: float32 on the host
 
     @contextlib.contextmanager
     def _blas_owns_the_cores(self) -> Iterator[None]:
