@@ -76,6 +76,7 @@ from ..engines.base import BatchEngine, Engine
 from ..errors import Gpt2Error
 from .decoder import Step
 from .errors import QueueFull, QueueTimeout, SchedulerError, SchedulerFailed, ShuttingDown
+from .logits import LIST, ops_for
 from .prefill import DEFAULT_PREFILL_CHUNK, Prefiller, PromptScorer, Ready, check_prefill_chunk
 from .rows import BatchRows, SingleRow
 from .sequence import Ended, Event, Failed, Generated, PromptScored, Sequence
@@ -107,6 +108,7 @@ class Scheduler:
     ) -> None:
         check_prefill_chunk(prefill_chunk)  # before the cache is allocated
         self.engine = engine
+        self.logits = ops_for(engine)  # the kind of logits its engine returns, known once
         self.rows: BatchRows | SingleRow = (
             BatchRows(engine, max_batch) if isinstance(engine, BatchEngine) else SingleRow(engine)
         )
@@ -313,7 +315,7 @@ class Scheduler:
         batches) one by one through the decoder; arrays all at once, each row with its own
         sampler (`gpt2.generation.vectorised.sample_rows`). A row that fails (NaN logits) fails
         its sequence only."""
-        if isinstance(logits, list) and (not logits or isinstance(logits[0], list)):
+        if self.logits is LIST:
             for seq, row in zip(batch, logits):
                 try:
                     step = seq.decoder.step(row)
