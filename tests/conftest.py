@@ -42,6 +42,7 @@ OPTIONAL_PACKAGES = (
     "fastapi",
     "uvicorn",
     "threadpoolctl",
+    "jinja2",  # chat templates (the serve extra)
 )
 
 
