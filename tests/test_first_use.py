@@ -18,7 +18,8 @@ def test_the_quiet_suite_still_names_its_slowest_tests_and_every_skip(tmp_path):
     (tmp_path / "test_sample.py").write_text(
         "import pytest\n\n"
         "def test_runs():\n    pass\n\n"
-        "@pytest.mark.skip(reason='needs a unicorn')\ndef test_skipped():\n    pass\n"
+        "@pytest.mark.skip(reason='needs a unicorn')\ndef test_skipped():\n    pass\n\n"
+        "def test_fails():\n    assert 1 == 2\n"
     )
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-c", str(ROOT / "pyproject.toml")]
@@ -28,9 +29,10 @@ def test_the_quiet_suite_still_names_its_slowest_tests_and_every_skip(tmp_path):
         timeout=300,
         cwd=tmp_path,
     )
-    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.returncode == 1, result.stdout + result.stderr
     assert "slowest" in result.stdout and "durations" in result.stdout, result.stdout
     assert "SKIPPED [1]" in result.stdout and "needs a unicorn" in result.stdout, result.stdout
+    assert "FAILED test_sample.py::test_fails" in result.stdout, result.stdout  # -rs alone would drop it
 
 
 # --- one default for each choice --------------------------------------------------------------
