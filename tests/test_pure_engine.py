@@ -65,16 +65,16 @@ def test_component_matches_reference(verification, component, reference, toleran
 
 
 def test_verification_covers_exactly_these_components(verification):
-    assert {r.component for r in verification.rows} == set(COMPONENTS) | {
-        "cached vs uncached decoding",
-        "numpy engine, cached decoding",
-        "torch engine, cached decoding",
-    }
+    # an engine is checked where its framework is installed (without PyTorch: no torch row)
+    checked = {f"{name} engine, cached decoding" for name in ("numpy", "torch") if name not in verification.unavailable}
+    assert {r.component for r in verification.rows} == set(COMPONENTS) | {"cached vs uncached decoding"} | checked
     assert verification.ok
 
 
 @pytest.mark.parametrize("engine", ["numpy", "torch"])
 def test_verify_checks_the_other_engines_against_the_pure_one(verification, engine):
+    if engine in verification.unavailable:
+        pytest.skip(verification.unavailable[engine])
     row = next(r for r in verification.rows if r.component == f"{engine} engine, cached decoding")
     assert row.reference == "pure float64" and row.status == "pass" and row.max_rel_error <= 1e-4
 

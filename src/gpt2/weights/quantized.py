@@ -15,7 +15,7 @@ it as `<name>_scale`, float32, shaped to broadcast against it:
 
 and the metadata says `"gpt2.quantization": "int8"`. Dequantizing is `weight *
 weight_scale` in any array library. Per-output-row scales are also what
-PyTorch's int8 matrix-vector kernel takes (see gpt2.engines.torch.quant).
+PyTorch's int8 matrix-vector kernel takes (see gpt2.engines.torch.precision).
 
 >>> tensors, metadata = pack({"w": quantize_int8(Tensor.from_floats([1.0, -2.0], (1, 2)), axis=1)})
 >>> sorted(tensors), metadata[METADATA_KEY]

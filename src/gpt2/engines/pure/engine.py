@@ -1,10 +1,10 @@
 """The pure-Python decoding engine: GPT-2 with a KV cache, on the standard library alone.
 
-It computes what `gpt2.pure.model.forward` computes, one position at a time:
+It computes what `gpt2.engines.pure.model.forward` computes, one position at a time:
 each new token runs through the blocks once, attending to the keys and values
 that earlier positions left in the cache, so after the prompt every token
 costs one position, not a re-run of the sequence. The big matrix products go
-through `gpt2.pure.parallel` (rows of Python floats, split across processes).
+through `gpt2.engines.pure.parallel` (rows of Python floats, split across processes).
 
 >>> from gpt2 import Config
 >>> from gpt2.params import init_params

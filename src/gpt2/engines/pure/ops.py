@@ -1,7 +1,7 @@
 """The math of GPT-2 on plain Python lists, one concept per function.
 
 A vector is a `list[float]`; a matrix is a list of rows. Everything here is
-float64 (Python's float) and readable first; `gpt2.pure.layout` holds the fast
+float64 (Python's float) and readable first; `gpt2.engines.pure.layout` holds the fast
 inner product the engine uses for the big matrices.
 
 >>> matmul([[1.0, 2.0]], [[3.0], [4.0]])
