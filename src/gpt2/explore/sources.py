@@ -35,8 +35,8 @@ ENGINE_FUNCTIONS = {
         "residual": "gpt2.engines.numpy_engine.NumpyEngine.hidden_states",
     },
     "torch": {
-        "attention": "gpt2.engines.torch.engine.attention_weights",
-        "residual": "gpt2.engines.torch.engine.TorchEngine.hidden_states",
+        "attention": "gpt2.engines.torch.attention.attention_weights",
+        "residual": "gpt2.engines.torch.model.GPT2.forward",
     },
 }
 

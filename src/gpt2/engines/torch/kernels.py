@@ -14,16 +14,30 @@ cannot run is an error. The measurements behind the choices are in docs/precisio
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 
-from ...errors import Gpt2Error
+from ...errors import Gpt2Error, install_hint
 from ...params import PROJECTIONS
+from ...quantized_tensor import QuantizedTensor
 from ..plan import KERNELS
-from .model import GPT2
+from .model import GPT2, Conv1D
+from .precision import (
+    Projection,
+    dense_projection,
+    embedding_rows,
+    int8_kernel,
+    int8_projection,
+    int8_scale,
+    native_half,
+    native_projection,
+)
 
 __all__ = [
+    "install_kernels",
     "KERNELS",
     "BLAS_TRANSPOSED",
     "PROJECTION_WEIGHTS",
@@ -155,3 +169,68 @@ def transpose_storage(model: GPT2, suffixes: tuple[str, ...]) -> None:
             owner = model.get_submodule(name.rsplit(".", 1)[0]) if "." in name else model
             column_major = param.detach().t().contiguous().t()
             setattr(owner, name.rsplit(".", 1)[-1], torch.nn.Parameter(column_major, requires_grad=False))
+
+
+def install_kernels(
+    model: GPT2,
+    quantized: Mapping[str, QuantizedTensor],
+    kernel: str,
+    dtype: torch.dtype,
+    act: torch.dtype,
+    threads: int | None,
+) -> tuple[str, list[str]]:
+    """Choose the kernel (see `pick_kernel`) and swap it into the module: each block's projections
+    (`Conv1D.project`), the tied head (`model.head`) and, for an int8 or half-precision table, the
+    embedding lookup (`model.embed`); the weights are laid out as that kernel reads them. The
+    module's forward then runs on it unchanged. `quantized`: the tree's int8 tensors (the module
+    holds their values, (out, in) in memory). Returns the kernel and the notices for the user."""
+    device = model.wte.weight.device
+    notices: list[str] = []
+    kernel = pick_kernel(kernel, device, dtype, threads)
+    half_on_cpu = device.type == "cpu" and dtype != torch.float32
+    native = native_kernels(threads) if kernel == "native" else None
+    if kernel in ("onednn", "openblas") or (half_on_cpu and native is None):  # dense (out, in) matrices
+        transpose_storage(model, PROJECTION_WEIGHTS)
+    elif device.type == "cpu" and native is None:
+        transpose_storage(model, BLAS_TRANSPOSED)
+    inner = onednn_linear() if kernel == "onednn" else None
+    numpy_matmul = numpy_gemv() if kernel == "openblas" else None
+    if numpy_matmul is not None and threads is not None:  # OpenBLAS has its own threads
+        try:
+            from threadpoolctl import threadpool_limits
+
+            threadpool_limits(limits=threads, user_api="blas")
+        except ImportError:
+            notices.append(f"OpenBLAS keeps its own thread count: {install_hint('numpy')} to set it")
+    int8_op = None
+    if quantized and native is None:
+        int8_op, notice = int8_kernel(device)
+        if notice:
+            notices.append(notice)
+    if half_on_cpu and not native_half(dtype) and native is None:
+        name = str(dtype).removeprefix("torch.")
+        notices.append(f"this CPU has no {name} arithmetic (AMX or AVX512 {name}): prompts are multiplied in float32")
+
+    def projection(name: str, weight_in_out: torch.Tensor, bias: torch.Tensor | None) -> Projection:
+        if native is not None:  # packed for the C kernels (a copy: the module's is freed)
+            return native_projection(weight_in_out, quantized.get(name), bias, dtype, native, name)
+        if name in quantized:
+            return int8_projection(weight_in_out.t(), int8_scale(quantized[name], device), bias, act, int8_op)
+        return dense_projection(weight_in_out, bias, act, inner, numpy_matmul)
+
+    for i, block in enumerate(model.h):
+        for name, _, _ in PROJECTIONS:
+            conv = block.get_submodule(name)
+            if not isinstance(conv, Conv1D):
+                raise TypeError(f"{name} is a {type(conv).__name__}, not a Conv1D")
+            weight, bias = conv.weight, conv.bias
+            conv.project = projection(f"h.{i}.{name}.weight", weight, bias)
+            if native is not None:  # packed for the C kernels: free the module's copy now
+                drop_weight(conv)
+    wte = model.wte.weight
+    model.head = projection("wte.weight", wte.t(), None)  # the tied output projection: [d, V] as (in, out)
+    table: torch.Tensor | tuple[torch.Tensor, torch.Tensor] = wte
+    if "wte.weight" in quantized:
+        table = (wte, int8_scale(quantized["wte.weight"], device))
+    model.embed = functools.partial(embedding_rows, table, act=act)
+    return kernel, notices

@@ -16,7 +16,8 @@ The output projection is tied to `wte`.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -26,10 +27,20 @@ from ...config import Config
 from ...params import Params, param_shapes, validate_params
 from ...quantized_tensor import QuantizedTensor
 from ...tensor import Tensor
+from ..base import BatchKVCache
+from .attention import CachedPass
+
+Projection = Callable[[torch.Tensor], torch.Tensor]  # x [N, in] -> x @ W + b [N, out]
 
 
 class Conv1D(nn.Module):
-    """y = x @ weight + bias, with weight stored (in, out) as GPT-2's checkpoints store it."""
+    """y = x @ weight + bias, with weight stored (in, out) as GPT-2's checkpoints store it.
+
+    `project`, when set, computes the same product another way: the PyTorch engine swaps in the
+    kernel it chose when it is built (the C kernels, OpenBLAS, oneDNN, int8 or half-precision
+    products: see `gpt2.engines.torch.precision`); the math around it does not change."""
+
+    project: Projection | None = None
 
     def __init__(self, n_in: int, n_out: int, bias_trainable: bool = True) -> None:
         super().__init__()
@@ -40,6 +51,10 @@ class Conv1D(nn.Module):
             self.register_buffer("bias", torch.zeros(n_out))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.project is not None:
+            if x.dim() == 2:
+                return self.project(x)  # [N, out]
+            return self.project(x.reshape(-1, x.shape[-1])).view(*x.shape[:-1], -1)
         return torch.addmm(self.bias, x.reshape(-1, x.shape[-1]), self.weight).view(*x.shape[:-1], -1)
 
 
@@ -52,7 +67,11 @@ class Attention(nn.Module):
         self.c_proj = Conv1D(config.n_embd, config.n_embd)
         self.resid_dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, step: CachedPass | None = None, layer: int = 0) -> torch.Tensor:
+        """Causal self-attention: x [B, T, C] -> [B, T, C] over the sequence itself (training), or,
+        with a `step` of a KV cache, x [N, C] (N = B * T new positions) over everything cached."""
+        if step is not None:
+            return self.c_proj(step.attend(layer, self.c_attn(x)))  # [N, 3C] -> [N, C] -> [N, C]
         B, T, C = x.shape  # [batch, time, n_embd]
         q, k, v = self.c_attn(x).split(C, dim=2)  # 3 x [B, T, C]
         # [B, T, C] -> [B, n_head, T, head_dim]
@@ -72,7 +91,8 @@ class MLP(nn.Module):
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.c_proj(F.gelu(self.c_fc(x), approximate="tanh")))
+        y = self.c_proj(F.gelu(self.c_fc(x), approximate="tanh"))  # [..., 4C] -> [..., C]
+        return self.dropout(y) if self.training else y
 
 
 class Block(nn.Module):
@@ -83,12 +103,20 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
         self.mlp = MLP(config)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x))  # pre-norm, residual
+    def forward(self, x: torch.Tensor, step: CachedPass | None = None, layer: int = 0) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), step, layer)  # pre-norm, residual
         return x + self.mlp(self.ln_2(x))
 
 
 class GPT2(nn.Module):
+    """The model. Training calls it as `model(idx, targets)`; the PyTorch engine calls the same
+    forward with a KV cache (`model(idx, cache=cache)`), having swapped its kernels into the
+    projections (`Conv1D.project`, `head`) and, for int8 or half-precision tables, the embedding
+    lookup (`embed`)."""
+
+    head: Projection | None = None  # the tied output projection, x [N, C] -> logits [N, V]
+    embed: Callable[[torch.Tensor], torch.Tensor] | None = None  # ids [B, T] -> rows [B, T, C]
+
     def __init__(self, config: Config) -> None:
         super().__init__()
         self.config = config
@@ -102,19 +130,49 @@ class GPT2(nn.Module):
         self.load_params(None)
 
     def forward(
-        self, idx: torch.Tensor, targets: torch.Tensor | None = None
+        self,
+        idx: torch.Tensor,
+        targets: torch.Tensor | None = None,
+        *,
+        cache: BatchKVCache | None = None,
+        all_logits: bool = True,
+        recorder: Any = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """idx [B, T] token ids -> logits [B, T, vocab]; with targets [B, T], also the mean
-        cross-entropy (targets of -100 are ignored)."""
-        T = idx.shape[1]
-        if T > self.config.n_ctx:
+        cross-entropy (targets of -100 are ignored).
+
+        With a `cache` (a `KVCache`), the T tokens of each row sit after the positions it holds;
+        their keys and values are appended to it, and `all_logits=False` gives only each row's
+        last position's logits ([B, 1, vocab]). A `recorder` (gpt2.engines.recorder) sees row 0's
+        residual stream and attention weights."""
+        B, T = idx.shape
+        step = None if cache is None else CachedPass(cache, B, T, self.config, recorder)
+        if step is None and T > self.config.n_ctx:
             raise ValueError(f"sequence of {T} tokens is longer than the context window {self.config.n_ctx}")
-        pos = torch.arange(T, device=idx.device)
-        x = self.drop(self.wte(idx) + self.wpe(pos))  # [B, T, C]
-        for block in self.h:
-            x = block(x)
+        rows = self.wte(idx) if self.embed is None else self.embed(idx)  # [B, T, C]
+        if step is None:
+            x = rows + self.wpe(torch.arange(T, device=idx.device))  # [B, T, C]
+            x = self.drop(x) if self.training else x
+            for block in self.h:
+                x = block(x)
+        else:
+            d = self.config.n_embd
+            x = (rows + step.positions(self.wpe.weight)).view(B * T, d)  # [N, C], N = B * T
+            if recorder is not None:
+                recorder.residual(-1, x[:T])  # row 0's positions
+            for layer, block in enumerate(self.h):
+                x = block(x, step, layer)
+                if recorder is not None:
+                    recorder.residual(layer, x[:T])
+            step.cache.advance(T)
+            x = x.view(B, T, d)
+        if not all_logits:
+            x = x[:, -1:]  # [B, 1, C]
         x = self.ln_f(x)
-        logits = x @ self.wte.weight.T  # tied output projection: [B, T, vocab]
+        if self.head is None:
+            logits = x @ self.wte.weight.T  # tied output projection: [B, T, vocab]
+        else:
+            logits = self.head(x.reshape(-1, x.shape[-1])).view(*x.shape[:-1], -1)  # [B, T, vocab]
         loss = None
         if targets is not None:
             loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-100)
