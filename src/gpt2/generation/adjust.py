@@ -92,9 +92,9 @@ def adjust(logits: Any, adjustments: LogitAdjustments, history: TokenHistory) ->
     its kind, calls `adjust_list` or `adjust_array` through `gpt2.generation.logits`."""
     if not adjustments.active:
         return logits
-    from .logits import ops_of
-
-    return ops_of(logits).adjust(logits, adjustments, history)
+    if isinstance(logits, (list, tuple)):  # the kinds `gpt2.generation.logits.ops_of` tells apart
+        return adjust_list(list(logits), adjustments, history)
+    return adjust_array(logits, adjustments, history)
 
 
 def adjust_list(out: list[float], a: LogitAdjustments, history: TokenHistory) -> list[float]:
