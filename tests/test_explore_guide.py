@@ -85,7 +85,7 @@ def test_an_installed_package_without_the_guide_says_where_it_is(tmp_path):
     """From a wheel there is no docs/learn: every chapter's page says where the chapter lives."""
     status, media_type, body = guide_page("03-attention", tmp_path / "no-guide")
     assert status == 404 and media_type.startswith("text/html")
-    assert "docs/learn/03-attention.md" in body and "pip install -e ." in body
+    assert "docs/learn/03-attention.md" in body and 'pip install -e ".[serve]"' in body
     assert guide_page("index", tmp_path / "no-guide")[0] == 404
 
 

@@ -53,7 +53,7 @@ def guide_page(name: str, directory: Path = GUIDE) -> tuple[int, str, str]:
         body = (
             f"<h1>The guide is not here</h1><p>This chapter is <code>{html.escape(where)}</code> in the "
             "project's repository. The guide is not part of the installed package: <code>gpt2 explore</code> "
-            "serves its chapters when it runs from a clone (<code>pip install -e .</code>), and "
+            'serves its chapters when it runs from a clone (<code>pip install -e ".[serve]"</code>), and '
             "<code>mkdocs serve</code> in the clone builds the whole site.</p>"
             '<p><a href="/">back to the explorer</a></p>'
         )
