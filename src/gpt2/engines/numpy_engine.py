@@ -221,11 +221,17 @@ class NumpyEngine:
         self.dequantize = "native" if self.quantization and kernels is not None else dequantize
         self.weights = self.quantization or ("bfloat16" if dtype == "bfloat16" and kernels else self.dtype.name)
 
-        # Copies the engine owns (not views of a memory-mapped file): laid out once, here.
+        self._lay_out(params, Layout(self.dtype, kernels, dequantize, self.weights == "bfloat16"))
+        # The activations' buffers, one set a thread: two threads may run one engine at once
+        # (each with its own cache), as they may share one `Kernels` (each with its own scratch).
+        self._local = threading.local()
+
+    def _lay_out(self, params: Mapping[str, Tensor], layout: Layout) -> None:
+        """The weights as the products read them: copies the engine owns (not views of a
+        memory-mapped file), laid out once, here."""
+
         def array(name: str) -> np.ndarray:
             return np.array(tensor_to_numpy(params[name]), dtype=self.dtype, order="C")
-
-        layout = Layout(self.dtype, kernels, dequantize, self.weights == "bfloat16")
 
         def projection(name: str) -> Matrix:  # checkpoint (in, out) -> (out, in)
             return layout.matrix(params[name], transpose=True)
@@ -239,12 +245,9 @@ class NumpyEngine:
         projections = {name + ".weight" for name, _, _ in PROJECTIONS}
         self.blocks: list[dict[str, Any]] = [
             {name: (projection if name in projections else array)(f"h.{i}.{name}") for name, _, _ in BLOCK_TENSORS}
-            for i in range(config.n_layer)
+            for i in range(self.config.n_layer)
         ]
         self.ln_f = array("ln_f.weight"), array("ln_f.bias")
-        # The activations' buffers, one set a thread: two threads may run one engine at once
-        # (each with its own cache), as they may share one `Kernels` (each with its own scratch).
-        self._local = threading.local()
 
     def _kernels(self, threads: int | None, dtype: str, required: bool) -> Kernels | None:
         """The C kernels, or None (with a notice where that costs int8's or bf16's speed)."""
