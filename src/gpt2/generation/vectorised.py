@@ -39,16 +39,25 @@ True
 
 from __future__ import annotations
 
+import random
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from ..errors import GenerationError
 from .logits import ARRAY, check_scaled, ranked
-from .sampling import Sampler
 
 __all__ = ["sample_array", "sample_rows", "ranked"]
+
+
+class Draws(Protocol):
+    """What a draw needs of a `gpt2.generation.sampling.Sampler`: its settings and its generator.
+    Typed here rather than imported, because the sampler imports this module for array logits."""
+
+    config: Any  # a SamplingConfig: temperature, top_k, top_p, greedy
+    rng: random.Random
+
 
 # A sampled row's candidates fall in BANDS bands of log(p / p_max), WIDTH nats each (the last
 # one takes the rest, -inf included); the band that holds the draw is halved until at most
@@ -58,7 +67,7 @@ WIDTH = 0.5
 SORTED_AT_ONCE = 256
 
 
-def sample_array(logits: Any, sampler: Sampler) -> int:
+def sample_array(logits: Any, sampler: Draws) -> int:
     """`sampler`'s choice from array logits [V] (a host NumPy array, as the engine contract has them)."""
     outcome = sample_rows(np.asarray(logits).reshape(1, -1), [sampler], errors=True)[0]
     if isinstance(outcome, GenerationError):
@@ -66,7 +75,7 @@ def sample_array(logits: Any, sampler: Sampler) -> int:
     return int(outcome)
 
 
-def sample_rows(rows: Any, samplers: Sequence[Sampler], *, errors: bool = False) -> list[Any]:
+def sample_rows(rows: Any, samplers: Sequence[Draws], *, errors: bool = False) -> list[Any]:
     """One token for each row of `rows` ([B, V] float32 or float64, or B rows [V]) with the row's
     own sampler.
 
@@ -134,7 +143,7 @@ class _Row:
         self.band_mass = np.bincount(self.band, weights=w, minlength=BANDS) / self.total
         self.probs_total = float(self.band_mass.sum())
 
-    def draw(self, sampler: Sampler) -> int:
+    def draw(self, sampler: Draws) -> int:
         """Steps 5 and 6: the prefix top-p keeps, one draw, the first token whose cumulative
         probability exceeds it."""
         top_p = sampler.config.top_p
@@ -192,7 +201,7 @@ def _crosses(total: float, target: float, strict: bool) -> bool:
     return total > target if strict else total >= target
 
 
-def _draw_sorted(ids: np.ndarray, probs: np.ndarray, sampler: Sampler) -> int:
+def _draw_sorted(ids: np.ndarray, probs: np.ndarray, sampler: Draws) -> int:
     """Steps 5 and 6 over candidates already in order (a top-k row's)."""
     top_p = sampler.config.top_p
     if top_p < 1.0:
