@@ -339,12 +339,6 @@ def test_another_model_is_not_found(client):
     assert info.value.body["code"] == "model_not_found"
 
 
-def test_chat_completions_say_gpt2_has_no_chat_format(client):
-    with pytest.raises(openai.NotFoundError) as info:
-        client.chat.completions.create(model=NAME, messages=[{"role": "user", "content": "Hi"}])
-    assert "no chat format" in info.value.body["message"]
-
-
 def test_the_api_key_guards_every_route_but_health(engine):
     from gpt2.server import ServerSettings
 

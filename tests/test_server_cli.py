@@ -81,6 +81,7 @@ def test_serve_answers_logs_one_line_per_request_and_stops_cleanly(model_dir, lo
     assert f"prompt_tokens={usage['prompt_tokens']} " in lines[0]
     assert f"completion_tokens={usage['completion_tokens']}" in lines[0]
     assert ("SECRET PROMPT" in log) == log_prompts
+    assert "chat template: plain (default)" in log
     assert "Traceback" not in log
 
 
@@ -105,6 +106,7 @@ def test_a_model_that_cannot_be_loaded_is_one_line_and_exit_2(tmp_path):
         (["--prefill-chunk", "0"], "prefill_chunk must be an integer >= 1, got 0"),
         (["--prefill-chunk", "many"], "argument --prefill-chunk: invalid int value: 'many'"),
         (["--engine", "nope"], "unknown engine 'nope'"),
+        (["--chat-template", "nope.jinja"], "--chat-template nope.jinja: no such file, and not a built-in template"),
     ],
 )
 def test_bad_settings_are_one_line_and_exit_2(args, message):

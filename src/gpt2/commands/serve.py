@@ -5,7 +5,8 @@
     GPT2_API_KEY=secret gpt2 serve --host 0.0.0.0 # reachable from elsewhere: use a key
 
 Clients call it as they call OpenAI (`openai.OpenAI(base_url="http://127.0.0.1:8080/v1",
-api_key=...)`, curl, ...): `POST /v1/completions`, `GET /v1/models`, plus `/health`,
+api_key=...)`, curl, ...): `POST /v1/completions`, `POST /v1/chat/completions` (the
+conversation written by a chat template, --chat-template), `GET /v1/models`, plus `/health`,
 `/metrics`, `/tokenize`, `/detokenize`. The server listens at once and answers
 /health with 503 until the model is loaded. One line per request goes to stderr.
 See docs/server.md.
@@ -30,11 +31,12 @@ DEFAULT_PORT = 8080
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "serve",
-        help="serve the model over HTTP with OpenAI's completions API",
+        help="serve the model over HTTP with OpenAI's completions and chat completions API",
         description=(
-            "Serve a GPT-2 model with OpenAI's /v1/completions API (streaming, logprobs, echo, stop strings, "
-            "seeds), continuous batching of concurrent requests, and safe defaults: 127.0.0.1 only, an optional "
-            'API key, bounded bodies, prompts, queue and time. Needs the serve extra: pip install -e ".[serve]".'
+            "Serve a GPT-2 model with OpenAI's /v1/completions and /v1/chat/completions API (streaming, "
+            "logprobs, echo, stop strings, seeds; chat through a chat template), continuous batching of "
+            "concurrent requests, and safe defaults: 127.0.0.1 only, an optional API key, bounded bodies, "
+            'prompts, queue and time. Needs the serve extra: pip install -e ".[serve]".'
         ),
     )
     add_engine_arguments(p)  # the engine by every command's rule (docs/index.md, "Defaults")
@@ -56,6 +58,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "* : any). Addresses, localhost and --host are always answered; other names are refused (DNS rebinding)",
     )
     net.add_argument("--served-model-name", default=None, metavar="NAME", help="the model name clients send")
+    p.add_argument(
+        "--chat-template",
+        default=None,
+        metavar="NAME|FILE",
+        help="how /v1/chat/completions writes a conversation as a prompt: a built-in template (plain, chatml) or "
+        "a Jinja file; given, it overrides the model directory's own (tokenizer_config.json's chat_template or "
+        "chat_template.jinja). Default: the model's own, else plain (User:/Assistant: lines)",
+    )
     lim = p.add_argument_group("limits")
     lim.add_argument("--max-batch", type=int, default=16, metavar="N", help="sequences decoded together (default 16)")
     lim.add_argument(
@@ -109,6 +119,10 @@ def run(args: argparse.Namespace) -> int:
     if missing:
         raise Gpt2Error(f'gpt2 serve needs {" and ".join(missing)}: pip install -e ".[serve]"')
     plan = engine_plan(args, serving=True)  # every command's engine, with the kernel for batches; checked now
+    if args.chat_template is not None:
+        from ..chat_template import load_template
+
+        load_template(args.chat_template)  # a missing file or bad Jinja: said now, before listening
     settings = ServerSettings(
         host=args.host,
         port=args.port,
@@ -126,6 +140,7 @@ def run(args: argparse.Namespace) -> int:
         body_timeout=args.body_timeout,
         max_connections=args.max_connections,
         log_prompts=args.log_prompts,
+        chat_template=args.chat_template,
     )
     _log_to_stderr()
     from ..server.run import serve

@@ -205,6 +205,8 @@ class Completion:
     """One request on the scheduler: `start()`, then `async for piece in pieces()`; `cancel()`
     when the client goes away. Must be created inside the event loop that consumes it."""
 
+    ID_PREFIX = "cmpl-"  # a chat completion's is "chatcmpl-" (gpt2.server.chat)
+
     def __init__(
         self,
         prepared: Prepared,
@@ -217,7 +219,7 @@ class Completion:
         self.prepared = prepared
         self.params = prepared.params
         self.model_name = model_name
-        self.id = "cmpl-" + uuid.uuid4().hex
+        self.id = self.ID_PREFIX + uuid.uuid4().hex
         self.created = int(time.time())
         self.scheduler = scheduler
         self._queue: asyncio.Queue[tuple[int, Event]] = asyncio.Queue()
@@ -299,6 +301,10 @@ class Completion:
             "model": self.model_name,
             "choices": choices,
         }
+
+    def opening_chunks(self) -> list[dict[str, Any]]:
+        """Chunks a stream starts with, before any text (none here; a chat stream's roles)."""
+        return []
 
     def chunk(self, piece: Piece) -> dict[str, Any] | None:
         """The stream chunk of one piece (None when it says nothing: text held back)."""

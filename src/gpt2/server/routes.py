@@ -3,7 +3,7 @@
     GET  /v1/models              the served model, in OpenAI's list format
     GET  /v1/models/{id}         one model, or 404 model_not_found
     POST /v1/completions         completions, streamed (server-sent events) or not
-    *    /v1/chat/completions    404: GPT-2 has no chat format
+    POST /v1/chat/completions    chat: the conversation rendered by the chat template, then as completions
     GET  /health                 public: 200 when the model is ready, 503 while it loads
     GET  /metrics                Prometheus text
     POST /tokenize               {"content": text} -> {"tokens": [...], "count", "max_model_len"}
@@ -26,8 +26,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
+from .chat import ChatCompletion, parse_chat, prepare_chat
 from .completions import Completion, prepare
-from .errors import ApiError, not_found
+from .errors import ApiError
 from .metrics import CONTENT_TYPE
 from .middleware import LOG_KEY
 from .schemas import check_model, parse_completion, parse_detokenize, parse_json, parse_tokenize
@@ -87,7 +88,12 @@ async def _until_disconnect(request: Request, work: Awaitable[T]) -> T:
 
 
 def model_card(holder: ModelHolder) -> dict[str, Any]:
-    return {"id": holder.name, "object": "model", "created": STARTED, "owned_by": "gpt2"}
+    """OpenAI's model object, plus the chat template in force once the model is loaded."""
+    card: dict[str, Any] = {"id": holder.name, "object": "model", "created": STARTED, "owned_by": "gpt2"}
+    if holder.ready:
+        template = holder.require().chat_template
+        card["chat_template"] = {"name": template.name, "from": template.origin, "stop": list(template.stop)}
+    return card
 
 
 # --- OpenAI's routes --------------------------------------------------------------------------
@@ -103,14 +109,6 @@ async def retrieve_model(request: Request, model_id: str) -> dict[str, Any]:
     holder = holder_of(request)
     check_model(model_id, holder.name)
     return model_card(holder)
-
-
-@openai_router.api_route("/v1/chat/completions", methods=["GET", "POST", "PUT", "DELETE", "PATCH"])
-async def chat_completions(request: Request) -> Response:
-    raise not_found(
-        "GPT-2 has no chat format (it was never trained on conversations): use POST /v1/completions with a text prompt",
-        code="unsupported_endpoint",
-    )
 
 
 class SSEResponse(StreamingResponse):
@@ -139,7 +137,6 @@ async def completions(request: Request) -> Response:
     settings = settings_of(request)
     params = parse_completion(await read_json(request))
     loaded = holder_of(request).require()
-    extra = _log(request)
     prepared = await run_in_threadpool(prepare, params, loaded.name, loaded.tokenizer, loaded.config, settings)
     completion = Completion(
         prepared,
@@ -148,9 +145,36 @@ async def completions(request: Request) -> Response:
         loaded.scheduler,
         deadline=time.monotonic() + settings.request_timeout,
     )
-    extra.update(id=completion.id, prompt_tokens=prepared.prompt_tokens, n=len(prepared.choices))
-    if settings.log_prompts:
-        extra["prompt"] = params.prompts if len(params.prompts) > 1 else params.prompts[0]
+    prompt = params.prompts if len(params.prompts) > 1 else params.prompts[0]
+    return await _answer(request, completion, prompt)
+
+
+@openai_router.post("/v1/chat/completions")
+async def chat_completions(request: Request) -> Response:
+    settings = settings_of(request)
+    chat = parse_chat(await read_json(request))
+    loaded = holder_of(request).require()
+    prepared = await run_in_threadpool(
+        prepare_chat, chat, loaded.name, loaded.chat_template, loaded.tokenizer, loaded.config, settings
+    )
+    completion = ChatCompletion(
+        prepared,
+        loaded.name,
+        loaded.tokenizer,
+        loaded.scheduler,
+        deadline=time.monotonic() + settings.request_timeout,
+    )
+    return await _answer(request, completion, chat.messages)
+
+
+async def _answer(request: Request, completion: Completion, prompt: Any) -> Response:
+    """Run a prepared completion (text or chat) on the scheduler and answer: the whole response,
+    or a stream of server-sent events."""
+    params = completion.params
+    extra = _log(request)
+    extra.update(id=completion.id, prompt_tokens=completion.prepared.prompt_tokens, n=len(completion.choices))
+    if settings_of(request).log_prompts:
+        extra["prompt"] = prompt
     completion.start()
     if not params.stream:
         try:
@@ -173,6 +197,8 @@ async def completions(request: Request) -> Response:
 
     async def events() -> AsyncIterator[str]:
         try:
+            for opening in completion.opening_chunks():
+                yield _sse(opening)
             if first is not None and (chunk := completion.chunk(first)) is not None:
                 yield _sse(chunk)
             async for piece in pieces:

@@ -159,6 +159,7 @@ def serve(
             holder.fail(f"{type(exc).__name__}: {exc}")
             server.should_exit = True
             return
+        log.info("chat template: %s", holder.require().chat_template.describe())
         log.info("serving %s (%s engine) at %s", holder.name, engine, url)
         if on_ready is not None:
             on_ready(url)

@@ -52,6 +52,9 @@ class ServerSettings:
     header_timeout: float = 10.0  # seconds for a request's head (line and headers) to arrive
     body_timeout: float = 30.0  # seconds for its body, from the end of the head
     max_connections: int = 256  # open at once; one more closes the longest-waiting idle one
+    chat_template: str | None = (
+        None  # --chat-template: a built-in name or a Jinja file (None: the model's own, else plain)
+    )
 
     def __post_init__(self) -> None:
         for name in ("port", "max_body_bytes", "max_batch", "max_queue", "max_choices", "prefill_chunk"):

@@ -25,6 +25,7 @@ Other routers mounted into the same app (the web explorer) reach it as
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import threading
 from collections.abc import Callable, Mapping
@@ -32,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..chat_template import ChatTemplate, builtin_template, resolve_template
 from ..config import Config
 from ..engines.base import Engine
 from ..errors import Gpt2Error
@@ -43,7 +45,7 @@ from .logprobs import prompt_logprobs
 from .metrics import Metrics
 from .settings import ServerSettings
 
-__all__ = ["ModelHolder", "Loaded", "default_model_name"]
+__all__ = ["ModelHolder", "Loaded", "default_model_name", "model_directory"]
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,7 @@ class Loaded:
     tokenizer: Tokenizer
     config: Config
     scheduler: Scheduler
+    chat_template: ChatTemplate = dataclasses.field(default_factory=lambda: builtin_template("plain", "default"))
 
 
 def default_model_name(model: str) -> str:
@@ -68,6 +71,23 @@ def default_model_name(model: str) -> str:
     if path.exists():
         return (path if path.is_dir() else path.parent).resolve().name or model
     return model
+
+
+def model_directory(model: str) -> Path | None:
+    """Where a model's own files are (its chat template among them): a directory, a weights file's
+    directory, or a packaged model's; None for a hub name (OpenAI's GPT-2 has no chat template).
+
+    >>> model_directory("gpt2-shakespeare").name, model_directory("gpt2")
+    ('gpt2-shakespeare', None)
+    """
+    from ..packaged import packaged_model
+
+    path = Path(model).expanduser()
+    if path.is_dir():
+        return path
+    if path.is_file():
+        return path.parent
+    return packaged_model(model)
 
 
 class ModelHolder:
@@ -85,10 +105,18 @@ class ModelHolder:
     def ready(self) -> bool:
         return self._loaded is not None
 
-    def attach(self, engine: Engine, tokenizer: Tokenizer, *, settings: ServerSettings | None = None) -> Loaded:
+    def attach(
+        self,
+        engine: Engine,
+        tokenizer: Tokenizer,
+        *,
+        settings: ServerSettings | None = None,
+        chat_template: ChatTemplate | None = None,
+    ) -> Loaded:
         """Serve `engine`: its scheduler starts now (its own thread) with the settings' batch, queue
-        and prefill chunk."""
+        and prefill chunk. Chat uses `chat_template`, else the settings' (--chat-template), else plain."""
         settings = settings or ServerSettings()
+        template = chat_template or resolve_template(None, settings.chat_template)
         scheduler = Scheduler(
             engine,
             functools.partial(prompt_logprobs, tokenizer),
@@ -99,7 +127,7 @@ class ModelHolder:
         )
         scheduler.start()
         with self._lock:
-            self._loaded = Loaded(self.name, engine, tokenizer, engine.config, scheduler)
+            self._loaded = Loaded(self.name, engine, tokenizer, engine.config, scheduler, template)
             self.status, self.error = "ready", None
         return self._loaded
 
@@ -121,13 +149,14 @@ class ModelHolder:
 
         try:
             plan = plan_engine(engine_name, serving=True, **(options or {}))
+            template = resolve_template(model_directory(model), (settings or ServerSettings()).chat_template)
             config, params = load_model(model, progress=progress)
             engine = build_engine(plan, config, params)
             tokenizer = Tokenizer.for_model(model)
         except Gpt2Error as exc:
             self.fail(str(exc))
             raise
-        return self.attach(engine, tokenizer, settings=settings)
+        return self.attach(engine, tokenizer, settings=settings, chat_template=template)
 
     def fail(self, message: str) -> None:
         with self._lock:
