@@ -97,3 +97,23 @@ def test_every_engine_keeps_the_whole_contract(kit, name):
     assert all(isinstance(line, str) for line in engine.details())
     assert engine.free_memory() is None  # the host's memory: the caller asks the OS
     engine.close()
+
+
+def test_no_caller_probes_an_engine_for_attributes():
+    """Outside gpt2.engines, code asks an engine what the contract names (gpt2.engines.base), never
+    `hasattr(engine, ...)` or `getattr(engine, ...)` for something it may or may not have."""
+    import re
+    from pathlib import Path
+
+    import gpt2
+
+    root = Path(gpt2.__file__).parent
+    probe = re.compile(r"\b(?:hasattr|getattr)\(\s*(?:self\.)?(?:engine|\w+_engine)\b")
+    found = [
+        f"{path.relative_to(root)}:{n}: {line.strip()}"
+        for path in sorted(root.rglob("*.py"))
+        if "engines" not in path.relative_to(root).parts
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if probe.search(line)
+    ]
+    assert not found, "\n".join(found)

@@ -220,10 +220,11 @@ def _stream(engine, ids, prompt, args, config, tokenizer) -> dict[str, Any]:
 
 
 def _batch(engine, prompt_ids, args, config, tokenizer) -> dict[str, Any]:
+    from ..engines.base import BatchEngine
     from ..generation import batch_decoders, stream_batch
     from ..generation.memory import check_batch_fits
 
-    if hasattr(engine, "new_batch_cache"):  # before a Decoder per row is built
+    if isinstance(engine, BatchEngine):  # before a Decoder per row is built
         check_batch_fits(engine, len(prompt_ids) * option(args, "num_samples"))
     rows = [ids for ids in prompt_ids for _ in range(option(args, "num_samples"))]
     decoders = batch_decoders(engine, rows, config, tokenizer)
