@@ -323,3 +323,25 @@ def test_another_model_name_is_not_found(client):
     with pytest.raises(openai.NotFoundError) as caught:
         client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "Hi"}])
     assert caught.value.body["code"] == "model_not_found" and NAME in caught.value.body["message"]
+
+
+def test_the_readmes_client_snippet_runs_verbatim_against_the_packaged_model():
+    """README.md's client snippet, as printed (only the port is this test server's), against a
+    server of the model that ships offline."""
+    from pathlib import Path
+
+    from gpt2.server import ModelHolder
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    blocks = [b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if "from openai import OpenAI" in b]
+    assert len(blocks) == 1
+    snippet = blocks[0]
+    assert "http://127.0.0.1:8080/v1" in snippet
+    holder = ModelHolder("gpt2-shakespeare")
+    holder.load("gpt2-shakespeare", "numpy")
+    with serverkit.serving(holder=holder) as url:
+        printed = []
+        scope = {"print": lambda *args, **kw: printed.append(args)}
+        exec(compile(snippet.replace("http://127.0.0.1:8080", url), "README.md", "exec"), scope)
+    assert scope["model"] == "gpt2-shakespeare" and scope["reply"].choices[0].finish_reason in ("stop", "length")
+    assert printed == [(scope["reply"].choices[0].message.content,)] and printed[0][0].strip()
