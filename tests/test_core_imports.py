@@ -20,6 +20,7 @@ OPTIONAL = (
     "gpt2.engines.numpy_engine",
     "gpt2.engines.numpy_weights",
     "gpt2.engines.native.products",  # the C kernels' NumPy side (build.py, which compiles them, is core)
+    "gpt2.engines.torch.attention",
     "gpt2.engines.torch.engine",
     "gpt2.engines.torch.kernels",
     "gpt2.engines.torch.device",

@@ -80,6 +80,9 @@ def test_zero_rows_and_exact_halves():
 def test_the_weights_package_re_exports_the_value_type():
     # The type lives beside gpt2.tensor (engines need no I/O package for it); old imports still work.
     assert quantized.QuantizedTensor is quantized_tensor.QuantizedTensor
+    import gpt2.weights
+
+    assert gpt2.weights.QuantizedTensor is quantized_tensor.QuantizedTensor
     assert quantized.dequantize is quantized_tensor.dequantize
 
 

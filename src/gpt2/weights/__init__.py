@@ -9,6 +9,7 @@ Formats: safetensors (read and written here, memory-mapped), PyTorch `.bin`
 checkpoint (parsed here, no TensorFlow). See docs/weights.md.
 """
 
+from ..quantized_tensor import QuantizedTensor  # the value type lives beside gpt2.tensor; kept here for old imports
 from .errors import (
     DownloadError,
     HubUnreachable,
@@ -38,6 +39,7 @@ __all__ = [
     "LoadedModel",
     "ModelFiles",
     "ModelNotFound",
+    "QuantizedTensor",
     "SafetensorsError",
     "TFCheckpointError",
     "TorchBinError",
