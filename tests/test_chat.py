@@ -132,7 +132,9 @@ def chat(capsys, monkeypatch, model_dir, lines, *argv, command=("chat",)):
 
 
 def test_chat_streams_replies_and_a_summary_after_each(capsys, monkeypatch, model_dir, engine):
-    code, out, err = chat(capsys, monkeypatch, model_dir, ["Hello", " world"], "-n", "3", "-t", "0", "--seed", "9")
+    code, out, err = chat(
+        capsys, monkeypatch, model_dir, ["Hello", " world"], "--raw", "-n", "3", "-t", "0", "--seed", "9"
+    )
     assert code == 0
     summaries = [line for line in err.splitlines() if line.startswith("[")]
     assert len(summaries) == 2 and all("3 tokens" in s and "seed 9" in s and "/48" in s for s in summaries)
@@ -157,7 +159,7 @@ def test_chat_commands(capsys, monkeypatch, model_dir):
         "/quit",
         "unread",
     ]
-    code, out, err = chat(capsys, monkeypatch, model_dir, lines, "-n", "3", "--seed", "1")
+    code, out, err = chat(capsys, monkeypatch, model_dir, lines, "--raw", "-n", "3", "--seed", "1")
     assert code == 0
     assert "seed 3" in err and "temperature 0.5" in err and "2 tokens per reply" in err
     assert "the text is empty again" in err and "/temp: expected a number" in err and "unknown command /nope" in err
@@ -167,7 +169,7 @@ def test_chat_commands(capsys, monkeypatch, model_dir):
 
 
 def test_a_backslash_continues_a_turn_on_the_next_line(capsys, monkeypatch, model_dir):
-    code, out, err = chat(capsys, monkeypatch, model_dir, ["Q: Hi?\\", "A:", "/text"], "-n", "1", "-t", "0")
+    code, out, err = chat(capsys, monkeypatch, model_dir, ["Q: Hi?\\", "A:", "/text"], "--raw", "-n", "1", "-t", "0")
     assert code == 0 and "Q: Hi?\nA:" in out
 
 
@@ -183,7 +185,8 @@ def test_generate_i_is_chat(capsys, monkeypatch, model_dir):
     assert code == 0 and "warning: --show-probs has no effect in an interactive session" in err
 
 
-def test_chat_help_says_gpt2_has_no_chat_format(capsys):
+def test_chat_help_names_the_template_and_the_raw_session(capsys):
     with pytest.raises(SystemExit):
         main(["chat", "--help"])
-    assert "no chat format" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "--chat-template" in out and "--raw" in out and "never trained to chat" in out

@@ -62,6 +62,7 @@ __all__ = [
     "ChatMessageError",
     "builtin_template",
     "load_template",
+    "model_directory",
     "model_template",
     "normalize_messages",
     "resolve_template",
@@ -165,9 +166,10 @@ class ChatTemplate:
 def normalize_messages(messages: Any) -> list[dict[str, str]]:
     """OpenAI's messages as the template sees them: [{"role", "content"}] with text content.
 
-    A role is system, user or assistant ("developer" is read as system); content is a string,
-    or OpenAI's list of content parts of which only {"type": "text"} parts are accepted (joined
-    with newlines). `name` is kept; other fields must be null. Anything else is a ChatMessageError.
+    A role is system, user or assistant ("developer" is read as system); content is a string
+    (empty or blank only for an assistant's reply), or OpenAI's list of content parts of which
+    only {"type": "text"} parts are accepted (joined with newlines). `name` is kept; other
+    fields must be null. Anything else is a ChatMessageError.
 
     >>> normalize_messages([{"role": "user", "content": [{"type": "text", "text": "a"},
     ...                                                   {"type": "text", "text": "b"}]}])
@@ -193,14 +195,15 @@ def normalize_messages(messages: Any) -> list[dict[str, str]]:
         name = message.get("name")
         if name is not None and not isinstance(name, str):
             raise ChatMessageError(f"{where}.name must be a string", f"{where}.name")
-        entry = {"role": ROLE_ALIASES.get(role, role), "content": _content(message.get("content"), where)}
+        role = ROLE_ALIASES.get(role, role)
+        entry = {"role": role, "content": _content(message.get("content"), where, empty_ok=role == "assistant")}
         if name is not None:
             entry["name"] = name
         out.append(entry)
     return out
 
 
-def _content(content: Any, where: str) -> str:
+def _content(content: Any, where: str, *, empty_ok: bool = False) -> str:
     param = f"{where}.content"
     if content is None:
         raise ChatMessageError(f"{where} has no content", param)
@@ -222,7 +225,7 @@ def _content(content: Any, where: str) -> str:
         text = "\n".join(texts)
     else:
         raise ChatMessageError(f"{param} must be a string or a list of text parts", param)
-    if not text.strip():
+    if not text.strip() and not empty_ok:  # a reply may be empty (the model stopped at once), a question not
         raise ChatMessageError(f"{where} has empty content", param)
     return text
 
@@ -285,6 +288,23 @@ def model_template(directory: str | Path | None) -> ChatTemplate | None:
     if source is None:
         return None
     return ChatTemplate(name, source, bos_token=bos, eos_token=eos, origin="model directory", extra=special).check()
+
+
+def model_directory(model: str) -> Path | None:
+    """Where a model's own files are (its chat template among them): a directory, a weights file's
+    directory, or a packaged model's; None for a hub name (OpenAI's GPT-2 has no chat template).
+
+    >>> model_directory("gpt2-shakespeare").name, model_directory("gpt2")
+    ('gpt2-shakespeare', None)
+    """
+    from .packaged import packaged_model
+
+    path = Path(model).expanduser()
+    if path.is_dir():
+        return path
+    if path.is_file():
+        return path.parent
+    return packaged_model(model)
 
 
 def resolve_template(directory: str | Path | None = None, choice: str | None = None) -> ChatTemplate:

@@ -1,20 +1,28 @@
-"""`gpt2 chat`: an interactive session that extends one running text, turn by turn.
+"""`gpt2 chat`: an interactive conversation with the model, turn by turn.
 
-    gpt2 chat                                   # type, the model continues; Ctrl-D ends
-    gpt2 chat "Q: What is the capital of France?\\nA:" --stop '\\nQ:' -t 0.7 --seed 1
-    gpt2 generate -i                            # the same
+    gpt2 chat                                   # type, the model replies; Ctrl-D ends
+    gpt2 chat --system "You are a poet." -t 0.7 --seed 1
+    gpt2 chat --chat-template chatml -m runs/tuned
+    gpt2 chat --raw "Q: What is the capital of France?\\nA:" --stop '\\nQ:'   # one running text
+    gpt2 generate -i                            # the same as gpt2 chat
 
-GPT-2 has no chat format and was never trained to answer: it continues text.
-A session is one running text. What you type is appended to it as typed (`\\n`
-is a newline; a line ending in `\\` goes on on the next line; an empty line lets
-the model go on), then the model's continuation streams and is appended too,
-stop string included (it is only cut from `gpt2 generate`'s output). The KV
-cache is kept between turns, so a turn costs only the tokens it adds.
+Each line you type is a user message. The conversation is written as one prompt
+by a chat template, exactly as `gpt2 serve`'s /v1/chat/completions writes it
+(`--chat-template NAME|FILE`, else the model directory's own template, else
+`plain`: `User:`/`Assistant:` lines; see docs/server.md), and the model's reply
+stops where the template says the turn ends. When the conversation outgrows the
+context, the oldest messages are dropped and the session says which. GPT-2 was
+never trained to chat: base models continue the text rather than answer.
 
-Commands: /reset (an empty text), /seed N, /temp X, /n N (tokens per reply),
-/text (the running text), /help, /quit. After each reply a summary line
-(tokens, tokens/s, how full the context window is, the seed) goes to stderr.
-The work is `gpt2.generation.Session`; this module reads lines and prints.
+`--raw` keeps the older session: one running text; what you type is appended to
+it as typed (`\\n` is a newline; an empty line lets the model go on), the model's
+continuation too, stop string included, and the KV cache is kept between turns.
+
+Either way a line ending in `\\` goes on on the next line. Commands: /reset, /seed N,
+/temp X, /n N (tokens per reply), /text (the conversation's prompt, or the running
+text), /help, /quit. After each reply a summary line (tokens, tokens/s, how full the
+context window is, the seed) goes to stderr. The work is
+`gpt2.generation.conversation.Conversation` (`Session` for --raw); this module reads lines and prints.
 """
 
 from __future__ import annotations
@@ -22,7 +30,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, TextIO
 
 from .common import (
@@ -37,25 +45,44 @@ from .common import (
 )
 from .sampling import add_sampling_arguments, check_counts, generation_config, ineffective, unescape
 
+HELP_RAW = """\
+One running text (--raw): what you type is appended as typed (\\n is a newline, a line ending in \\
+goes on, an empty line lets the model go on) and the model continues it.
+Commands: /reset  /seed N  /temp X  /n N (tokens per reply)  /text  /help  /quit"""
 HELP = """\
-GPT-2 has no chat format: this session is one running text. What you type is appended as typed
-(\\n is a newline, a line ending in \\ goes on, an empty line lets the model go on) and the model
-continues it. Commands: /reset  /seed N  /temp X  /n N (tokens per reply)  /text  /help  /quit"""
+Each line is your message (a line ending in \\ goes on); the {template} chat template writes the
+conversation as the model's prompt (GPT-2 continues text: expect a continuation more than an answer).
+Commands: /reset  /seed N  /temp X  /n N (tokens per reply)  /text (the prompt)  /help  /quit"""
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "chat",
-        help="an interactive session: you and the model extend one text in turns",
+        help="an interactive conversation with the model, written by a chat template",
         description=(
-            "An interactive session that keeps extending one running text: what you type is appended, "
-            "the model continues it, and its KV cache is kept between turns. GPT-2 has no chat format and "
-            "does not answer as an assistant would: it continues text, so write the start of what you want "
-            "(for example 'Q: ...\\nA:'). Lines starting with / are commands: /reset, /seed N, /temp X, "
-            "/n N, /text, /help, /quit. Ctrl-C stops a reply, Ctrl-D ends the session."
+            "An interactive conversation: each line you type is a user message, the conversation is written "
+            "as one prompt by a chat template exactly as gpt2 serve's /v1/chat/completions writes it "
+            "(--chat-template, else the model's own, else plain User:/Assistant: lines), and the model "
+            "replies. Base GPT-2 was never trained to chat and continues the text rather than answer. When "
+            "the conversation outgrows the context the oldest messages are dropped, and the session says "
+            "which. --raw: one running text extended in turns instead. Lines starting with / are commands: "
+            "/reset, /seed N, /temp X, /n N, /text, /help, /quit. Ctrl-C stops a reply, Ctrl-D ends the session."
         ),
     )
-    p.add_argument("prompt", nargs="*", help="text to start the session with (words are joined by spaces)")
+    p.add_argument("prompt", nargs="*", help="the first message (words are joined by spaces)")
+    p.add_argument(
+        "--chat-template",
+        default=None,
+        metavar="NAME|FILE",
+        help="the chat template: a built-in (plain, chatml) or a Jinja file; it overrides the model directory's "
+        "own. Default: the model's own (tokenizer_config.json, chat_template.jinja), else plain",
+    )
+    p.add_argument("--system", default=None, metavar="TEXT", help="a system message that opens the conversation")
+    p.add_argument(
+        "--raw",
+        action="store_true",
+        help="no template: one running text that you and the model extend in turns (KV cache kept)",
+    )
     p.add_argument(
         "--prompt-file",
         action="append",
@@ -75,6 +102,11 @@ def check_options(args: argparse.Namespace) -> None:
     if getattr(args, "show_probs", None) is not None:
         warn(args, "--show-probs has no effect in an interactive session (gpt2 generate shows them)")
         args.show_probs = None  # and costs nothing
+    raw = getattr(args, "raw", False)
+    if raw and getattr(args, "chat_template", None) is not None:
+        raise Gpt2Error("--chat-template writes a conversation; --raw has none (leave one out)")
+    if raw and getattr(args, "system", None) is not None:
+        raise Gpt2Error("--system opens a conversation; --raw has none (write it into the text instead)")
     if len(args.prompt_file) > 1:
         raise Gpt2Error("an interactive session starts from one text: give --prompt-file once")
     if sys.stdin is None:  # started with stdin closed (`<&-`): there is no one to take turns with
@@ -132,25 +164,96 @@ def run(args: argparse.Namespace) -> int:
             import readline  # noqa: F401  (line editing and history for input())
         except ImportError:
             pass
+    raw = getattr(args, "raw", False)
+    template = None
+    if not raw:
+        from ..chat_template import model_directory, resolve_template
+
+        template = resolve_template(model_directory(args.model), getattr(args, "chat_template", None))
     engine = open_engine(args)
     try:
-        session = Session(engine, config, tokenizer)
+        turn: Callable[[Any, str, argparse.Namespace], None]
+        if template is None:
+            session: Any = Session(engine, config, tokenizer)
+            turn = reply
+            help_text = HELP_RAW
+        else:
+            from ..generation.conversation import Conversation
+
+            session = Conversation(engine, config, tokenizer, template, system=getattr(args, "system", None))
+            turn = chat_reply
+            help_text = HELP.format(template=template.describe())
         if interactive:
-            print(HELP, file=sys.stderr)
+            print(help_text, file=sys.stderr)
         if opening:
-            write_text(unescape(opening))
-            reply(session, unescape(opening), args)
+            write_text(unescape(opening) + ("" if raw else "\n"))
+            turn(session, unescape(opening), args)
         for line in read_lines(sys.stdin, interactive):
             if line.startswith("/"):
-                if not command(session, line, args):
+                if not command(session, line, args, help_text):
                     break
                 continue
             if not interactive:  # a transcript: what was typed, then the reply
-                write_text(unescape(line))
-            reply(session, unescape(line), args)
+                write_text(unescape(line) + ("" if raw else "\n"))
+            turn(session, unescape(line), args)
     finally:
         engine.close()
     return 0
+
+
+def chat_reply(conversation: Any, text: str, args: argparse.Namespace) -> None:
+    """One turn of a conversation: say what was dropped to fit the context, stream the reply
+    (its leading space left out), then the summary to stderr."""
+    from ..errors import Gpt2Error
+
+    n_ctx = conversation.session.engine.config.n_ctx
+    try:
+        steps = conversation.turn(text)
+    except Gpt2Error as exc:
+        say(f"[not sent: {exc}]")
+        return
+    if conversation.dropped:
+        say(dropped_note(conversation.dropped, n_ctx))
+    first = None
+    started = False
+    try:
+        for step in steps:
+            if first is None:
+                first = time.perf_counter()
+            piece = step.text if started else step.text.lstrip()
+            if piece:
+                started = True
+                write_text(piece)
+                sys.stdout.flush()
+    except KeyboardInterrupt:
+        print(" [stopped]", file=sys.stderr)
+    write_text("\n")
+    sys.stdout.flush()
+    end = time.perf_counter()
+    n = len(conversation.session.reply_ids)
+    rate = f", {(n - 1) / (end - first):.1f} tokens/s" if first is not None and n > 1 and end > first else ""
+    print(
+        f"[{plural(n, 'token')}{rate}, context {len(conversation.session.ids)}/{n_ctx}, seed {conversation.seed}]",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+def dropped_note(dropped: list[dict[str, str]], n_ctx: int) -> str:
+    """What a turn dropped to fit the context, in one line.
+
+    >>> dropped_note([{"role": "user", "content": "Hello there, how are you today?"}], 1024)
+    '[the conversation outgrew the context (1024 tokens): dropped 1 message: user "Hello there, how are you ..."]'
+    """
+    shown = []
+    for message in dropped:
+        text = " ".join(message["content"].split())
+        shown.append(f'{message["role"]} "{text if len(text) <= 25 else text[:25] + "..."}"')
+    return (
+        f"[the conversation outgrew the context ({n_ctx} tokens): dropped {plural(len(dropped), 'message')}: "
+        + ", ".join(shown)
+        + "]"
+    )
 
 
 def reply(session: Any, text: str, args: argparse.Namespace) -> None:
@@ -185,7 +288,7 @@ def reply(session: Any, text: str, args: argparse.Namespace) -> None:
     )
 
 
-def command(session: Any, line: str, args: argparse.Namespace) -> bool:
+def command(session: Any, line: str, args: argparse.Namespace, help_text: str = HELP_RAW) -> bool:
     """Run a /command; False ends the session. A bad command or value is said, not fatal."""
     from ..errors import Gpt2Error
 
@@ -196,7 +299,7 @@ def command(session: Any, line: str, args: argparse.Namespace) -> bool:
             return False
         if name == "/reset":
             session.reset()
-            say("the text is empty again")
+            say("the conversation is empty again" if hasattr(session, "messages") else "the text is empty again")
         elif name == "/seed":
             session.set_seed(_number(value, int, name))
             say(f"seed {session.seed}")
@@ -209,7 +312,7 @@ def command(session: Any, line: str, args: argparse.Namespace) -> bool:
         elif name == "/text":
             write_text(session.text + "\n")
         elif name == "/help":
-            say(HELP)
+            say(help_text)
         else:
             say(f"unknown command {name}; /help lists them")
     except Gpt2Error as exc:

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..chat_template import ChatTemplate, builtin_template, resolve_template
+from ..chat_template import ChatTemplate, builtin_template, model_directory, resolve_template
 from ..config import Config
 from ..engines.base import Engine
 from ..errors import Gpt2Error
@@ -45,7 +45,7 @@ from .logprobs import prompt_logprobs
 from .metrics import Metrics
 from .settings import ServerSettings
 
-__all__ = ["ModelHolder", "Loaded", "default_model_name", "model_directory"]
+__all__ = ["ModelHolder", "Loaded", "default_model_name"]
 
 
 @dataclass(frozen=True)
@@ -71,23 +71,6 @@ def default_model_name(model: str) -> str:
     if path.exists():
         return (path if path.is_dir() else path.parent).resolve().name or model
     return model
-
-
-def model_directory(model: str) -> Path | None:
-    """Where a model's own files are (its chat template among them): a directory, a weights file's
-    directory, or a packaged model's; None for a hub name (OpenAI's GPT-2 has no chat template).
-
-    >>> model_directory("gpt2-shakespeare").name, model_directory("gpt2")
-    ('gpt2-shakespeare', None)
-    """
-    from ..packaged import packaged_model
-
-    path = Path(model).expanduser()
-    if path.is_dir():
-        return path
-    if path.is_file():
-        return path.parent
-    return packaged_model(model)
 
 
 class ModelHolder:
