@@ -206,3 +206,27 @@ def test_without_jinja2_the_module_imports_and_rendering_names_the_extra(blocked
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert out.stdout.strip() == 'chat templates need Jinja2: pip install -e ".[serve]"'
+
+
+def test_an_assistant_reply_may_be_empty_a_question_may_not():
+    assert normalize_messages([{"role": "assistant", "content": ""}]) == [{"role": "assistant", "content": ""}]
+    with pytest.raises(ChatMessageError, match="empty content"):
+        normalize_messages([{"role": "system", "content": " \n"}])
+
+
+def test_templates_render_from_many_threads_at_once():
+    """The server renders in its thread pool: every thread's string equals the same render alone."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    templates = [builtin_template("plain"), builtin_template("chatml"), ChatTemplate("custom", ALTERNATING)]
+    jobs = [
+        (
+            templates[i % 3],
+            [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": f"a{i}"}] * (i % 4 + 1),
+        )
+        for i in range(64)
+    ]
+    alone = [t.render(m) for t, m in jobs]
+    with ThreadPoolExecutor(8) as pool:
+        together = list(pool.map(lambda job: job[0].render(job[1]), jobs * 4))
+    assert together == alone * 4
