@@ -301,6 +301,15 @@ def test_a_conversation_past_the_context_says_by_how_much(client):
     assert f"that is {prompt + 1 - 128} tokens too many" in caught.value.body["message"]
 
 
+def test_the_servers_prompt_limit_names_the_messages(engine):
+    from gpt2.server import ServerSettings
+
+    with serverkit.serving(ServerSettings(max_prompt_tokens=8), model=engine) as url:
+        with pytest.raises(openai.BadRequestError) as caught:
+            serverkit.client(url).chat.completions.create(model=NAME, messages=CONVERSATION)
+    assert caught.value.body["param"] == "messages" and "accepts at most 8" in caught.value.body["message"]
+
+
 def test_a_template_that_raises_is_a_400(engine, tmp_path):
     from gpt2.server import ServerSettings
 

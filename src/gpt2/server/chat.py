@@ -145,7 +145,12 @@ def prepare_chat(
         )
     stops = tuple(dict.fromkeys((*chat.params.stop, *template.stops_for(tokenizer.eot_token is not None))))
     params = dataclasses.replace(chat.params, prompts=(tuple(ids),), stop=stops)
-    return prepare(params, model_name, tokenizer, config, settings)
+    try:
+        return prepare(params, model_name, tokenizer, config, settings)
+    except ApiError as exc:  # the completion's "prompt" is the conversation here
+        if exc.param == "prompt":
+            exc.param = "messages"
+        raise
 
 
 class ChatCompletion(Completion):
