@@ -25,7 +25,12 @@ HYPER = (
     ("--grad-accum", "grad_accum", int, "micro-batches per optimizer step (default 1)"),
     ("--context-length", "context_length", int, "tokens per sequence, at most n_ctx (default n_ctx)"),
     ("--stride", "stride", int, "tokens between window starts (default: the context length)"),
-    ("--lr", "lr", float, "peak learning rate (default by width: 6e-4 x 768 / n_embd, within [1.5e-4, 2e-3])"),
+    (
+        "--lr",
+        "lr",
+        float,
+        "peak learning rate (default by width: 6e-4 x 768 / n_embd, within [1.5e-4, 2e-3]; --init: a quarter of it)",
+    ),
     ("--min-lr", "min_lr", float, "final learning rate of the cosine decay (default lr/10)"),
     ("--warmup-steps", "warmup_steps", int, "linear warm-up steps (default max-steps/10, at most 100)"),
     ("--weight-decay", "weight_decay", float, "AdamW decay on matrices (default 0.1)"),
@@ -41,6 +46,7 @@ HYPER = (
     ("--dtype", "dtype", str, "float32 | bfloat16 | float16 (CUDA): autocast precision (default float32)"),
     ("--device", "device", str, "auto | cpu | cuda | cuda:N | mps (default auto)"),
     ("--seed", "seed", int, "seed for initialisation, data order and dropout (default 1337)"),
+    ("--threads", "threads", int, "CPU threads; kept on --resume, as results depend on it (default: PyTorch's count)"),
 )
 
 
@@ -49,7 +55,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "train",
         help="train from scratch, fine-tune or resume (PyTorch)",
         description="Train GPT-2 on a text file or a directory of them. The run directory ends up "
-        "holding config.json + model.safetensors (for `gpt2 generate --model DIR`), the resumable "
+        "holding config.json + model.safetensors of the last checkpoint (for `gpt2 generate --model DIR`), "
+        "best/ with the model of the lowest validation loss (`--model DIR/best`), the resumable "
         "train_state.pt, metrics.jsonl and loss.png.",
     )
     p.add_argument("--data", required=True, metavar="FILE_OR_DIR", help="UTF-8 text file, or a directory of them")
@@ -137,13 +144,36 @@ def run(args: argparse.Namespace) -> int:
         return 130
     if os.environ.get("RANK", "0") == "0":
         progress.finish()
-        val = f", validation loss {result.val_loss:.4f}" if result.val_loss is not None else ""
-        print(
-            f"trained to step {result.step}{val}; model in {result.directory} "
-            f"(gpt2 generate --model {result.directory})",
-            file=sys.stderr,
-        )
+        print(summary(result), file=sys.stderr)
     return 0
+
+
+def summary(result) -> str:
+    """The last line: where the last and the best models are, and the loss curve. It keeps
+    the shape 'trained to step N, validation loss X; ...; model in RUN (gpt2 generate --model RUN)'.
+
+    >>> from types import SimpleNamespace as Result  # a gpt2.training.TrainResult, without PyTorch
+    >>> line = summary(Result(step=300, val_loss=5.82, directory="runs/a", best_step=200, best_val_loss=5.59,
+    ...                       best_directory="runs/a/best", plot="runs/a/loss.png"))
+    >>> for part in line.split("; "):
+    ...     print(part)
+    trained to step 300, validation loss 5.8200
+    the best, 5.5900 at step 200, is in runs/a/best
+    loss curve in runs/a/loss.png
+    model in runs/a (gpt2 generate --model runs/a)
+    """
+    parts = [
+        f"trained to step {result.step}"
+        + (f", validation loss {result.val_loss:.4f}" if result.val_loss is not None else "")
+    ]
+    if result.best_directory is not None and result.best_step == result.step:
+        parts[0] += f" (the run's best; a copy in {result.best_directory})"
+    elif result.best_directory is not None and result.best_val_loss is not None:
+        parts.append(f"the best, {result.best_val_loss:.4f} at step {result.best_step}, is in {result.best_directory}")
+    if result.plot is not None:
+        parts.append(f"loss curve in {result.plot}")
+    parts.append(f"model in {result.directory} (gpt2 generate --model {result.directory})")
+    return "; ".join(parts)
 
 
 # Text this long takes a noticeable while to tokenise (about a second): say what is happening.
@@ -228,7 +258,12 @@ class Progress:
     def on_Evaluated(self, e) -> None:
         if self.quiet:
             return
-        val = f", validation {e.val_loss:.4f} (perplexity {e.val_perplexity:,.1f})" if e.val_loss is not None else ""
+        best = ", best so far" if e.best and e.step > 0 else ""
+        val = (
+            f", validation {e.val_loss:.4f} (perplexity {e.val_perplexity:,.1f}{best})"
+            if e.val_loss is not None
+            else ""
+        )
         self.line(f"step {e.step}: train loss {e.train_loss:.4f}{val}")
         if e.sample:
             self.line("  sample: " + e.sample.replace("\n", "\n          "))
@@ -237,10 +272,27 @@ class Progress:
         if not self.quiet:
             self.line(f"step {e.step}: checkpoint saved in {e.directory}")
 
+    def on_ValidationRising(self, e) -> None:
+        fell = (
+            f" while the training loss went from {e.best_train_loss:.4f} to {e.train_loss:.4f}"
+            if e.best_train_loss
+            else ""
+        )
+        kept = f"the best model is kept in {e.best_directory}; " if e.best_directory else ""
+        self.warn(
+            f"the validation loss ({e.val_loss:.4f} at step {e.step}) has stayed above its best "
+            f"({e.best_val_loss:.4f} at step {e.best_step}) for {e.evaluations} evaluations in a row{fell}: "
+            f"the model is probably overfitting, learning the training text by heart; {kept}"
+            "more text, --dropout or fewer --max-steps help"
+        )
+
     def on_Notice(self, e) -> None:
-        if e.message not in self.warned:
-            self.warned.add(e.message)
-            self.line(f"gpt2 train: warning: {e.message}")
+        self.warn(e.message)
+
+    def warn(self, message: str) -> None:
+        if message not in self.warned:
+            self.warned.add(message)
+            self.line(f"gpt2 train: warning: {message}")
 
     def finish(self) -> None:
         if self.bar_shown:

@@ -4,16 +4,17 @@
 >>> train("input.txt", "run/", tokenizer=Tokenizer.gpt2(), options={"max_steps": 200})  # doctest: +SKIP
 
 Modules, in the order data flows: `data` (text -> cached tokens -> windows ->
-seeded order), `config` (TrainConfig), `schedule`, `optim`, `loop` (the
-trainer), `resume` (what the training state holds, where a run starts),
-`checkpoint` (atomic files), `metrics` (log + plot), `evaluate`,
+seeded order), `config` (TrainConfig), `schedule`, `optim`, `threads` (the
+run's thread count), `loop` (the trainer, and what its state holds), `resume`
+(where a run starts), `checkpoint` (atomic files), `best` (the best model by
+validation loss), `metrics` (log + plot), `evaluate`,
 `distributed` (torchrun / DDP), `events` (what the trainer reports).
 """
 
 from .config import TrainConfig
 from .errors import CheckpointError, DataError, TrainConfigError, TrainingInterrupted
 from .evaluate import EvalPlan, EvalResult, evaluate_text
-from .events import CheckpointSaved, Evaluated, Notice, StepDone, Tokenizing, TrainStarted
+from .events import CheckpointSaved, Evaluated, Notice, StepDone, Tokenizing, TrainStarted, ValidationRising
 from .loop import TrainResult, train
 
 __all__ = [
@@ -28,6 +29,7 @@ __all__ = [
     "StepDone",
     "Evaluated",
     "CheckpointSaved",
+    "ValidationRising",
     "Notice",
     "DataError",
     "CheckpointError",

@@ -12,6 +12,8 @@ A run directory holds:
     model.safetensors   } `gpt2 generate --model DIR`, every engine and transformers
     vocab.json, ...     } (the tokenizer files and generation_config.json make it a
                         } complete Hugging Face model: `pipeline(model=DIR)` works)
+    best/               the model of the lowest validation loss so far, a complete
+                        Hugging Face directory too (see `best`)
     .train.lock         while a run is in it (see `lock`)
 
 No file system renames two files at once, so a kill between the writes of a save
@@ -58,17 +60,22 @@ def _reason(exc: OSError) -> str:
 
 
 def export_model(
-    directory: str | Path, config: Config, params: Params, step: int, previous_step: int | None = None
+    directory: str | Path,
+    config: Config,
+    params: Params,
+    step: int,
+    previous_step: int | None = None,
+    metadata: dict[str, str] | None = None,
 ) -> None:
     """Write the model as a complete Hugging Face directory (`gpt2.weights.save_model`: the
-    weights in checkpoint order with `step` in their metadata, `config.json`, the tokenizer
-    files and `generation_config.json`, each atomically). `previous_step` (the last finished
-    checkpoint, None if none) only shapes the error message."""
+    weights in checkpoint order with `step` (and `metadata`) in their metadata, `config.json`,
+    the tokenizer files and `generation_config.json`, each atomically). `previous_step` (the
+    last finished checkpoint, None if none) only shapes the error message."""
     from ..weights import save_model
 
     directory = Path(directory)
     try:
-        save_model(directory, config, params, metadata={"step": str(step)})
+        save_model(directory, config, params, metadata={**(metadata or {}), "step": str(step)})
     except OSError as exc:
         raise _saving_error(_reason(exc), directory / MODEL_FILE, previous_step) from None
     except Gpt2Error as exc:
@@ -78,13 +85,18 @@ def export_model(
 def exported_step(directory: str | Path) -> int | None:
     """The step of the exported model (None: missing, unreadable, or exported before
     steps were recorded)."""
+    step = exported_metadata(directory).get("step", "")
+    return int(step) if step.isdigit() else None
+
+
+def exported_metadata(directory: str | Path) -> dict[str, str]:
+    """The safetensors metadata of the exported model ({} when missing or unreadable)."""
     from ..weights.safetensors import read_header
 
     try:
-        step = read_header(Path(directory) / MODEL_FILE).metadata.get("step", "")
+        return dict(read_header(Path(directory) / MODEL_FILE).metadata)
     except Gpt2Error:
-        return None
-    return int(step) if step.isdigit() else None
+        return {}
 
 
 def sync_export(directory: str | Path, state: dict[str, Any], config: Config, params: Callable[[], Params]) -> bool:
@@ -129,8 +141,9 @@ def load_state(directory: str | Path) -> dict[str, Any]:
 
 
 def remove_stale_temporaries(directory: str | Path) -> None:
-    """Delete temporary files a save killed half-way left behind (never a finished file)."""
-    for tmp in Path(directory).glob(".*.tmp"):
+    """Delete temporary files a save killed half-way left behind (never a finished file),
+    in the run directory and in its best model's."""
+    for tmp in [*Path(directory).glob(".*.tmp"), *Path(directory).glob("best/.*.tmp")]:
         try:
             tmp.unlink()
         except OSError:

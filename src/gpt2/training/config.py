@@ -55,9 +55,12 @@ class TrainConfig:
     compile: bool = False
     device: str = "auto"
     seed: int = 1337
+    threads: int | None = None  # CPU threads; None: PyTorch's count when the run starts (threads.py)
 
     def __post_init__(self) -> None:
-        positive = ("max_steps", "batch_size", "grad_accum", "eval_interval", "eval_batches", "checkpoint_interval")
+        positive = ["max_steps", "batch_size", "grad_accum", "eval_interval", "eval_batches", "checkpoint_interval"]
+        if self.threads is not None:
+            positive.append("threads")
         for name in positive:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
@@ -95,13 +98,15 @@ class TrainConfig:
     def replace(self, **changes: Any) -> TrainConfig:
         return dataclasses.replace(self, **changes)
 
-    def resolved(self, model: Config) -> ResolvedTrainConfig:
-        """The same settings with every None default made concrete for `model`'s shape."""
+    def resolved(self, model: Config, threads: int = 1, fine_tune: bool = False) -> ResolvedTrainConfig:
+        """The same settings with every None default made concrete for `model`'s shape
+        (`threads`: the thread count when none was given; `fine_tune`: the model is a trained
+        one, `--init`, which takes a smaller default rate: see `default_lr`)."""
         n_ctx = model.n_ctx
         context = self.context_length or n_ctx
         if context > n_ctx:
             raise TrainConfigError(f"context length {context} is longer than the model's context window {n_ctx}")
-        lr = default_lr(model) if self.lr is None else self.lr
+        lr = default_lr(model, fine_tune) if self.lr is None else self.lr
         if self.min_lr is not None and self.min_lr > lr:
             raise TrainConfigError(f"min-lr {self.min_lr!r} is above the learning rate {lr!r}")
         concrete = dict(
@@ -111,6 +116,7 @@ class TrainConfig:
             min_lr=lr / 10 if self.min_lr is None else self.min_lr,
             warmup_steps=min(100, self.max_steps // 10) if self.warmup_steps is None else self.warmup_steps,
             sample_interval=self.eval_interval if self.sample_interval is None else self.sample_interval,
+            threads=self.threads or threads,
         )
         return ResolvedTrainConfig(**{**self.to_dict(), **concrete})
 
@@ -136,10 +142,16 @@ class ResolvedTrainConfig(TrainConfig):
     min_lr: float = 0.0
     warmup_steps: int = 0
     sample_interval: int = 0
+    threads: int = 0
 
 
-def default_lr(model: Config) -> float:
-    """The peak learning rate a model of this width trains well with from scratch.
+# A fine-tune's default peak rate, as a share of the from-scratch rate (see default_lr).
+FINE_TUNE_SHARE = 0.25
+
+
+def default_lr(model: Config, fine_tune: bool = False) -> float:
+    """The peak learning rate a model of this width trains well with from scratch (or, with
+    `fine_tune`, from trained weights: `FINE_TUNE_SHARE` of it).
 
     A narrow model takes a larger rate: the updates of a matrix add up over its
     n_embd inputs, so the same rate moves a wide layer's outputs further. 6e-4 at
@@ -150,5 +162,8 @@ def default_lr(model: Config) -> float:
 
     >>> [default_lr(Config.preset(p)) for p in ("tiny", "gpt2", "gpt2-medium", "gpt2-xl")]
     [0.002, 0.0006, 0.00045, 0.000288]
+    >>> [default_lr(Config.preset(p), fine_tune=True) for p in ("tiny", "gpt2")]
+    [0.0005, 0.00015]
     """
-    return float(f"{min(2e-3, max(1.5e-4, 6e-4 * 768 / model.n_embd)):.3g}")
+    scratch = min(2e-3, max(1.5e-4, 6e-4 * 768 / model.n_embd))
+    return float(f"{scratch * (FINE_TUNE_SHARE if fine_tune else 1.0):.3g}")

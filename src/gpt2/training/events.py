@@ -45,6 +45,24 @@ class Evaluated:
     val_loss: float | None
     val_perplexity: float | None
     sample: str | None
+    best: bool = False  # the lowest validation loss of the run so far (its model goes to RUN/best)
+
+
+@dataclass(frozen=True)
+class ValidationRising:
+    """The validation loss has stayed above its best for `evaluations` evaluations in a row
+    (`gpt2.training.best.PATIENCE`) while training went on: the model is probably learning
+    the training text by heart (overfitting). Emitted once per run; the best model so far is
+    in `best_directory` (None: it could not be saved)."""
+
+    step: int
+    val_loss: float
+    train_loss: float
+    best_step: int
+    best_val_loss: float
+    best_train_loss: float | None
+    evaluations: int
+    best_directory: str | None
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,7 @@ from ..config import Config
 from ..engines.torch.device import pick_device
 from . import checkpoint, distributed
 from .allocator import keep_freed_memory
+from .best import BestKeeper
 from .cpu_features import cpu_bf16_support
 from .data import Windows, WindowSampler, check_vocabulary, load_tokens, split_tokens
 from .errors import CheckpointError, DataError, TrainingInterrupted
@@ -42,16 +43,9 @@ from .events import CheckpointSaved, Evaluated, Notice, StepDone, Tokenizing, Tr
 from .lock import RunLock
 from .metrics import METRICS_FILE, PLOT_FILE, MetricsLog, plot_losses
 from .optim import make_optimizer, set_learning_rate
-from .resume import (
-    interrupted_message,
-    resync_export,
-    rng_state,
-    run_settings,
-    set_rng_state,
-    starting_model,
-    training_state,
-)
+from .resume import interrupted_message, resync_export, rng_state, run_settings, set_rng_state, starting_model
 from .schedule import learning_rate
+from .threads import default_threads, hold_threads, resumed_threads_notice, training_threads
 
 EventHandler = Callable[[Any], None]
 
@@ -61,7 +55,11 @@ class TrainResult:
     step: int
     train_loss: float | None  # the last step's batch loss
     val_loss: float | None  # the last evaluation's
-    directory: str
+    directory: str  # the last checkpoint's model (what `gpt2 generate --model DIR` loads)
+    best_step: int | None = None  # the evaluation of the lowest validation loss ...
+    best_val_loss: float | None = None
+    best_directory: str | None = None  # ... whose model is here (None: none was saved)
+    plot: str | None = None  # loss.png (None: not drawn)
 
 
 # --- the loop ----------------------------------------------------------------------------
@@ -118,14 +116,19 @@ def train(
             dist=dist,
             on_event=on_event,
         )
-        result = trainer.run()
+        with training_threads(trainer.run_config.threads):  # the process's own count afterwards
+            result = trainer.run()
         # Leave the process group together: a process that tears gloo down while its peer is
         # still finishing (the main process writes the last checkpoint) can abort in gloo's
         # threads ("terminate called without an active exception").
         distributed.barrier(dist)
         return result
     except KeyboardInterrupt:
-        raise TrainingInterrupted(interrupted_message(trainer, out_dir)) from None
+        if trainer is None:
+            raise TrainingInterrupted(interrupted_message(out_dir, None, None, 0)) from None
+        raise TrainingInterrupted(
+            interrupted_message(out_dir, trainer.step, trainer.saved_step, trainer.run_config.checkpoint_interval)
+        ) from None
     finally:
         if lock is not None:
             lock.release()
@@ -153,7 +156,10 @@ class Trainer:
         if train_config.dropout is not None:
             model_config = model_config.replace(dropout=train_config.dropout)
         self.model_config = model_config
-        self.run_config = run = train_config.resolved(model_config)
+        self.run_config = run = train_config.resolved(model_config, default_threads(), fine_tune=init is not None)
+        notice = resumed_threads_notice((self.resume_state or {}).get("settings", {}).get("threads"), run.threads)
+        if notice is not None:
+            self.emit(Notice(notice))
         self.device = self._pick_device()
         self._load_data(data, cache_dir)
         distributed.start(dist, self.device)
@@ -163,6 +169,7 @@ class Trainer:
             if notice is not None:
                 self.emit(Notice(notice))
         self.per_step = run.batch_size * run.grad_accum * dist.world_size  # sequences per step
+        self.best = BestKeeper(out, (self.resume_state or {}).get("best"), dist.is_main, self.emit)
         self._open_log()
 
     # --- setting up ------------------------------------------------------------------------
@@ -244,6 +251,7 @@ class Trainer:
         self.plot_ok = True  # False once matplotlib turned out to be missing
         if self.dist.is_main and self.resume_state is not None:
             self.log.truncate_after(self.step)  # forget steps a killed run logged but never saved
+            self.best.forget_after(self.step)  # and a best model it exported after the checkpoint
         elif self.dist.is_main:
             self.log.reset()
 
@@ -272,13 +280,21 @@ class Trainer:
             last_val = self.evaluate(final=False)  # the starting point of the curve
         self.model.train()
         while self.step < run.max_steps:
+            hold_threads(run.threads)  # in case other code in this process changed the count
             last_loss = self.train_step()
             final = self.step == run.max_steps
             if self.step % run.eval_interval == 0 or final:
                 last_val = self.evaluate(final)
             if self.step % run.checkpoint_interval == 0 or final:
                 self.save()
-        return TrainResult(self.step, last_loss, last_val, str(self.out))
+        return self.result(last_loss, last_val)
+
+    def result(self, last_loss: float | None, last_val: float | None) -> TrainResult:
+        best, plot = self.best.tracker, self.out / PLOT_FILE
+        drawn = str(plot) if self.plot_ok and plot.is_file() else None
+        return TrainResult(
+            self.step, last_loss, last_val, str(self.out), best.step, best.loss, self.best.directory(), drawn
+        )
 
     def train_step(self) -> float:
         """One optimizer step over `per_step` sequences; returns the mean loss (all processes)."""
@@ -346,7 +362,8 @@ class Trainer:
                 self.raw_model, self.tokenizer, n_tokens=run.sample_tokens, seed=run.seed, device=self.device
             )
         perplexity = math.exp(min(val_loss, 700)) if val_loss is not None else None
-        self.emit(Evaluated(self.step, train_loss, val_loss, perplexity, text))
+        improved = self.best.observe(self.step, val_loss, train_loss)
+        self.emit(Evaluated(self.step, train_loss, val_loss, perplexity, text, improved))
         if dist.is_main:
             self.log.append(
                 {
@@ -359,6 +376,9 @@ class Trainer:
                 }
             )
             self.plot_ok = _plot(self.log, self.out, self.plot_ok, self.emit)
+        if improved and val_loss is not None:  # RUN/best: the model of the lowest validation loss
+            self.best.keep(self.model_config, self.raw_model.to_params, self.step, val_loss)
+        self.best.warn_if_rising(self.step, val_loss, train_loss)
         return val_loss
 
     def save(self) -> None:
@@ -367,7 +387,7 @@ class Trainer:
         error: CheckpointError | None = None
         if self.dist.is_main:
             try:
-                checkpoint.save_state(self.out, training_state(self, rngs), previous_step=self.saved_step)
+                checkpoint.save_state(self.out, self.training_state(rngs), previous_step=self.saved_step)
             except CheckpointError as exc:
                 error = exc
             else:
@@ -383,6 +403,26 @@ class Trainer:
         if distributed.any_across(self.dist, error is not None):  # every process stops, none hangs
             raise error or CheckpointError(f"saving the checkpoint in {self.out} failed on the main process")
         self.saved_step = self.step
+
+    def training_state(self, rngs: list) -> dict:
+        """What `train_state.pt` holds: everything the next step depends on, `rngs` one per
+        process (`resume.py` reads it back)."""
+        return {
+            "step": self.step,
+            "model_config": self.model_config.to_hf_dict(),
+            "dropout": self.model_config.dropout,
+            # The file's key names predate TrainConfig's; they stay so older runs still resume.
+            "settings_given": {**(self.resume_state or {}).get("settings_given", {}), **self.options},
+            "settings": self.run_config.to_dict(),
+            "model": {k: v.detach().cpu().clone() for k, v in self.raw_model.state_dict().items()},
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "sampler": self.sampler.state_dict(),
+            "rng": rngs,  # one per process
+            "data_key": self.data_key,
+            "world_size": self.dist.world_size,
+            "best": self.best.tracker.state_dict(),
+        }
 
 
 def _plot(log: MetricsLog, out: Path, plot_ok: bool, emit: EventHandler) -> bool:

@@ -4,8 +4,9 @@ A run starts from a new model of a given shape, from a model to fine-tune (`--in
 from its own last checkpoint (`--resume`). Resumed, it takes back the checkpoint's model
 shape (a different `--config` is refused), its settings (options given again override
 them), and its weights, optimizer moments, sampler position and every random state, which
-is why a resumed run retraces a straight run exactly. :func:`training_state` writes the
-keys the others read; :func:`resync_export` repairs an export a cut save left behind.
+is why a resumed run retraces a straight run exactly. The trainer's
+`training_state` writes the keys these functions read (nothing here knows the trainer);
+:func:`resync_export` repairs an export a cut save left behind.
 
 >>> from gpt2.config import Config
 >>> starting_model(None, None, None) == (Config.preset("tiny"), None)
@@ -21,7 +22,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
@@ -31,13 +32,9 @@ from . import checkpoint
 from .config import TrainConfig
 from .errors import CheckpointError
 
-if TYPE_CHECKING:
-    from .loop import Trainer
-
 __all__ = [
     "starting_model",
     "run_settings",
-    "training_state",
     "rng_state",
     "set_rng_state",
     "resync_export",
@@ -83,32 +80,16 @@ def run_settings(options: Mapping[str, Any], resume_state: dict | None) -> Train
     if resume_state is None:
         return TrainConfig.from_dict(options)
     given = dict(resume_state["settings_given"])
-    if given.get("lr") is None and "lr" in resume_state.get("settings", {}):
+    saved = resume_state.get("settings", {})
+    if given.get("lr") is None and "lr" in saved:
         # the default rate has changed (it follows the width now): a run keeps the one it started with
-        given["lr"] = resume_state["settings"]["lr"]
+        given["lr"] = saved["lr"]
+    if given.get("threads") is None and saved.get("threads"):
+        given["threads"] = saved["threads"]  # the count is part of the result (threads.py)
     return TrainConfig.from_dict({**given, **options})
 
 
-# --- what a checkpoint holds -----------------------------------------------------------------
-
-
-def training_state(trainer: Trainer, rngs: list) -> dict:
-    """What `train_state.pt` holds: everything the next step depends on, `rngs` one per process."""
-    return {
-        "step": trainer.step,
-        "model_config": trainer.model_config.to_hf_dict(),
-        "dropout": trainer.model_config.dropout,
-        # The file's key names predate TrainConfig's; they stay so older runs still resume.
-        "settings_given": {**(trainer.resume_state or {}).get("settings_given", {}), **trainer.options},
-        "settings": trainer.run_config.to_dict(),
-        "model": {k: v.detach().cpu().clone() for k, v in trainer.raw_model.state_dict().items()},
-        "optimizer": trainer.optimizer.state_dict(),
-        "scaler": trainer.scaler.state_dict(),
-        "sampler": trainer.sampler.state_dict(),
-        "rng": rngs,  # one per process
-        "data_key": trainer.data_key,
-        "world_size": trainer.dist.world_size,
-    }
+# --- the random states a checkpoint holds ----------------------------------------------------
 
 
 def rng_state(device: torch.device) -> dict:
@@ -146,16 +127,21 @@ def resync_export(out: Path, state: dict, model_config: Config, to_params: Calla
 # --- what an interrupted run left ------------------------------------------------------------
 
 
-def interrupted_message(trainer: Trainer | None, out_dir: str | Path) -> str:
-    """What a Ctrl-C left behind: checkpoints are atomic, so the last finished one is intact."""
-    if trainer is None:
+def interrupted_message(out_dir: str | Path, step: int | None, saved_step: int | None, interval: int) -> str:
+    """What a Ctrl-C left behind: checkpoints are atomic, so the last finished one is intact.
+    `step` None: training had not started; `saved_step` None: no checkpoint finished yet.
+
+    >>> interrupted_message("runs/a", 20, 15, 5)
+    'interrupted at step 20; the last checkpoint (step 15) is in runs/a: continue it with --resume'
+    """
+    if step is None:
         return f"interrupted before training started; {out_dir} holds no new checkpoint"
-    if trainer.saved_step is None:
+    if saved_step is None:
         return (
-            f"interrupted at step {trainer.step}, before a checkpoint was complete; nothing was saved "
-            f"(checkpoints every {trainer.run_config.checkpoint_interval} steps: --checkpoint-interval)"
+            f"interrupted at step {step}, before a checkpoint was complete; nothing was saved "
+            f"(checkpoints every {interval} steps: --checkpoint-interval)"
         )
     return (
-        f"interrupted at step {trainer.step}; the last checkpoint (step {trainer.saved_step}) "
-        f"is in {out_dir}: continue it with --resume"
+        f"interrupted at step {step}; the last checkpoint (step {saved_step}) is in {out_dir}: "
+        "continue it with --resume"
     )
