@@ -133,7 +133,7 @@ def test_the_command_line_warns_and_says_where_the_models_and_the_curve_are(
     assert last.endswith(f"; model in {out} (gpt2 generate --model {out})")
 
 
-def test_fine_tuning_defaults_to_a_quarter_of_the_from_scratch_rate(tmp_path, run, small_shape, verdict):
+def test_fine_tuning_defaults_to_half_the_from_scratch_rate(tmp_path, run, small_shape, verdict):
     run("base", max_steps=1)
     started: list = []
     train(
@@ -146,4 +146,4 @@ def test_fine_tuning_defaults_to_a_quarter_of_the_from_scratch_rate(tmp_path, ru
         on_event=lambda e: isinstance(e, (TrainStarted, Notice)) and started.append(e),
     )
     lr = [e.train_config["lr"] for e in started if isinstance(e, TrainStarted)]
-    assert lr == [default_lr(Config(**small_shape), fine_tune=True)] == [default_lr(Config(**small_shape)) / 4]
+    assert lr == [default_lr(Config(**small_shape), fine_tune=True)] == [default_lr(Config(**small_shape)) / 2]

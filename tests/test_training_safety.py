@@ -111,10 +111,10 @@ from gpt2 import Config
 from gpt2.tokenizer import Tokenizer
 from gpt2.training import train, checkpoint
 real_export = checkpoint.export_model
-def die_before_the_second_export(directory, config, params, step, previous_step=None):
-    if step == 8:  # the state of step 8 is on disk, its model is not
+def die_before_the_second_export(directory, config, params, step, previous_step=None, **kwargs):
+    if step == 8 and not kwargs:  # the state of step 8 is on disk, its model is not (best/ has metadata)
         os.kill(os.getpid(), signal.SIGKILL)
-    return real_export(directory, config, params, step, previous_step)
+    return real_export(directory, config, params, step, previous_step, **kwargs)
 checkpoint.export_model = die_before_the_second_export
 train({verdict!r}, {out!r}, tokenizer=Tokenizer.gpt2(), config=Config(**{small!r}),
       options={{**{fast!r}, "max_steps": 12}}, cache_dir={cache!r})

@@ -29,7 +29,7 @@ HYPER = (
         "--lr",
         "lr",
         float,
-        "peak learning rate (default by width: 6e-4 x 768 / n_embd, within [1.5e-4, 2e-3]; --init: a quarter of it)",
+        "peak learning rate (default by width: 6e-4 x 768 / n_embd, within [1.5e-4, 2e-3]; --init: half of it)",
     ),
     ("--min-lr", "min_lr", float, "final learning rate of the cosine decay (default lr/10)"),
     ("--warmup-steps", "warmup_steps", int, "linear warm-up steps (default max-steps/10, at most 100)"),
