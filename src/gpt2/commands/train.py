@@ -275,7 +275,7 @@ class Progress:
     def on_ValidationRising(self, e) -> None:
         fell = (
             f" while the training loss went from {e.best_train_loss:.4f} to {e.train_loss:.4f}"
-            if e.best_train_loss
+            if e.best_train_loss is not None
             else ""
         )
         kept = f"the best model is kept in {e.best_directory}; " if e.best_directory else ""
