@@ -63,7 +63,6 @@ def weights(directory: Path) -> str:
     return h.hexdigest()
 
 
-@pytest.mark.slow  # three runs, one in a fresh process: a minute on two busy cores
 def test_the_same_training_gives_the_same_bytes_every_time(tmp_path, run, one_thread, verdict, small_config):
     run("first", threads=THREADS)
     threads_seen: list[int] = []

@@ -1,4 +1,5 @@
-"""The training state a checkpoint holds (`train_state.pt`), and how a run starts from it.
+"""Where a run starts, and how it reads back the training state of a checkpoint
+(`train_state.pt`, which `Trainer.training_state` in `loop.py` writes).
 
 A run starts from a new model of a given shape, from a model to fine-tune (`--init`), or
 from its own last checkpoint (`--resume`). Resumed, it takes back the checkpoint's model
