@@ -130,3 +130,18 @@ def test_threads_must_be_a_positive_integer(run):
 
     with pytest.raises(TrainConfigError, match="threads must be a positive integer"):
         run("bad", threads=0)
+
+
+def test_the_first_line_of_a_run_says_its_thread_count():
+    import io
+
+    from gpt2.commands.train import Progress
+    from gpt2.training import TrainStarted
+
+    out = io.StringIO()
+    progress = Progress(out)
+    progress(TrainStarted(0, 10, 7_000_000, 1000, 100, 256, "cpu", 1, False, {"threads": 2}))
+    progress(TrainStarted(4, 10, 7_000_000, 1000, 100, 256, "cpu", 1, True, {"threads": 1}))
+    first, second = out.getvalue().splitlines()
+    assert "7.00M parameters on cpu (2 threads), 1,000 training" in first
+    assert second.startswith("resuming at step 4 of 10") and "on cpu (1 thread)," in second

@@ -220,8 +220,10 @@ class Progress:
         if self.quiet:
             return
         verb = "resuming at step" if e.resumed else "training from step"
+        threads = e.train_config.get("threads")  # the result depends on it on a CPU (--threads)
+        threads = f" ({threads} thread{'s' if threads != 1 else ''})" if threads and e.device == "cpu" else ""
         self.line(
-            f"{verb} {e.step} of {e.max_steps}: {e.parameters / 1e6:.2f}M parameters on {e.device}"
+            f"{verb} {e.step} of {e.max_steps}: {e.parameters / 1e6:.2f}M parameters on {e.device}{threads}"
             f"{f' x{e.world_size}' if e.world_size > 1 else ''}, {e.train_tokens:,} training and "
             f"{e.val_tokens:,} validation tokens, {e.tokens_per_step:,} tokens per step"
         )
