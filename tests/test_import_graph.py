@@ -20,12 +20,6 @@ from pathlib import Path
 
 SOURCE = Path(__file__).resolve().parent.parent / "src"
 
-# Circles that issue 19 removes in other hands while this test lands; each entry goes when its
-# fix merges (the test then guards it like the rest). Nothing may be added here.
-PENDING = {
-    frozenset({"gpt2.training.loop", "gpt2.training.resume"}): "training_state on the trainer",
-}
-
 
 def package_modules(root: Path = SOURCE / "gpt2") -> dict[str, Path]:
     modules = {}
@@ -117,7 +111,7 @@ def describe(component: list[str], graph: dict[str, set[str]]) -> str:
 
 def test_the_package_has_no_import_cycles():
     graph = import_graph(package_modules())
-    found = [c for c in cycles(graph) if frozenset(c) not in PENDING]
+    found = cycles(graph)
     assert not found, "import cycles:\n" + "\n".join(describe(c, graph) for c in found)
 
 
