@@ -263,7 +263,8 @@ def load_template(choice: str) -> ChatTemplate:
 
 def model_template(directory: str | Path | None) -> ChatTemplate | None:
     """The template a model directory carries (tokenizer_config.json's `chat_template`, else
-    chat_template.jinja), with its bos/eos tokens; None when it has none."""
+    chat_template.jinja), with its bos/eos tokens (and a built-in's stop strings when it is one,
+    as `gpt2 train` writes them); None when it has none."""
     if directory is None:
         return None
     directory = Path(directory)
@@ -287,7 +288,11 @@ def model_template(directory: str | Path | None) -> ChatTemplate | None:
         source = _read_text(directory / "chat_template.jinja")
     if source is None:
         return None
-    return ChatTemplate(name, source, bos_token=bos, eos_token=eos, origin="model directory", extra=special).check()
+    # a built-in template written by instruction tuning (`gpt2 train`) keeps its stop strings
+    stop = next((stops for text, stops in BUILTIN_TEMPLATES.values() if text == source), ())
+    return ChatTemplate(
+        name, source, stop, bos_token=bos, eos_token=eos, origin="model directory", extra=special
+    ).check()
 
 
 def model_directory(model: str) -> Path | None:

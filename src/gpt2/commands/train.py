@@ -3,6 +3,7 @@
     gpt2 train --data input.txt --config tiny --max-steps 500 --out runs/tiny
     gpt2 train --data input.txt --out runs/tiny --resume --max-steps 1000
     gpt2 train --data corpus/ --init gpt2 --lr 1e-4 --max-steps 200 --out runs/ft
+    gpt2 train --data tasks.jsonl --init gpt2 --chat-template plain --max-steps 300 --out runs/chat
     torchrun --nproc_per_node 2 -m gpt2 train --data input.txt --out runs/ddp
 
 The work is `gpt2.training.train`; this module parses options and draws progress.
@@ -59,7 +60,20 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "best/ with the model of the lowest validation loss (`--model DIR/best`), the resumable "
         "train_state.pt, metrics.jsonl and loss.png.",
     )
-    p.add_argument("--data", required=True, metavar="FILE_OR_DIR", help="UTF-8 text file, or a directory of them")
+    p.add_argument(
+        "--data",
+        required=True,
+        metavar="FILE_OR_DIR",
+        help='UTF-8 text file, or a directory of them; a .jsonl of conversations ({"messages": [...]}) or '
+        'instructions ({"instruction", "input", "output"}) is instruction tuning: the loss on the '
+        "assistant's replies only",
+    )
+    p.add_argument(
+        "--chat-template",
+        metavar="NAME|FILE",
+        help="instruction tuning: the chat template that writes the conversations (plain, chatml or a Jinja "
+        "file; default: the --init model's own, else plain); the model directory keeps it",
+    )
     p.add_argument("--out", required=True, metavar="DIR", help="run directory")
     p.add_argument(
         "--config",
@@ -133,6 +147,7 @@ def run(args: argparse.Namespace) -> int:
             cache_dir=args.cache_dir or default_cache_dir(),
             env=os.environ,
             on_event=progress,
+            chat_template=args.chat_template,
         )
     except Gpt2Error:
         progress.finish()  # end the bar's line before the error's

@@ -5,6 +5,7 @@
     merges_bytes(encoder)        vocab.bpe = Hugging Face's merges.txt (one merge a line)
     write_hf_tokenizer(dir, tok) vocab.json + merges.txt + tokenizer_config.json, so that
                                  `transformers.AutoTokenizer.from_pretrained(dir)` works offline
+                                 (with `chat_template=`: its apply_chat_template too)
 
 For GPT-2's vocabulary the first three give OpenAI's released files byte for byte
 (the tests pin their sha256). The merges are not stored: a token of rank r was
@@ -31,7 +32,15 @@ from .errors import TokenizerError
 if TYPE_CHECKING:
     from .tokenizer import Tokenizer
 
-__all__ = ["tiktoken_bytes", "encoder_json_bytes", "merges", "merges_bytes", "hf_tokenizer_files", "write_hf_tokenizer"]
+__all__ = [
+    "tiktoken_bytes",
+    "encoder_json_bytes",
+    "merges",
+    "merges_bytes",
+    "hf_tokenizer_files",
+    "tokenizer_config_bytes",
+    "write_hf_tokenizer",
+]
 
 
 def tiktoken_bytes(encoder: Mapping[bytes, int]) -> bytes:
@@ -66,11 +75,11 @@ def merges_bytes(encoder: Mapping[bytes, int]) -> bytes:
     return ("\n".join(lines) + "\n").encode("utf-8")
 
 
-def hf_tokenizer_files(tokenizer: Tokenizer, *, model_max_length: int = 1024) -> dict[str, bytes]:
-    """vocab.json, merges.txt and tokenizer_config.json (GPT2Tokenizer, <|endoftext|> as the bos,
-    eos and unk token), by file name."""
+def tokenizer_config_bytes(*, model_max_length: int = 1024, chat_template: str | None = None) -> bytes:
+    """tokenizer_config.json: GPT2Tokenizer with <|endoftext|> as the bos, eos and unk token, and
+    `chat_template` (Jinja, as Hugging Face stores it) when the model was taught one."""
     eot = "<|endoftext|>"
-    config = {
+    config: dict[str, object] = {
         "tokenizer_class": "GPT2Tokenizer",
         "model_max_length": model_max_length,
         "bos_token": eot,
@@ -79,17 +88,28 @@ def hf_tokenizer_files(tokenizer: Tokenizer, *, model_max_length: int = 1024) ->
         "add_prefix_space": False,
         "clean_up_tokenization_spaces": False,
     }
+    if chat_template is not None:
+        config["chat_template"] = chat_template
+    return (json.dumps(config, indent=2) + "\n").encode("utf-8")
+
+
+def hf_tokenizer_files(
+    tokenizer: Tokenizer, *, model_max_length: int = 1024, chat_template: str | None = None
+) -> dict[str, bytes]:
+    """vocab.json, merges.txt and tokenizer_config.json (see `tokenizer_config_bytes`), by file name."""
     return {
         "vocab.json": encoder_json_bytes(tokenizer.encoder, tokenizer.special_tokens),
         "merges.txt": merges_bytes(tokenizer.encoder),
-        "tokenizer_config.json": (json.dumps(config, indent=2) + "\n").encode("utf-8"),
+        "tokenizer_config.json": tokenizer_config_bytes(model_max_length=model_max_length, chat_template=chat_template),
     }
 
 
-def write_hf_tokenizer(directory: str | Path, tokenizer: Tokenizer, *, model_max_length: int = 1024) -> list[Path]:
+def write_hf_tokenizer(
+    directory: str | Path, tokenizer: Tokenizer, *, model_max_length: int = 1024, chat_template: str | None = None
+) -> list[Path]:
     """Write `hf_tokenizer_files` into `directory`, each atomically. Returns the paths."""
     directory = Path(directory)
-    files = hf_tokenizer_files(tokenizer, model_max_length=model_max_length)
+    files = hf_tokenizer_files(tokenizer, model_max_length=model_max_length, chat_template=chat_template)
     for name, data in files.items():
         atomic_write_bytes(directory / name, data)
     return [directory / name for name in files]

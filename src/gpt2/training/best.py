@@ -83,10 +83,14 @@ class BestValidation:
         return cls(**{k: v for k, v in (state or {}).items() if k in names})
 
 
-def export_best(out: Path, config: Config, params: Params, step: int, val_loss: float) -> Path:
+def export_best(
+    out: Path, config: Config, params: Params, step: int, val_loss: float, chat_template: str | None = None
+) -> Path:
     """Write the model to `out/best/` (each file atomically; raises CheckpointError)."""
     directory = out / BEST_DIR
-    checkpoint.export_model(directory, config, params, step, metadata={"val_loss": repr(val_loss)})
+    checkpoint.export_model(
+        directory, config, params, step, metadata={"val_loss": repr(val_loss)}, chat_template=chat_template
+    )
     return directory
 
 
@@ -117,6 +121,7 @@ class BestKeeper:
     def __init__(self, out: Path, state: dict[str, Any] | None, is_main: bool, emit: Callable[[Any], None]) -> None:
         self.out, self.is_main, self.emit = out, is_main, emit
         self.tracker = BestValidation.from_state(state)
+        self.chat_template: str | None = None  # instruction tuning's template, for the export
 
     def forget_after(self, step: int) -> None:
         """On resume: see `forget_best_after`."""
@@ -137,7 +142,7 @@ class BestKeeper:
         if not self.is_main:
             return
         try:
-            export_best(self.out, config, params(), step, val_loss)
+            export_best(self.out, config, params(), step, val_loss, self.chat_template)
         except CheckpointError as exc:
             self.emit(Notice(f"{exc}; training goes on"))
 

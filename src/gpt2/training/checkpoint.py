@@ -66,16 +66,20 @@ def export_model(
     step: int,
     previous_step: int | None = None,
     metadata: dict[str, str] | None = None,
+    chat_template: str | None = None,
 ) -> None:
     """Write the model as a complete Hugging Face directory (`gpt2.weights.save_model`: the
     weights in checkpoint order with `step` (and `metadata`) in their metadata, `config.json`,
     the tokenizer files and `generation_config.json`, each atomically). `previous_step` (the
-    last finished checkpoint, None if none) only shapes the error message."""
+    last finished checkpoint, None if none) only shapes the error message; `chat_template`
+    (instruction tuning's) goes into tokenizer_config.json."""
     from ..weights import save_model
 
     directory = Path(directory)
     try:
-        save_model(directory, config, params, metadata={**(metadata or {}), "step": str(step)})
+        save_model(
+            directory, config, params, metadata={**(metadata or {}), "step": str(step)}, chat_template=chat_template
+        )
     except OSError as exc:
         raise _saving_error(_reason(exc), directory / MODEL_FILE, previous_step) from None
     except Gpt2Error as exc:
@@ -99,13 +103,19 @@ def exported_metadata(directory: str | Path) -> dict[str, str]:
         return {}
 
 
-def sync_export(directory: str | Path, state: dict[str, Any], config: Config, params: Callable[[], Params]) -> bool:
+def sync_export(
+    directory: str | Path,
+    state: dict[str, Any],
+    config: Config,
+    params: Callable[[], Params],
+    chat_template: str | None = None,
+) -> bool:
     """Make the exported model the state's, re-exporting it when a save was cut between
     the two writes; True when it had to. `params()` gives the state's weights as a
     parameter tree (called only when needed)."""
     if exported_step(directory) == state["step"] and (Path(directory) / "config.json").is_file():
         return False
-    export_model(directory, config, params(), state["step"], previous_step=state["step"])
+    export_model(directory, config, params(), state["step"], previous_step=state["step"], chat_template=chat_template)
     return True
 
 

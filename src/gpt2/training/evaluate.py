@@ -25,6 +25,7 @@ from .errors import DataError, TrainConfigError
 
 if TYPE_CHECKING:
     from ..engines.torch.model import GPT2
+    from .instructions import Examples
 
 
 def autocast_context(device: torch.device, dtype: str):
@@ -48,7 +49,7 @@ def spread_indices(total: int, count: int) -> list[int]:
 @torch.no_grad()
 def windows_loss(
     model: torch.nn.Module,
-    windows: Windows,
+    windows: Windows | Examples,
     indices: Sequence[int],
     *,
     batch_size: int,

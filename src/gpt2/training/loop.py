@@ -30,6 +30,7 @@ from typing import Any, cast
 
 import torch
 
+from ..chat_template import model_directory
 from ..config import Config
 from ..engines.torch.device import pick_device
 from . import checkpoint, distributed
@@ -40,6 +41,7 @@ from .data import Windows, WindowSampler, check_vocabulary, load_tokens, split_t
 from .errors import CheckpointError, DataError, TrainingInterrupted
 from .evaluate import autocast_context, sample_text, spread_indices, windows_loss
 from .events import CheckpointSaved, Evaluated, Notice, StepDone, Tokenizing, TrainStarted
+from .instructions import Examples, is_instruction_data, load_instruction_data
 from .lock import RunLock
 from .metrics import METRICS_FILE, PLOT_FILE, MetricsLog, plot_losses
 from .optim import make_optimizer, set_learning_rate
@@ -77,6 +79,7 @@ def train(
     cache_dir: str | Path | None = None,
     env: Mapping[str, str] | None = None,
     on_event: EventHandler | None = None,
+    chat_template: str | None = None,
 ) -> TrainResult:
     """Train (or fine-tune, or resume) a GPT-2 on FILE_OR_DIR; the run lives in `out_dir`.
 
@@ -84,6 +87,9 @@ def train(
     fine-tune; `options` are :class:`TrainConfig` fields (on resume they override the
     saved ones); `env` is torchrun's environment (os.environ) for data-parallel runs;
     `on_event` receives the events of :mod:`gpt2.training.events` (main process only).
+    A JSONL of conversations or instructions is instruction tuning (:mod:`.instructions`),
+    rendered by `chat_template` (a built-in name or a Jinja file; default: the model's own,
+    else `plain`), which the exported directory's tokenizer_config.json then carries.
 
         train("input.txt", "runs/a", tokenizer=Tokenizer.gpt2(), options={"max_steps": 200})
     """
@@ -115,6 +121,7 @@ def train(
             cache_dir=cache_dir,
             dist=dist,
             on_event=on_event,
+            chat_template=chat_template,
         )
         with training_threads(trainer.run_config.threads):  # the process's own count afterwards
             result = trainer.run()
@@ -140,8 +147,26 @@ def train(
 class Trainer:
     """One run: its TrainConfig, data, model, optimizer, sampler and log."""
 
-    def __init__(self, data, out: Path, *, tokenizer, config, init, resume, options, cache_dir, dist, on_event) -> None:
+    def __init__(
+        self,
+        data,
+        out: Path,
+        *,
+        tokenizer,
+        config,
+        init,
+        resume,
+        options,
+        cache_dir,
+        dist,
+        on_event,
+        chat_template=None,
+    ) -> None:
         self.out, self.tokenizer, self.dist, self.options = out, tokenizer, dist, options
+        self.init, self.template_choice = init, chat_template
+        self.chat_template: str | None = None  # instruction tuning's Jinja source, for the exports
+        self.train_windows: Windows | Examples  # text windows, or instruction examples (same shape)
+        self.val_windows: Windows | Examples | None
         self.emit = on_event if (on_event is not None and dist.is_main) else (lambda event: None)
         checkpoint.prepare_run_directory(out)
         if dist.is_main:
@@ -165,11 +190,14 @@ class Trainer:
         distributed.start(dist, self.device)
         self._build_model(init_params)
         if dist.is_main and self.resume_state is not None:
-            notice = resync_export(self.out, self.resume_state, self.model_config, self.raw_model.to_params)
+            notice = resync_export(
+                self.out, self.resume_state, self.model_config, self.raw_model.to_params, self.chat_template
+            )
             if notice is not None:
                 self.emit(Notice(notice))
         self.per_step = run.batch_size * run.grad_accum * dist.world_size  # sequences per step
         self.best = BestKeeper(out, (self.resume_state or {}).get("best"), dist.is_main, self.emit)
+        self.best.chat_template = self.chat_template
         self._open_log()
 
     # --- setting up ------------------------------------------------------------------------
@@ -195,6 +223,13 @@ class Trainer:
 
     def _load_data(self, data, cache_dir) -> None:
         run = self.run_config
+        if is_instruction_data(data):
+            self._load_instructions(data)
+            return
+        if self.template_choice is not None:
+            raise DataError(
+                f"--chat-template is for instruction data (a .jsonl of messages or instruction records); {data} is text"
+            )
         tokens, self.data_key = load_tokens(
             data, self.tokenizer, cache_dir, on_tokenize=lambda files, chars: self.emit(Tokenizing(files, chars))
         )
@@ -208,6 +243,30 @@ class Trainer:
         self.train_windows = Windows(train_tokens, run.context_length, run.stride)
         self.val_windows = Windows(val_tokens, run.context_length, run.context_length) if len(val_tokens) else None
         self.sampler = WindowSampler(len(self.train_windows), run.seed)
+
+    def _load_instructions(self, data) -> None:
+        """Instruction tuning's data (`instructions.py`): examples in place of windows, the same sampler."""
+        run = self.run_config
+        # resumed without --chat-template: the template the run's export carries
+        directory = self.out if self.resume_state is not None else model_directory(self.init) if self.init else None
+        loaded = load_instruction_data(
+            data,
+            self.tokenizer,
+            context=run.context_length,
+            val_fraction=run.val_fraction,
+            vocab_size=self.model_config.vocab_size,
+            template_choice=self.template_choice,
+            model_directory=directory,
+        )
+        self.data_key, self.chat_template = loaded.key, loaded.template.source
+        if self.resume_state is not None and self.resume_state["data_key"] != self.data_key:
+            raise DataError(
+                "--data or --chat-template is not what this checkpoint was trained on; to train on new data, "
+                f"start a new run with --init {self.out}"
+            )
+        self.train_windows = loaded.train
+        self.val_windows = loaded.val
+        self.sampler = WindowSampler(len(loaded.train), run.seed)
 
     def _build_model(self, init_params) -> None:
         from .models import new_model
@@ -392,7 +451,13 @@ class Trainer:
                 error = exc
             else:
                 try:
-                    checkpoint.export_model(self.out, self.model_config, self.raw_model.to_params(), self.step)
+                    checkpoint.export_model(
+                        self.out,
+                        self.model_config,
+                        self.raw_model.to_params(),
+                        self.step,
+                        chat_template=self.chat_template,
+                    )
                 except CheckpointError as exc:  # the state is saved: say so, the next --resume re-exports
                     error = CheckpointError(
                         f"{str(exc).split('; ')[0]}; the training state of step {self.step} is saved in "

@@ -109,13 +109,15 @@ def set_rng_state(state: dict, device: torch.device) -> None:
         torch.cuda.set_rng_state(state["cuda"], device)
 
 
-def resync_export(out: Path, state: dict, model_config: Config, to_params: Callable[[], Params]) -> str | None:
+def resync_export(
+    out: Path, state: dict, model_config: Config, to_params: Callable[[], Params], chat_template: str | None = None
+) -> str | None:
     """A save cut between its two writes left the exported model behind the state:
     export the state's weights again, so the directory holds one checkpoint. The notice
     to give when it had to (None: nothing to say)."""
     before = checkpoint.exported_step(out)
     missing = not (out / checkpoint.MODEL_FILE).exists()
-    if checkpoint.sync_export(out, state, model_config, to_params):
+    if checkpoint.sync_export(out, state, model_config, to_params, chat_template):
         if before is not None or missing:  # not for runs saved before steps were recorded
             return (
                 f"the exported model was {f'from step {before}' if before is not None else 'missing'} "

@@ -282,6 +282,7 @@ def save_model(
     progress: Callable[[int, int], None] | None = None,
     tokenizer: Tokenizer | None = None,
     metadata: Mapping[str, str] | None = None,
+    chat_template: str | None = None,
 ) -> Path:
     """Write a complete Hugging Face model directory, each file atomically:
 
@@ -295,7 +296,8 @@ def save_model(
     those are written as gpt2.weights.quantized lays them out, which only this project reads).
     `tokenizer` None means GPT-2's, written when the model's vocabulary holds it; a model
     whose vocabulary is smaller gets no tokenizer files (none would fit it). `metadata` joins
-    the safetensors header's (training records its step there)."""
+    the safetensors header's (training records its step there); `chat_template` (Jinja) goes into
+    tokenizer_config.json, where transformers, `gpt2 serve` and `gpt2 chat` look for it."""
     validate_params(params, config)
     if not str(directory).strip():  # Path("") is ".": an unset shell variable must not write here
         raise WeightsError("the output directory name is empty")
@@ -318,7 +320,17 @@ def save_model(
         text = json.dumps(config.to_hf_dict(), indent=2) + "\n"
         atomic_write_bytes(directory / "config.json", text.encode("utf-8"))
         if tokenizer is not None:
-            for name, data in hf_tokenizer_files(tokenizer, config.n_ctx).items():
+            files = hf_tokenizer_files(tokenizer, config.n_ctx)
+            if chat_template is not None:
+                from ..tokenizer.writers import tokenizer_config_bytes
+
+                files = {
+                    **files,
+                    "tokenizer_config.json": tokenizer_config_bytes(
+                        model_max_length=config.n_ctx, chat_template=chat_template
+                    ),
+                }
+            for name, data in files.items():
                 atomic_write_bytes(directory / name, data)
         eot = tokenizer.eot_token if tokenizer is not None else None
         generation = {"bos_token_id": eot, "eos_token_id": eot} if eot is not None else {}
