@@ -32,8 +32,8 @@ def harness():
 # --- the chapters' shape -------------------------------------------------------------------------------
 
 
-def test_twelve_chapters_in_order_in_the_index_and_the_site():
-    assert [p.name[:2] for p in CHAPTERS] == [f"{i:02d}" for i in range(12)]
+def test_thirteen_chapters_in_order_in_the_index_and_the_site():
+    assert [p.name[:2] for p in CHAPTERS] == [f"{i:02d}" for i in range(13)]
     index = (LEARN / "index.md").read_text(encoding="utf-8")
     site = (ROOT / "mkdocs.yml").read_text(encoding="utf-8")
     for chapter in CHAPTERS:

@@ -28,6 +28,7 @@ from guide_solutions import (  # noqa: E402  (after the skips: the solutions imp
     ch09_fast_and_slow,
     ch10_proof,
     ch11_questions,
+    ch12_instruction_tuning,
 )
 
 SIZES = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")
@@ -478,3 +479,39 @@ def test_ch11_attention_weights_match_torch():
         ours = causal_softmax([[s / math.sqrt(config.head_dim) for s in row] for row in matmul(q, transpose(k))])
         theirs = ch11_questions.attention_weights_torch(model, ids, head=head)
         assert torch.allclose(theirs.double(), torch.tensor(ours, dtype=torch.float64), atol=1e-6)
+
+
+# --- chapter 12 ------------------------------------------------------------------------------------
+
+CH12_MESSAGES = [{"role": "user", "content": "Reverse the word.\n\ntrain"}, {"role": "assistant", "content": "niart"}]
+
+
+def test_ch12_learnt_pieces_of_two_templates():
+    pytest.importorskip("jinja2")
+    from gpt2.chat_template import builtin_template
+    from gpt2.tokenizer import Tokenizer
+    from gpt2.training.instructions import encode_conversation
+
+    tok = Tokenizer.gpt2()
+    pieces = ch12_instruction_tuning.learnt_pieces
+    assert pieces(encode_conversation(CH12_MESSAGES, builtin_template("plain"), tok), tok) == [" niart\nUser:"]
+    assert pieces(encode_conversation(CH12_MESSAGES, builtin_template("chatml"), tok), tok) == ["niart<|im_end|>"]
+
+
+def test_ch12_is_correct():
+    check = ch12_instruction_tuning.is_correct
+    assert check("Reverse the word.\n\namber", " rebma") and not check("Reverse the word.\n\namber", "amber")
+    assert check("Write the word in capital letters.\n\nmaple", "MAPLE")
+    assert not check("Write the word in capital letters.\n\nmaple", "MAPL")
+    assert check("What is 7 + 8?", " 15") and not check("What is 7 + 8?", "14")
+
+
+def test_ch12_unmasked_learns_every_target():
+    from gpt2.training.instructions import Example, masked_targets
+
+    example = Example((5, 6, 7, 8), (False, False, True, True))
+    assert masked_targets(*_ids_learnt(ch12_instruction_tuning.unmasked(example))).tolist() == [6, 7, 8]
+
+
+def _ids_learnt(example):
+    return example.ids, example.learnt
