@@ -197,16 +197,12 @@ class ChatCompletion(Completion):
         return {**self.envelope([], chunk=True), "usage": self.usage()}
 
     async def response(self) -> dict[str, Any]:
-        texts: dict[int, list[str]] = {c.index: [] for c in self.choices}
-        entries: dict[int, list[TokenLogprob]] = {c.index: [] for c in self.choices}
-        async for piece in self.pieces():
-            texts[piece.index].append(piece.text)
-            entries[piece.index] += piece.logprobs or []
+        texts, entries = await self.collect()
         choices = [
             {
                 "index": c.index,
-                "message": {"role": "assistant", "content": "".join(texts[c.index])},
-                "logprobs": self._logprobs(entries[c.index] if self.params.logprobs is not None else None),
+                "message": {"role": "assistant", "content": texts[c.index]},
+                "logprobs": self._logprobs(entries[c.index]),
                 "finish_reason": c.finish_reason,
             }
             for c in self.choices

@@ -318,18 +318,20 @@ class Completion:
     def usage_chunk(self) -> dict[str, Any]:
         return {**self.envelope([]), "usage": self.usage()}
 
-    async def response(self) -> dict[str, Any]:
-        """The whole (non-streamed) response: every choice's pieces joined."""
+    async def collect(self) -> tuple[dict[int, str], dict[int, list[TokenLogprob] | None]]:
+        """Every choice's pieces joined: its text and (None where not asked for) its logprobs."""
         texts: dict[int, list[str]] = {c.index: [] for c in self.choices}
         entries: dict[int, list[TokenLogprob]] = {c.index: [] for c in self.choices}
         async for piece in self.pieces():
             texts[piece.index].append(piece.text)
             entries[piece.index] += piece.logprobs or []
-        logprobs = self.params.logprobs is not None
-        choices = [
-            _choice(c.index, "".join(texts[c.index]), entries[c.index] if logprobs else None, c.finish_reason)
-            for c in self.choices
-        ]
+        asked = self.params.logprobs is not None
+        return {i: "".join(t) for i, t in texts.items()}, {i: e if asked else None for i, e in entries.items()}
+
+    async def response(self) -> dict[str, Any]:
+        """The whole (non-streamed) response."""
+        texts, entries = await self.collect()
+        choices = [_choice(c.index, texts[c.index], entries[c.index], c.finish_reason) for c in self.choices]
         return {**self.envelope(choices), "usage": self.usage()}
 
 
