@@ -112,7 +112,7 @@ from gpt2.tokenizer import Tokenizer
 from gpt2.training import train, checkpoint
 real_export = checkpoint.export_model
 def die_before_the_second_export(directory, config, params, step, previous_step=None, **kwargs):
-    if step == 8 and not kwargs:  # the state of step 8 is on disk, its model is not (best/ has metadata)
+    if step == 8 and not kwargs.get("metadata"):  # step 8's state is on disk, its model not (best/ has metadata)
         os.kill(os.getpid(), signal.SIGKILL)
     return real_export(directory, config, params, step, previous_step, **kwargs)
 checkpoint.export_model = die_before_the_second_export
