@@ -87,12 +87,6 @@ def argmax(values: Sequence[float]) -> int:
     return LIST.argmax(values)
 
 
-def check_logits(logits: Sequence[float]) -> None:
-    """A model that produced NaN, +inf or nothing but -inf has failed; say so instead of
-    picking an arbitrary token (a list or an array)."""
-    ops_of(logits).check(logits)
-
-
 def draw_seed() -> int:
     """A fresh seed from the operating system's randomness."""
     return random.SystemRandom().randrange(2**32)
