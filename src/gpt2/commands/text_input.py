@@ -107,10 +107,11 @@ def read_stdin_bytes(terminal: bool) -> bytes | str:
         if len(data) > MAX_TEXT_BYTES:
             raise _too_large("stdin")
         return data
-    mode = os.fstat(fd).st_mode
+    status = os.fstat(fd)
+    mode = status.st_mode
     if stat.S_ISDIR(mode):
         raise Gpt2Error("stdin is a directory; redirect it from a file")
-    if stat.S_ISREG(mode) and os.fstat(fd).st_size > MAX_TEXT_BYTES:
+    if stat.S_ISREG(mode) and status.st_size > MAX_TEXT_BYTES:
         raise _too_large("stdin")
     deadline = None if terminal or stat.S_ISREG(mode) else stdin_timeout()
     return _read_fd(fd, deadline)
